@@ -1,0 +1,109 @@
+"""The `Action` protocol and its registry.
+
+An action only *plans*: given the injury and a read-only view of the checkout, it returns the
+changes it wants (paths to delete, files to rewrite) or asks to escalate. The checkout applies
+those changes, so a dry-run is simply a plan that is never applied. Only playbooks name actions;
+a network payload never chooses code to run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from auto_healer.contracts import ParsedInjury
+from auto_healer.errors import ConfigError
+from auto_healer.outcomes import FileChange
+
+
+class ActionOptions(BaseModel):
+    """Base of every action's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What an action may look at: the injury, the checkout root, the playbook's protections."""
+
+    injury: ParsedInjury
+    root: Path
+    protected: tuple[str, ...]
+
+
+@dataclass
+class StepPlan:
+    """What an action wants done. Empty `delete` and `write` means nothing to do."""
+
+    summary: str
+    delete: list[str] = field(default_factory=list)  # checkout-relative directories
+    write: dict[str, bytes] = field(default_factory=dict)  # checkout-relative file -> content
+    files: list[FileChange] = field(default_factory=list)  # for the report
+    diff: str = ""
+    escalate: str | None = None
+
+    @property
+    def noop(self) -> bool:
+        return not self.delete and not self.write and self.escalate is None
+
+
+OptionsT = TypeVar("OptionsT", bound=ActionOptions, contravariant=True)
+
+
+@runtime_checkable
+class Action(Protocol[OptionsT]):
+    """A named, typed heal step. `options_model` validates the playbook's `with:` block."""
+
+    name: ClassVar[str]
+    options_model: ClassVar[type[ActionOptions]]
+
+    async def plan(self, ctx: StepContext, options: OptionsT) -> StepPlan:
+        """Work out the changes for this injury without touching anything."""
+        ...
+
+
+_REGISTRY: dict[str, Action[ActionOptions]] = {}
+
+A = TypeVar("A")
+
+
+def register(cls: type[A]) -> type[A]:
+    """Class decorator: add an action to the registry under its `name`."""
+    instance = cls()
+    if not isinstance(instance, Action):
+        raise TypeError(f"{cls.__name__} does not implement the Action protocol")
+    if instance.name in _REGISTRY:
+        raise TypeError(f"action {instance.name!r} is registered twice")
+    _REGISTRY[instance.name] = instance
+    return cls
+
+
+def get_action(name: str) -> Action[ActionOptions]:
+    """The registered action called `name`, or a `ConfigError` with a did-you-mean hint."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"unknown action {name!r}{hint} (known: {known})") from None
+
+
+def action_names() -> list[str]:
+    """Every registered action name, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    if not _REGISTRY:
+        from auto_healer.actions import (  # noqa: F401  (importing registers them)
+            delete_directory,
+            escalate,
+            format_code,
+        )

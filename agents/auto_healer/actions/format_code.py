@@ -1,0 +1,144 @@
+"""`format_code`: run a formatter on the affected path and keep what it changed.
+
+The formatter runs on a scratch copy of the affected files (plus the config files it reads), so
+the checkout is untouched until the plan is applied, and the dry-run shows the exact diff. It is
+an argv list, never a shell, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
+from auto_healer.errors import HealFailed, InjuryRejected, TransientError
+from auto_healer.outcomes import FileChange
+from auto_healer.paths import confine, first_protected
+
+CONFIG_FILES = ("pyproject.toml", "ruff.toml", ".ruff.toml", "setup.cfg", "tox.ini", ".editorconfig")
+FORMATTERS: dict[str, list[str]] = {
+    "ruff": [sys.executable, "-m", "ruff", "format", "--no-cache", "{path}"],
+    "black": [sys.executable, "-m", "black", "--quiet", "{path}"],
+}
+
+
+class FormatCodeOptions(ActionOptions):
+    """Options of `format_code`."""
+
+    formatter: Literal["ruff", "black"] = Field(default="ruff", description="A known formatter.")
+    command: list[str] | None = Field(
+        default=None,
+        description="An argv list that replaces `formatter`; `{path}` is the affected path.",
+    )
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_files: int = Field(default=1000, ge=1, le=1_000_000)
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(isinstance(a, str) and a for a in value)):
+            raise ValueError("must be a non-empty list of non-empty strings (an argv, no shell)")
+        return value
+
+    def argv(self, path: str) -> list[str]:
+        template = self.command or FORMATTERS[self.formatter]
+        return [arg.replace("{path}", path) for arg in template]
+
+
+@register
+class FormatCode:
+    """Format the injury's `affected_path` (a file or a directory)."""
+
+    name = "format_code"
+    options_model = FormatCodeOptions
+
+    async def plan(self, ctx: StepContext, options: FormatCodeOptions) -> StepPlan:
+        raw = ctx.injury.injury.affected_path
+        target = confine(ctx.root, raw, protected=ctx.protected, allow_root=True)
+        if not target.absolute.exists():
+            return StepPlan(summary=f"{target.relative} does not exist: nothing to format")
+        files = _files(ctx.root, target.relative, options.max_files, ctx.protected)
+        with tempfile.TemporaryDirectory(prefix="auto-healer-fmt-") as scratch:
+            _copy(ctx.root, Path(scratch), target.relative, files)
+            await _run(options.argv(target.relative), Path(scratch), options.timeout_s)
+            write: dict[str, bytes] = {}
+            diffs: list[str] = []
+            for rel in files:
+                before = (ctx.root / rel).read_bytes()
+                after = (Path(scratch) / rel).read_bytes()
+                if after != before:
+                    write[rel] = after
+                    diffs.append(_diff(rel, before, after))
+        if not write:
+            return StepPlan(summary=f"{target.relative} is already formatted: nothing to heal")
+        return StepPlan(
+            summary=f"format {target.relative} ({len(write)} of {len(files)} files changed)",
+            write=write,
+            files=[FileChange(rel, "modify") for rel in write],
+            diff="".join(diffs),
+        )
+
+
+def _files(root: Path, rel: str, max_files: int, protected: tuple[str, ...]) -> list[str]:
+    """Regular files under the target (links and protected paths left alone)."""
+    base = root / rel if rel != "." else root
+    if base.is_file():
+        return [rel]
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in filenames:
+            path = Path(dirpath, name)
+            relpath = path.relative_to(root).as_posix()
+            if path.is_symlink() or not path.is_file() or first_protected(relpath, protected):
+                continue
+            found.append(relpath)
+            if len(found) > max_files:
+                raise InjuryRejected(f"{rel} has more than max_files={max_files} files to format")
+    return sorted(found)
+
+
+def _copy(root: Path, scratch: Path, rel: str, files: list[str]) -> None:
+    """Copy the files and every formatter config file between the root and the target."""
+    dirs = [Path()] + [Path(*Path(rel).parts[: i + 1]) for i in range(len(Path(rel).parts))]
+    for directory in dirs:
+        for name in CONFIG_FILES:
+            src = root / directory / name
+            if src.is_file() and not src.is_symlink():
+                (scratch / directory).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, scratch / directory / name)
+    for f in files:
+        (scratch / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / f, scratch / f)
+
+
+async def _run(argv: list[str], cwd: Path, timeout_s: float) -> None:
+    """Run the formatter; a timeout may pass, a non-zero exit will not."""
+    if shutil.which(argv[0]) is None:
+        raise HealFailed(f"formatter {argv[0]!r} is not installed")
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise TransientError(f"formatter timed out after {timeout_s:g}s") from None
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        raise HealFailed(f"formatter exited {proc.returncode}: {' | '.join(tail)}")
+
+
+def _diff(rel: str, before: bytes, after: bytes) -> str:
+    a = before.decode(errors="replace").splitlines(keepends=True)
+    b = after.decode(errors="replace").splitlines(keepends=True)
+    return "".join(difflib.unified_diff(a, b, f"a/{rel}", f"b/{rel}"))

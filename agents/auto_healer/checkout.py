@@ -1,0 +1,209 @@
+"""The git checkout a heal works on (GitPython): sync, apply a plan, commit, push, restore.
+
+Rules that never bend: every path is re-confined before it is touched, the checkout is brought
+to the remote head before a heal and left clean after a failed one, hooks of the repository are
+not run, and nothing is ever force-pushed. Methods are synchronous; the healer runs them in a
+worker thread, one heal per checkout at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from auto_healer.errors import ConfigError, HealFailed, TransientError
+from auto_healer.paths import confine
+
+# Stderr fragments of git failures that may pass: a moved remote, the network, a lock.
+_TRANSIENT = re.compile(
+    r"\[rejected\]|non-fast-forward|fetch first|failed to update ref|cannot lock ref"
+    r"|stale info|could not resolve host|connection (refused|reset|timed out)"
+    r"|operation timed out|could not read from remote|remote end hung up|early eof"
+    r"|rpc failed|unable to access|index\.lock|temporarily unavailable",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the heal commits are by."""
+
+    name: str = "auto-healer"
+    email: str = "auto-healer@aura.hive"
+
+
+def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFailed:
+    """Classify a git failure: transient ones (allow-listed) are retried, the rest are not."""
+    stderr = str(exc.stderr or exc).strip()
+    tail = " | ".join(line.strip() for line in stderr.splitlines()[-4:] if line.strip())
+    cls = TransientError if _TRANSIENT.search(stderr) else HealFailed
+    return cls(f"git {doing} failed: {tail}")
+
+
+def safe_ref(text: str) -> str:
+    """A branch-name-safe form of an injury id."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60]
+    return cleaned or hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Checkout:
+    """One working copy and the remote branch it heals."""
+
+    def __init__(
+        self, repo: git.Repo, *, branch: str, owned: bool, identity: Identity, remote: str
+    ) -> None:
+        self.repo = repo
+        self.branch = branch
+        self.owned = owned  # cloned by us: local changes may be discarded
+        self.identity = identity
+        self.remote = remote
+        self.root = Path(repo.working_tree_dir or ".").resolve()
+
+    # --- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: Path, *, branch: str | None = None, identity: Identity = Identity(),
+        remote: str = "origin",
+    ) -> Checkout:
+        """Use an existing checkout; its current branch unless `branch` is given."""
+        try:
+            repo = git.Repo(path)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise ConfigError(f"{path}: not a git checkout") from None
+        if repo.bare:
+            repo.close()
+            raise ConfigError(f"{path}: is a bare repository; give a checkout")
+        if remote not in [r.name for r in repo.remotes]:
+            repo.close()
+            raise ConfigError(f"{path}: has no remote {remote!r} to push heals to")
+        if branch is None:
+            if repo.head.is_detached:
+                repo.close()
+                raise ConfigError(f"{path}: HEAD is detached; pass --branch")
+            branch = repo.active_branch.name
+        return cls(repo, branch=branch, owned=False, identity=identity, remote=remote)
+
+    @classmethod
+    def clone(
+        cls, url: str, work_dir: Path, *, branch: str | None = None,
+        identity: Identity = Identity(),
+    ) -> Checkout:
+        """Clone `url` into `work_dir` (or reuse an earlier clone of it there)."""
+        name = safe_ref(url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
+        dest = work_dir / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+        try:
+            if (dest / ".git").is_dir():
+                repo = git.Repo(dest)
+                repo.remotes.origin.set_url(url)
+            else:
+                work_dir.mkdir(parents=True, exist_ok=True)
+                repo = git.Repo.clone_from(url, dest, no_checkout=False)
+        except git.GitCommandError as exc:
+            raise git_error(exc, "clone") from None
+        if branch is None:
+            head = repo.git.symbolic_ref("refs/remotes/origin/HEAD", "--short", with_exceptions=False)
+            branch = head.removeprefix("origin/") if head else repo.active_branch.name
+        return cls(repo, branch=branch, owned=True, identity=identity, remote="origin")
+
+    def close(self) -> None:
+        self.repo.close()
+
+    # --- the heal cycle ---------------------------------------------------------------------
+
+    def sync(self) -> str:
+        """Bring the checkout to the remote head, clean; return that commit."""
+        self._fetch()
+        upstream = f"{self.remote}/{self.branch}"
+        if not self.owned:
+            if self.repo.is_dirty(untracked_files=True):
+                raise ConfigError(f"{self.root}: has uncommitted changes; commit or stash them")
+            local = f"refs/heads/{self.branch}"
+            if self.repo.git.rev_parse("--verify", "-q", local, with_exceptions=False):
+                ahead = self.repo.git.rev_list("--count", f"{upstream}..{local}")
+                if int(ahead):
+                    raise ConfigError(
+                        f"{self.root}: branch {self.branch} has {ahead} commits not on "
+                        f"{upstream}; push or reset them first"
+                    )
+        self._git("checkout", "-q", "-B", self.branch, upstream)
+        self._git("reset", "-q", "--hard", upstream)
+        self._git("clean", "-q", "-fd")
+        return self.head()
+
+    def head(self) -> str:
+        return str(self.repo.git.rev_parse("HEAD"))
+
+    def apply(self, delete: list[str], write: dict[str, bytes], protected: tuple[str, ...]) -> None:
+        """Carry out a plan: remove directories and rewrite files, each re-confined first."""
+        for rel in delete:
+            target = confine(self.root, rel, protected=protected, allow_root=False)
+            if target.absolute.is_dir() and not target.absolute.is_symlink():
+                shutil.rmtree(target.absolute)
+        for rel, content in write.items():
+            target = confine(self.root, rel, protected=protected, allow_root=False)
+            mode = stat.S_IMODE(target.absolute.stat().st_mode)
+            tmp = target.absolute.with_name(f".{target.absolute.name}.auto-healer.tmp")
+            tmp.write_bytes(content)
+            os.chmod(tmp, mode)
+            os.replace(tmp, target.absolute)
+        paths = [*delete, *write]
+        if paths:
+            self._git("add", "-A", "--", *paths)
+
+    def has_staged_changes(self) -> bool:
+        return bool(self.repo.git.diff("--cached", "--name-only"))
+
+    def commit(self, message: str, injury_id: str) -> str:
+        """One commit of what is staged, with the auto-healer trailers; returns its sha."""
+        clean_id = re.sub(r"[\x00-\x1f\x7f]", "?", injury_id)
+        full = f"{message.strip()}\n\nInjury-Id: {clean_id}\nHealed-By: auto-healer\n"
+        self._git(
+            "-c", f"user.name={self.identity.name}", "-c", f"user.email={self.identity.email}",
+            "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false",
+            "commit", "-q", "--no-verify", "-m", full,
+        )
+        return self.head()
+
+    def push(self, target_branch: str) -> None:
+        """Push HEAD to `target_branch` on the remote; never with force."""
+        self._git("-c", "core.hooksPath=/dev/null", "push", "--porcelain", "-q", self.remote,
+                  f"HEAD:refs/heads/{target_branch}", doing="push")
+
+    def restore(self, base: str) -> None:
+        """Leave the checkout clean at `base` after a failed or cut-off heal."""
+        self._git("reset", "-q", "--hard", base)
+        self._git("clean", "-q", "-fd")
+
+    def is_clean(self) -> bool:
+        return not self.repo.is_dirty(untracked_files=True)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _fetch(self) -> None:
+        self._git("fetch", "-q", "--prune", self.remote,
+                  f"+refs/heads/{self.branch}:refs/remotes/{self.remote}/{self.branch}",
+                  doing="fetch")
+
+    def _git(self, *args: str, doing: str | None = None) -> str:
+        try:
+            return str(self.repo.git.execute(["git", *args]))
+        except git.GitCommandError as exc:
+            raise git_error(exc, doing or args[0]) from None
+
+
+def open_checkout(
+    *, repo_path: Path | None, repo_url: str | None, branch: str | None, work_dir: Path,
+    identity: Identity, remote: str = "origin",
+) -> Checkout:
+    """The checkout the settings name: a URL to clone, or an existing path (default: here)."""
+    if repo_url:
+        return Checkout.clone(repo_url, work_dir, branch=branch, identity=identity)
+    return Checkout.open(repo_path or Path.cwd(), branch=branch, identity=identity, remote=remote)

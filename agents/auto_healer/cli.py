@@ -1,0 +1,201 @@
+"""The `auto-healer` command line: validate, match, heal, schema, demo (and the agent's run).
+
+Exit status: 0 when every injury was healed, skipped or escalated; 1 when any failed or was
+rejected (or, for `match`, when no playbook matches); 2 for usage or configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from auto_healer import __version__
+from auto_healer.checkout import Identity, open_checkout
+from auto_healer.contracts import ParsedInjury, parse_injury, read_injuries
+from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.healer import Healer
+from auto_healer.logs import configure_logging
+from auto_healer.outcomes import Kind, Outcome, consequence
+from auto_healer.playbooks import load_playbooks, playbook_json_schema
+from auto_healer.report import render
+from auto_healer.settings import Settings, load_settings
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+log = structlog.get_logger("auto_healer.cli")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        playbooks_dir=getattr(args, "playbooks", None),
+        repo_path=getattr(args, "repo", None),
+        repo_url=getattr(args, "repo_url", None),
+        git_branch=getattr(args, "branch", None),
+        dry_run=True if getattr(args, "dry_run", False) else None,
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Load every playbook and report the first problems, with file and line."""
+    settings = _settings(args)
+    playbooks = load_playbooks(settings.playbooks_dir)
+    for p in playbooks:
+        steps = ", ".join(s.action for s in p.steps)
+        print(f"ok  {p.name:<28} {p.match.injury_type:<26} {steps}  ({p.source})")
+    print(f"{len(playbooks)} playbooks valid in {settings.playbooks_dir}")
+    return EXIT_OK
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    """Print the playbook an injury would run: exit 0 if one matches, 1 if none does."""
+    settings = _settings(args)
+    playbooks = load_playbooks(settings.playbooks_dir)
+    parsed = parse_injury(_read_input(args.injury).encode())
+    playbook = playbooks.match(parsed.injury)
+    if playbook is None:
+        print(f"no playbook matches injury_type {parsed.injury.injury_type!r}")
+        return EXIT_PROBLEM
+    print(json.dumps({"playbook": playbook.name, "source": playbook.source,
+                      "steps": [s.action for s in playbook.steps],
+                      "auto_heal": parsed.injury.auto_heal, "injury_id": parsed.id}, indent=2))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the playbook format (for editors)."""
+    print(json.dumps(playbook_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    """Heal the injuries of a file once, print the report, exit by outcome."""
+    settings = _settings(args)
+    playbooks = load_playbooks(settings.playbooks_dir)
+    try:
+        entries = read_injuries(_read_input(args.injuries))
+    except InjuryRejected as exc:
+        raise ConfigError(f"{args.injuries}: {exc}") from None
+    checkout = open_checkout(
+        repo_path=settings.repo_path, repo_url=settings.repo_url, branch=settings.git_branch,
+        work_dir=settings.work_dir, remote=settings.git_remote,
+        identity=Identity(settings.git_author_name, settings.git_author_email),
+    )
+    try:
+        healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
+        outcomes = asyncio.run(_heal_all(healer, entries, dry_run=settings.dry_run))
+    finally:
+        checkout.close()
+    where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
+    fmt = args.format or ("text" if sys.stdout.isatty() else "json")
+    print(render(outcomes, fmt, escalations_to=where))
+    return EXIT_OK if all(consequence(o).ok for o in outcomes) else EXIT_PROBLEM
+
+
+async def _heal_all(
+    healer: Healer, entries: Sequence[ParsedInjury | InjuryRejected], *, dry_run: bool
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    progress = _progress(len(entries))
+    for entry in entries:
+        if isinstance(entry, InjuryRejected):
+            outcomes.append(Outcome(Kind.REJECTED, str(entry), dry_run=dry_run))
+        else:
+            outcomes.append(await healer.handle(entry))
+        progress(len(outcomes))
+    return outcomes
+
+
+def _progress(total: int) -> Callable[[int], None]:
+    """A progress bar on stderr when there are many injuries and a person is watching."""
+    if total < 5 or not sys.stderr.isatty():
+        return lambda done: None
+
+    def show(done: int) -> None:
+        filled = int(30 * done / total)
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run a heal end to end on a temporary repository with a bare remote."""
+    from auto_healer.demo import run_demo
+
+    return run_demo(_settings(args))
+
+
+def _read_input(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auto-healer",
+        description="Heal injuries from the Aura Hive bloodstream with declarative playbooks.",
+    )
+    parser.add_argument("--version", action="version", version=f"auto-healer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
+            *, playbooks: bool = True, repo: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        if playbooks:
+            p.add_argument("--playbooks", metavar="DIR", type=Path,
+                           help="playbooks directory (env PLAYBOOKS_DIR, default ./playbooks)")
+        if repo:
+            group = p.add_mutually_exclusive_group()
+            group.add_argument("--repo", metavar="PATH", type=Path,
+                               help="existing checkout to heal (env REPO_PATH, default .)")
+            group.add_argument("--repo-url", metavar="URL",
+                               help="clone this URL into WORK_DIR and heal it (env REPO_URL)")
+            p.add_argument("--branch", help="branch to heal (env GIT_BRANCH, default current)")
+            p.add_argument("--dry-run", action="store_true",
+                           help="show the plan, change nothing (env DRY_RUN)")
+        return p
+
+    add("validate", cmd_validate, "check every playbook; report errors with file and line")
+    p = add("match", cmd_match, "print the playbook an injury would run")
+    p.add_argument("injury", metavar="INJURY.json", help="one injury as JSON ('-' for stdin)")
+    add("schema", cmd_schema, "print the JSON Schema of the playbook format", playbooks=False)
+    p = add("heal", cmd_heal, "heal injuries from a file once and report", repo=True)
+    p.add_argument("injuries", metavar="INJURIES",
+                   help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin")
+    p.add_argument("--format", choices=["text", "json", "markdown"],
+                   help="report format (default: text on a TTY, else json)")
+    add("demo", cmd_demo, "heal a temporary repository end to end, to see it work")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env = Settings()
+    except Exception:  # an invalid env is reported properly by the command's own load
+        env = None
+    configure_logging(env.log_format if env else "auto", env.log_level if env else "info")
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"auto-healer: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InjuryRejected as exc:
+        print(f"auto-healer: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
+

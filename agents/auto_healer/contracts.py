@@ -1,0 +1,235 @@
+"""The bloodstream contract: NATS subjects and the payloads that travel on them.
+
+Mirrors `shared/reference/nats-bloodstream-events.md`. Publishers evolve, so unknown extra
+fields are kept; a missing or wrong-typed field is rejected with a message that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from auto_healer.errors import InjuryRejected
+
+SUBJECT_AUDIT = "aura.hive.audit"
+SUBJECT_INJURY = "aura.hive.injury"
+SUBJECT_EVENTS_PREFIX = "aura.hive.events"
+SUBJECT_HEARTBEAT = "aura.hive.heartbeat"
+SUBJECT_BRAIN_DEAD = "aura.core.brain_dead"
+MSG_ID_HEADER = "Nats-Msg-Id"
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+def event_subject(event_type: str) -> str:
+    """The subject of a domain event, `aura.hive.events.<event_type>`."""
+    if not event_type or any(c in event_type for c in ".*> \t"):
+        raise ValueError(f"event_type {event_type!r} is not a single subject token")
+    return f"{SUBJECT_EVENTS_PREFIX}.{event_type}"
+
+
+class Severity(StrEnum):
+    """How bad an injury is, as bee-keeper reports it."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class _Contract(BaseModel):
+    """Base of every payload: extra fields are kept, declared ones are strictly typed."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a finite, non-negative Unix time")
+    return value
+
+
+class Injury(_Contract):
+    """`aura.hive.injury`: a self-healing trigger from bee-keeper."""
+
+    timestamp: float
+    injury_type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
+    affected_path: str = Field(min_length=1, max_length=4096)
+    severity: Severity
+    recommended_action: str = Field(max_length=200)
+    auto_heal: bool
+
+    _finite_ts = field_validator("timestamp")(_finite)
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity_from_json(cls, value: Any) -> Any:
+        # Strict mode accepts only enum instances; JSON gives strings.
+        return Severity(value) if value in {s.value for s in Severity} else value
+
+    @field_validator("affected_path")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL byte")
+        return value
+
+
+class Violation(_Contract):
+    """One finding of an architectural audit."""
+
+    severity: str
+    file: str
+    rule: str
+    message: str
+
+
+class AuditReport(_Contract):
+    """`aura.hive.audit`: the result of one bee-keeper audit."""
+
+    timestamp: float
+    violations: list[Violation]
+    repo: str
+    commit_sha: str
+    audit_status: str
+
+
+class DomainEvent(_Contract):
+    """`aura.hive.events.<event_type>`: a domain event; the auto-healer's outcomes use it."""
+
+    success: bool
+    event_type: str
+    timestamp: float
+    session_token: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return event_subject(self.event_type)
+
+
+class Heartbeat(_Contract):
+    """`aura.hive.heartbeat`: periodic liveness of one service."""
+
+    status: Literal["active", "draining", "stopping"]
+    timestamp: float
+    service: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BrainDead(_Contract):
+    """`aura.core.brain_dead`: a catastrophic LLM failure in core."""
+
+    timestamp: float
+    error: str
+    context: dict[str, Any] = Field(default_factory=dict)
+    fallback_action: str | None = None
+    fallback_price: float | None = None
+
+
+SUBJECT_MODELS: dict[str, type[_Contract]] = {
+    SUBJECT_AUDIT: AuditReport,
+    SUBJECT_INJURY: Injury,
+    SUBJECT_HEARTBEAT: Heartbeat,
+    SUBJECT_BRAIN_DEAD: BrainDead,
+}
+
+
+def model_for_subject(subject: str) -> type[_Contract] | None:
+    """The payload model of a bloodstream subject, or None for subjects outside the contract."""
+    if subject.startswith(SUBJECT_EVENTS_PREFIX + "."):
+        return DomainEvent
+    return SUBJECT_MODELS.get(subject)
+
+
+def canonical_json(payload: Any) -> bytes:
+    """One byte string per JSON value, whatever the key order or spacing it arrived with."""
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def injury_id(payload: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> str:
+    """The stable id of an injury: its `Nats-Msg-Id`, else a hash of the canonical payload."""
+    msg_id = (headers or {}).get(MSG_ID_HEADER, "").strip()
+    if msg_id:
+        return msg_id
+    return "sha256-" + hashlib.sha256(canonical_json(dict(payload))).hexdigest()[:24]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A one-line, human reason that names every offending field."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"field '{field}': {err['msg'].lower()}")
+    return "; ".join(parts)
+
+
+class ParsedInjury(BaseModel):
+    """An injury that passed the contract, with its stable id and the raw payload it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    injury: Injury
+    raw: dict[str, Any]
+
+
+def parse_injury_obj(
+    payload: Any, headers: Mapping[str, str] | None = None
+) -> ParsedInjury:
+    """Validate one decoded JSON value as an injury, or raise `InjuryRejected` naming the field."""
+    if not isinstance(payload, dict):
+        raise InjuryRejected(f"payload must be a JSON object, got {type(payload).__name__}")
+    try:
+        injury = Injury.model_validate(payload)
+    except ValidationError as exc:
+        raise InjuryRejected(f"invalid injury: {describe_validation_error(exc)}") from None
+    return ParsedInjury(id=injury_id(payload, headers), injury=injury, raw=payload)
+
+
+def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> ParsedInjury:
+    """Decode and validate an injury message body as it arrives from NATS."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise InjuryRejected(f"payload is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES} limit")
+    try:
+        payload = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InjuryRejected(f"payload is not valid JSON: {exc}") from None
+    return parse_injury_obj(payload, headers)
+
+
+def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
+    """Injuries from a JSON document (one object or a list) or JSON Lines.
+
+    Each entry is validated on its own: a bad one is an `InjuryRejected` in its place, so
+    nothing else in the file is lost. Only an empty input raises.
+    """
+    try:
+        doc = json.loads(text)
+        entries: list[Any] = doc if isinstance(doc, list) else [doc]
+        results: list[ParsedInjury | InjuryRejected] = []
+        for i, entry in enumerate(entries, 1):
+            try:
+                results.append(parse_injury_obj(entry))
+            except InjuryRejected as exc:
+                results.append(InjuryRejected(f"entry {i}: {exc}"))
+        return results
+    except json.JSONDecodeError:
+        pass
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InjuryRejected("no injuries: the input is empty")
+    out: list[ParsedInjury | InjuryRejected] = []
+    for n, line in lines:
+        try:
+            out.append(parse_injury(line.encode()))
+        except InjuryRejected as exc:
+            out.append(InjuryRejected(f"line {n}: {exc}"))
+    return out

@@ -1,0 +1,34 @@
+"""The one exception tree of auto-healer.
+
+Every error the package raises on purpose derives from `HealerError`. The tree is small on
+purpose: what matters to a caller is whether to fix its configuration, reject the input, retry,
+or give up.
+
+    HealerError
+    ├── ConfigError        bad settings or playbooks: fix and restart (exit 2)
+    ├── InjuryRejected     the input is invalid or unsafe: never retried, nothing touched
+    ├── TransientError     worth retrying (remote moved, network hiccup, timeout)
+    └── HealFailed         the heal could not be done (formatter broke, git refused)
+"""
+
+from __future__ import annotations
+
+
+class HealerError(Exception):
+    """Root of every error auto-healer raises on purpose."""
+
+
+class ConfigError(HealerError):
+    """Settings or playbooks are invalid; the message names the file, line and field."""
+
+
+class InjuryRejected(HealerError):
+    """The injury is malformed or asks for something unsafe; it is never retried."""
+
+
+class TransientError(HealerError):
+    """A failure that may pass: the remote moved, the network hiccuped, a timeout."""
+
+
+class HealFailed(HealerError):
+    """The heal could not be completed and retrying will not help."""

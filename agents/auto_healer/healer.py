@@ -1,0 +1,174 @@
+"""The heal pipeline: injury → playbook → actions (plan) → checkout (apply, commit, push) → outcome.
+
+`Healer.handle()` is the single code path used by the one-shot CLI and the NATS agent alike.
+It never raises for a bad injury or a failed heal: it returns an `Outcome`, and `outcomes`
+decides what follows. Transient failures are retried with tenacity, re-applying the heal on the
+new remote head each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from auto_healer.actions import StepContext, StepPlan, get_action
+from auto_healer.checkout import Checkout, safe_ref
+from auto_healer.contracts import ParsedInjury, parse_injury
+from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.playbooks import Playbook, Playbooks
+
+log = structlog.get_logger("auto_healer.healer")
+
+
+class Healer:
+    """Heals injuries on one checkout, one at a time, following the playbooks."""
+
+    def __init__(self, playbooks: Playbooks, checkout: Checkout, *, dry_run: bool) -> None:
+        self.playbooks = playbooks
+        self.checkout = checkout
+        self.dry_run = dry_run
+        self._lock = asyncio.Lock()  # never two heals on one checkout at once
+        self._throttled: dict[tuple[str, str], float] = {}
+
+    async def handle_message(self, data: bytes, headers: Mapping[str, str] | None) -> Outcome:
+        """Parse a raw bloodstream message and heal it; a bad payload becomes `rejected`."""
+        try:
+            parsed = parse_injury(data, headers)
+        except InjuryRejected as exc:
+            return Outcome(Kind.REJECTED, str(exc), raw=data, dry_run=self.dry_run)
+        return await self.handle(parsed)
+
+    async def handle(self, parsed: ParsedInjury) -> Outcome:
+        """Decide and carry out the heal of one valid injury; always returns an outcome."""
+        with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
+            outcome = await self._handle(parsed)
+            log.info("injury_outcome", outcome=outcome.kind.value, reason=outcome.reason,
+                     playbook=outcome.playbook, commit=outcome.commit, dry_run=self.dry_run)
+            return outcome
+
+    async def _handle(self, parsed: ParsedInjury) -> Outcome:
+        injury = parsed.injury
+        playbook = self.playbooks.match(injury)
+        if playbook is None:
+            return self._outcome(parsed, None, Kind.ESCALATED,
+                                 f"no playbook matches injury_type {injury.injury_type!r}")
+        if not injury.auto_heal:
+            return self._outcome(parsed, playbook, Kind.ESCALATED,
+                                 "auto_heal is false: a human must decide")
+        if playbook.throttle and self._is_throttled(playbook.throttle.window_s, parsed):
+            return self._outcome(parsed, playbook, Kind.SKIPPED,
+                                 f"throttled: {injury.injury_type} at {injury.affected_path} was "
+                                 f"handled within the last {playbook.throttle.window_s:g}s")
+        attempts = 0
+        try:
+            async with self._lock:
+                async for attempt in self._retrying(playbook):
+                    with attempt:
+                        attempts = attempt.retry_state.attempt_number
+                        outcome = await self._attempt(parsed, playbook)
+        except InjuryRejected as exc:
+            return self._outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
+        except TransientError as exc:
+            return self._outcome(parsed, playbook, Kind.FAILED,
+                                 f"{exc} (after {attempts} attempts)", attempts=attempts,
+                                 retryable=True)
+        except (HealFailed, ConfigError) as exc:
+            return self._outcome(parsed, playbook, Kind.FAILED, str(exc), attempts=attempts)
+        except Exception as exc:  # a bug must not kill the agent; it is reported and paged
+            log.exception("heal_internal_error")
+            return self._outcome(parsed, playbook, Kind.FAILED,
+                                 f"internal error: {type(exc).__name__}: {exc}", attempts=attempts)
+        if outcome.kind in (Kind.HEALED, Kind.PLANNED) and playbook.throttle:
+            self._throttled[_throttle_key(parsed)] = time.monotonic()
+        return replace(outcome, attempts=attempts)
+
+    def _outcome(self, parsed: ParsedInjury, playbook: Playbook | None, kind: Kind, reason: str,
+                 **fields: Any) -> Outcome:
+        """An outcome for this injury, carrying the playbook's failure policy."""
+        return Outcome(kind, reason, injury=parsed, dry_run=self.dry_run,
+                       playbook=playbook.name if playbook else None,
+                       page_on_failure=playbook is None or playbook.on_failure == "escalate",
+                       **fields)
+
+    @staticmethod
+    def _retrying(playbook: Playbook) -> AsyncRetrying:
+        return AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(playbook.retry.attempts),
+            wait=wait_exponential_jitter(
+                initial=playbook.retry.backoff_s, max=playbook.retry.max_backoff_s
+            ),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "heal_retry", attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else None),
+        )
+
+    def _is_throttled(self, window_s: float, parsed: ParsedInjury) -> bool:
+        last = self._throttled.get(_throttle_key(parsed))
+        return last is not None and time.monotonic() - last < window_s
+
+    async def _attempt(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
+        """One try: sync, plan every step, then apply, commit and push (unless dry-run)."""
+        co = self.checkout
+        # A dry-run neither fetches nor resets: it plans against the checkout as it is.
+        base = await asyncio.to_thread(co.head if self.dry_run else co.sync)
+        try:
+            return await self._plan_and_apply(parsed, playbook, base)
+        except BaseException:
+            if not self.dry_run:
+                await asyncio.shield(asyncio.to_thread(co.restore, base))
+            raise
+
+    async def _plan_and_apply(self, parsed: ParsedInjury, playbook: Playbook,
+                              base: str) -> Outcome:
+        co = self.checkout
+        ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
+        plans: list[tuple[str, StepPlan]] = []
+        for step in playbook.steps:
+            plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
+        reports = tuple(StepReport(name, p.summary, tuple(p.files), p.diff) for name, p in plans)
+
+        def done(kind: Kind, reason: str, **fields: Any) -> Outcome:
+            return self._outcome(parsed, playbook, kind, reason, steps=reports, **fields)
+
+        escalate = next((p.escalate for _, p in plans if p.escalate), None)
+        if escalate:
+            return done(Kind.ESCALATED, escalate)
+        if all(p.noop for _, p in plans):
+            why = "; ".join(p.summary for _, p in plans)
+            return done(Kind.SKIPPED, f"already healthy: {why}")
+        message = playbook.commit_message(parsed)
+        target = co.branch if playbook.commit.push_to == "branch" else \
+            f"auto-heal/{safe_ref(parsed.id)}"
+        if self.dry_run:
+            return done(Kind.PLANNED, f"would commit on {base[:12]} and push to {target}",
+                        commit_message=message, branch=target)
+        for _, plan in plans:
+            await asyncio.to_thread(co.apply, plan.delete, plan.write, playbook.protected_globs)
+        if not await asyncio.to_thread(co.has_staged_changes):
+            await asyncio.to_thread(co.restore, base)
+            return done(Kind.SKIPPED, "only untracked files differed; removed them locally, "
+                        "nothing to commit")
+        sha = await asyncio.to_thread(co.commit, message, parsed.id)
+        await asyncio.to_thread(co.push, target)
+        if target != co.branch:
+            await asyncio.to_thread(co.restore, base)
+        return done(Kind.HEALED, f"pushed {sha[:12]} to {target}", commit=sha, branch=target,
+                    commit_message=message)
+
+
+def _throttle_key(parsed: ParsedInjury) -> tuple[str, str]:
+    return parsed.injury.injury_type, parsed.injury.affected_path.strip("/")

@@ -1,0 +1,133 @@
+"""What happened to an injury, and the one place that decides what follows from it.
+
+Every path through the auto-healer ends in an `Outcome`. `consequence()` maps it to the
+acknowledgement (ack, nak, term), the page (trigger, resolve, none), the bloodstream event and
+the exit status. Nothing else in the package makes those decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from auto_healer.contracts import ParsedInjury
+
+
+class Kind(StrEnum):
+    """The five ends of an injury, plus `planned` for a dry-run heal."""
+
+    HEALED = "healed"
+    PLANNED = "planned"
+    SKIPPED = "skipped"
+    ESCALATED = "escalated"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class Settle(StrEnum):
+    """How a JetStream message is settled (core NATS has nothing to settle)."""
+
+    ACK = "ack"
+    NAK = "nak"
+    TERM = "term"
+
+
+class PageAction(StrEnum):
+    """What the pager is told."""
+
+    NONE = "none"
+    TRIGGER = "trigger"
+    RESOLVE = "resolve"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file a heal deletes or rewrites, for plans and reports."""
+
+    path: str
+    change: str  # "delete" | "modify"
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one playbook step did or would do."""
+
+    action: str
+    summary: str
+    files: tuple[FileChange, ...] = ()
+    diff: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one injury: its kind, the reason, and what was (or would be) done."""
+
+    kind: Kind
+    reason: str
+    injury: ParsedInjury | None = None
+    playbook: str | None = None
+    steps: tuple[StepReport, ...] = ()
+    commit: str | None = None
+    branch: str | None = None
+    commit_message: str | None = None
+    dry_run: bool = False
+    retryable: bool = False
+    page_on_failure: bool = True  # the playbook's `on_failure: escalate`
+    attempts: int = 0
+    raw: bytes | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def injury_id(self) -> str | None:
+        return self.injury.id if self.injury else None
+
+    @property
+    def files(self) -> tuple[FileChange, ...]:
+        return tuple(f for step in self.steps for f in step.files)
+
+
+@dataclass(frozen=True)
+class Consequence:
+    """What follows from an outcome."""
+
+    settle: Settle
+    page: PageAction
+    event_type: str
+    dead_letter: bool
+    ok: bool  # counts as success for the one-shot exit status
+
+
+_EVENTS = {
+    Kind.HEALED: "injury_healed",
+    Kind.PLANNED: "injury_heal_planned",
+    Kind.SKIPPED: "injury_skipped",
+    Kind.ESCALATED: "injury_escalated",
+    Kind.FAILED: "injury_heal_failed",
+    Kind.REJECTED: "injury_rejected",
+}
+
+
+def consequence(outcome: Outcome, *, can_redeliver: bool = False) -> Consequence:
+    """Decide ack/nak/term, page, event and exit status for an outcome.
+
+    `can_redeliver` is true only in JetStream mode while deliveries remain: a transient failure
+    is then nak'd and retried later instead of paged now.
+    """
+    kind = outcome.kind
+    event = _EVENTS[kind]
+    if kind is Kind.HEALED:
+        return Consequence(Settle.ACK, PageAction.RESOLVE, event, dead_letter=False, ok=True)
+    if kind in (Kind.PLANNED, Kind.SKIPPED):
+        return Consequence(Settle.ACK, PageAction.NONE, event, dead_letter=False, ok=True)
+    if kind is Kind.ESCALATED:
+        return Consequence(Settle.ACK, PageAction.TRIGGER, event, dead_letter=False, ok=True)
+    if kind is Kind.FAILED:
+        if outcome.retryable and can_redeliver:
+            return Consequence(Settle.NAK, PageAction.NONE, event, dead_letter=False, ok=False)
+        page = PageAction.TRIGGER if outcome.page_on_failure else PageAction.NONE
+        return Consequence(Settle.ACK, page, event, dead_letter=False, ok=False)
+    # REJECTED: invalid or unsafe. A payload that never became an injury has nobody to page
+    # about, only a dead letter; a valid injury refused for safety is paged as well.
+    page = PageAction.TRIGGER if outcome.injury is not None else PageAction.NONE
+    return Consequence(Settle.TERM, page, event, dead_letter=True, ok=False)

@@ -1,0 +1,315 @@
+"""Declarative YAML playbooks: their format, loading with file-and-line errors, and matching.
+
+A playbook says which injuries it claims (`match`), which actions heal them (`steps`), how hard
+to retry, what to do on failure, and how to commit. Everything is checked at load time: unknown
+keys, unknown actions or options, bad globs, bad templates, and two playbooks claiming the same
+injuries are each a `ConfigError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import model_validator
+
+from auto_healer.actions import ActionOptions, action_names, get_action
+from auto_healer.contracts import Injury, ParsedInjury, Severity
+from auto_healer.errors import ConfigError
+from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
+
+TEMPLATE_FIELDS = ("injury_type", "affected_path", "severity", "injury_id", "playbook",
+                   "recommended_action")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_glob(value: str | None) -> str | None:
+    if value is not None:
+        compile_glob(value.rstrip("/") or value)
+    return value
+
+
+class Match(_Strict):
+    """Which injuries a playbook claims. All given conditions must hold."""
+
+    injury_type: str = Field(min_length=1, description="Exact injury_type.")
+    severity: list[Severity] | None = Field(default=None, min_length=1)
+    affected_path: str | None = Field(default=None, description="Glob: ** spans directories.")
+    recommended_action: str | None = None
+
+    _glob = field_validator("affected_path")(_check_glob)
+
+    def claims(self, injury: Injury) -> bool:
+        return (
+            injury.injury_type == self.injury_type
+            and (self.severity is None or injury.severity in self.severity)
+            and (self.recommended_action in (None, injury.recommended_action))
+            and (self.affected_path is None
+                 or glob_matches(self.affected_path.rstrip("/"), injury.affected_path.strip("/")))
+        )
+
+    def overlaps(self, other: Match) -> bool:
+        """Conservatively, whether some injury could be claimed by both."""
+        if self.injury_type != other.injury_type:
+            return False
+        if self.severity and other.severity and not set(self.severity) & set(other.severity):
+            return False
+        ra, rb = self.recommended_action, other.recommended_action
+        if ra is not None and rb is not None and ra != rb:
+            return False
+        ga, gb = self.affected_path, other.affected_path
+        return ga is None or gb is None or globs_may_overlap(ga.rstrip("/"), gb.rstrip("/"))
+
+
+class Step(_Strict):
+    """One action and its options (`with`), validated by the action's own options model."""
+
+    action: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    _options: ActionOptions = PrivateAttr()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Step:
+        try:
+            action = get_action(self.action)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            self._options = action.options_model.model_validate(self.with_)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"option '{'.'.join(map(str, e['loc']))}' of {self.action}: {e['msg'].lower()}"
+                for e in exc.errors(include_url=False)
+            )
+            raise ValueError(problems) from None
+        return self
+
+    @property
+    def options(self) -> ActionOptions:
+        return self._options
+
+
+class Retry(_Strict):
+    """How often and how patiently to retry transient failures (jittered exponential backoff)."""
+
+    attempts: int = Field(default=3, ge=1, le=20)
+    backoff_s: float = Field(default=0.5, ge=0, le=60)
+    max_backoff_s: float = Field(default=10.0, ge=0, le=600)
+
+
+class Commit(_Strict):
+    """The heal commit: message template and where it is pushed."""
+
+    message: str = Field(default="auto-heal: {injury_type} at {affected_path}", min_length=1)
+    push_to: Literal["branch", "heal-branch"] = Field(
+        default="branch", description="`heal-branch` pushes to auto-heal/<injury id>."
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        for _text, name, spec, conv in string.Formatter().parse(value):
+            if name is not None and (name not in TEMPLATE_FIELDS or spec or conv):
+                raise ValueError(
+                    f"unknown placeholder {{{name}}}; use {', '.join(TEMPLATE_FIELDS)}"
+                )
+        return value
+
+
+class Throttle(_Strict):
+    """Heal one injury_type + affected_path at most once per window (storm control)."""
+
+    window_s: float = Field(gt=0, le=7 * 86400)
+
+
+class Playbook(_Strict):
+    """A declarative heal for one kind of injury."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    match: Match
+    steps: list[Step] = Field(min_length=1)
+    retry: Retry = Retry()
+    on_failure: Literal["escalate", "report"] = "escalate"
+    commit: Commit = Commit()
+    protected: list[str] = Field(default_factory=list, description="Globs added to the defaults.")
+    throttle: Throttle | None = None
+    source: str = Field(default="", exclude=True, description="Set by the loader.")
+
+    @field_validator("protected")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        for glob in value:
+            compile_glob(glob)
+        return value
+
+    @property
+    def protected_globs(self) -> tuple[str, ...]:
+        return DEFAULT_PROTECTED + tuple(self.protected)
+
+    def commit_message(self, parsed: ParsedInjury) -> str:
+        inj = parsed.injury
+        values = {"injury_type": inj.injury_type, "affected_path": inj.affected_path,
+                  "severity": inj.severity.value, "injury_id": parsed.id, "playbook": self.name,
+                  "recommended_action": inj.recommended_action}
+        safe = {k: re.sub(r"[\x00-\x1f\x7f]", "?", v) for k, v in values.items()}
+        return self.commit.message.format_map(safe)
+
+
+class Playbooks:
+    """The loaded playbooks; `match()` picks the one that claims an injury."""
+
+    def __init__(self, playbooks: Sequence[Playbook]) -> None:
+        self._all = list(playbooks)
+
+    def __iter__(self) -> Iterator[Playbook]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def match(self, injury: Injury) -> Playbook | None:
+        return next((p for p in self._all if p.match.claims(injury)), None)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of every mapping key and list item."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = _LineDict()
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.MarkedYAMLError("while loading", node.start_mark,
+                                       f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> list[Any]:
+    seq = _LineList(loader.construct_object(child, deep=True) for child in node.value)
+    seq.lines = [child.start_mark.line + 1 for child in node.value]
+    return seq
+
+
+class _LineDict(dict[str, Any]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[Any, int] = {}
+
+
+class _LineList(list[Any]):
+    lines: list[int]
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def _line_of(data: Any, loc: Sequence[int | str]) -> int | None:
+    line = None
+    for key in loc:
+        if isinstance(data, _LineDict) and key in data:
+            line, data = data.lines[key], data[key]
+        elif isinstance(data, _LineList) and isinstance(key, int) and key < len(data):
+            line, data = data.lines[key], data[key]
+        else:
+            break
+    return line
+
+
+def load_playbook(path: Path) -> Playbook:
+    """Load and validate one playbook file, or raise `ConfigError` naming file, line, field."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read playbook: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a playbook must be a YAML mapping")
+    try:
+        return Playbook.model_validate({**data, "source": str(path)})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            loc = err["loc"]
+            line = _line_of(data, loc)
+            where = f"{path}:{line}" if line else str(path)
+            field = ".".join(str(p) for p in loc) or "playbook"
+            lines.append(f"{where}: field '{field}': {_hint(err['msg'], loc)}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _hint(msg: str, loc: Sequence[int | str]) -> str:
+    msg = msg.removeprefix("Value error, ")
+    if msg == "Extra inputs are not permitted":
+        return "unknown key"
+    if loc and loc[-1] == "action" or "unknown action" in msg:
+        return f"{msg} (actions: {', '.join(action_names())})" if "known:" not in msg else msg
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def load_playbooks(directory: Path) -> Playbooks:
+    """Load every `*.yaml`/`*.yml` in a directory; names unique, claims disjoint."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: playbooks directory does not exist")
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise ConfigError(f"{directory}: no playbooks (*.yaml) found")
+    errors: list[str] = []
+    loaded: list[Playbook] = []
+    for path in files:
+        try:
+            loaded.append(load_playbook(path))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    for i, a in enumerate(loaded):
+        for b in loaded[i + 1 :]:
+            if a.name == b.name:
+                errors.append(f"{b.source}: playbook name {b.name!r} is already used by {a.source}")
+            elif a.match.overlaps(b.match):
+                errors.append(
+                    f"{b.source}: playbook {b.name!r} claims the same injuries as {a.name!r} "
+                    f"({a.source}); narrow `match` with severity, affected_path or "
+                    "recommended_action"
+                )
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return Playbooks(loaded)
+
+
+def playbook_json_schema() -> dict[str, Any]:
+    """JSON Schema of the playbook format, with each action's options spelled out."""
+    schema = Playbook.model_json_schema(by_alias=True)
+    schema["properties"].pop("source", None)
+    variants = []
+    for name in action_names():
+        options = get_action(name).options_model.model_json_schema()
+        variants.append({
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["action"],
+            "properties": {"action": {"const": name}, "with": options},
+        })
+    schema["$defs"]["Step"] = {"oneOf": variants, "description": Step.__doc__}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "auto-healer playbook"
+    return schema

@@ -1,0 +1,74 @@
+"""Settings: one validated object built at start-up from flags, environment and defaults.
+
+Environment names are the Hive's own where the reference doc has one (`NATS_URL`, `DRY_RUN`,
+`HEARTBEAT_INTERVAL_SEC`); the rest are the flag names in upper case. Flags win over env.
+Secrets are `SecretStr` and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from auto_healer.contracts import describe_validation_error
+from auto_healer.errors import ConfigError
+
+
+def default_state_dir() -> Path:
+    """Where auto-healer keeps state: `$XDG_STATE_HOME/auto-healer` or `~/.local/state/...`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "auto-healer"
+
+
+class Settings(BaseSettings):
+    """Every knob of auto-healer, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # what to heal with and where
+    playbooks_dir: Path = Path("playbooks")
+    repo_path: Path | None = None
+    repo_url: str | None = None
+    git_branch: str | None = None
+    git_remote: str = "origin"
+    work_dir: Path = Field(default_factory=lambda: default_state_dir() / "checkouts")
+    git_author_name: str = "auto-healer"
+    git_author_email: str = "auto-healer@aura.hive"
+    dry_run: bool = False
+
+    # output
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # the bloodstream (used by the agent)
+    nats_url: str | None = None
+    queue_group: str = "auto-healer"
+    heartbeat_interval_s: float = Field(
+        default=60.0, gt=0, validation_alias=AliasChoices("heartbeat_interval_s",
+                                                          "HEARTBEAT_INTERVAL_SEC"))
+
+    # the pager
+    pager_format: Literal["pagerduty", "generic"] = "pagerduty"
+    pager_webhook_url: str | None = None
+    pager_routing_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_repo(self) -> Settings:
+        if self.repo_path is not None and self.repo_url is not None:
+            raise ValueError("give either --repo (REPO_PATH) or --repo-url (REPO_URL), not both")
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from env plus the flags that were given; `ConfigError` if invalid."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {describe_validation_error(exc)}") from None

@@ -1,0 +1,81 @@
+"""Shared fixtures: real git repositories with bare remotes, and real nats-server processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from auto_healer.demo import SEED, make_repo
+from auto_healer.embedded import NatsServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOKS = ROOT / "playbooks"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's git config or write to their state dir."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("DRY_RUN", "NATS_URL", "PAGER_WEBHOOK_URL", "REPO_PATH", "REPO_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git and return its stdout."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def tree_digest(path: Path) -> str:
+    """A digest of every file (names, bytes, modes) under a path, .git included."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(path)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath, name)
+            h.update(str(full.relative_to(path)).encode())
+            if full.is_symlink():
+                h.update(os.readlink(full).encode())
+            else:
+                h.update(full.read_bytes())
+                h.update(oct(full.stat().st_mode).encode())
+    return h.hexdigest()
+
+
+def injury(affected_path: str, injury_type: str = "unauthorized_directory", **extra: object) -> dict[str, object]:
+    """An injury payload as bee-keeper publishes it."""
+    payload: dict[str, object] = {
+        "timestamp": 1735920000.456, "injury_type": injury_type, "affected_path": affected_path,
+        "severity": "high", "recommended_action": "delete_directory", "auto_heal": True,
+    }
+    if injury_type == "unformatted_code":
+        payload["recommended_action"] = "format_code"
+    payload.update(extra)
+    return payload
+
+
+def write_injuries(path: Path, *payloads: dict[str, object]) -> Path:
+    path.write_text(json.dumps(list(payloads)))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare remote and a checkout of it holding the demo's seed files."""
+    return make_repo(tmp_path, SEED)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on a free loopback port."""
+    with NatsServer(tmp_path / "nats") as server:
+        yield server
