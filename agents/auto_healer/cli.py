@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from auto_healer.healer import Healer
 from auto_healer.logs import configure_logging
 from auto_healer.outcomes import Kind, Outcome, consequence
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
-from auto_healer.report import render
+from auto_healer.report import render, summary
 from auto_healer.settings import Settings, load_settings
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -93,7 +94,22 @@ def cmd_heal(args: argparse.Namespace) -> int:
     where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
     fmt = args.format or ("text" if sys.stdout.isatty() else "json")
     print(render(outcomes, fmt, escalations_to=where))
+    _github_step_outputs(outcomes, where)
     return EXIT_OK if all(consequence(o).ok for o in outcomes) else EXIT_PROBLEM
+
+
+def _github_step_outputs(outcomes: Sequence[Outcome], escalations_to: str) -> None:
+    """In GitHub Actions: the Markdown plan/report in the step summary, counts as outputs."""
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as fh:
+            fh.write(render(outcomes, "markdown", escalations_to=escalations_to))
+    output_file = os.environ.get("GITHUB_OUTPUT")
+    if output_file:
+        counts = summary(outcomes)
+        with open(output_file, "a", encoding="utf-8") as fh:
+            for key in ("healed", "planned", "skipped", "escalated", "failed", "rejected"):
+                fh.write(f"{key}={counts[key]}\n")
 
 
 async def _heal_all(
