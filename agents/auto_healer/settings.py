@@ -53,6 +53,20 @@ class Settings(BaseSettings):
         default=60.0, gt=0, validation_alias=AliasChoices("heartbeat_interval_s",
                                                           "HEARTBEAT_INTERVAL_SEC"))
 
+    jetstream: bool = False
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    max_in_flight: int = Field(default=8, ge=1, le=1024)
+    grace_period_s: float = Field(default=30.0, ge=0)
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_nkey_seed_file: Path | None = None
+    nats_creds_file: Path | None = None
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
+    injury_signing_key: SecretStr | None = None  # HMAC-SHA256; when set, unsigned is rejected
+
     # the pager
     pager_format: Literal["pagerduty", "generic"] = "pagerduty"
     pager_webhook_url: str | None = None
