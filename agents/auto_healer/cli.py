@@ -38,6 +38,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         repo_url=getattr(args, "repo_url", None),
         git_branch=getattr(args, "branch", None),
         dry_run=True if getattr(args, "dry_run", False) else None,
+        nats_url=getattr(args, "nats_url", None),
+        queue_group=getattr(args, "queue_group", None),
+        jetstream=True if getattr(args, "jetstream", False) else None,
+        metrics_port=getattr(args, "metrics_port", None),
     )
 
 
@@ -140,6 +144,42 @@ def _progress(total: int) -> Callable[[int], None]:
     return show
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the cluster agent on the bloodstream until SIGTERM/SIGINT."""
+    from auto_healer.service import serve
+
+    settings = _settings(args)
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish injuries from a file to `aura.hive.injury`, as bee-keeper does."""
+    from auto_healer.tools import publish_injuries
+
+    settings = _settings(args)
+    entries = read_injuries(_read_input(args.injuries))
+    bad = [e for e in entries if isinstance(e, InjuryRejected)]
+    if bad:
+        raise ConfigError("; ".join(str(e) for e in bad))
+    good = [e for e in entries if not isinstance(e, InjuryRejected)]
+    url = settings.nats_url or "nats://127.0.0.1:4222"
+    sent = asyncio.run(publish_injuries(settings, url, good, msg_id=args.msg_id,
+                                        jetstream=args.wait_ack))
+    print(f"published {sent} injuries to {url}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Print bloodstream messages (default `aura.hive.>`), pretty-printed."""
+    from auto_healer.tools import tail
+
+    settings = _settings(args)
+    url = settings.nats_url or "nats://127.0.0.1:4222"
+    asyncio.run(tail(settings, url, args.subject, raw=args.raw, count=args.count))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a heal end to end on a temporary repository with a bare remote."""
     from auto_healer.demo import run_demo
@@ -191,6 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin")
     p.add_argument("--format", choices=["text", "json", "markdown"],
                    help="report format (default: text on a TTY, else json)")
+    p = add("run", cmd_run, "run the cluster agent on the NATS bloodstream", repo=True)
+    p.add_argument("--nats-url", help="NATS server(s), comma-separated (env NATS_URL; "
+                   "default: start an embedded server)")
+    p.add_argument("--queue-group", help="queue group (env QUEUE_GROUP, default auto-healer)")
+    p.add_argument("--jetstream", action="store_true",
+                   help="at-least-once: durable JetStream consumer (env JETSTREAM)")
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve /metrics, /healthz, /readyz on this port (env METRICS_PORT)")
+    p = add("publish", cmd_publish, "publish injuries to aura.hive.injury (like bee-keeper)",
+            playbooks=False)
+    p.add_argument("injuries", metavar="INJURIES", help="JSON, JSON Lines, or '-' for stdin")
+    p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
+    p.add_argument("--msg-id", action="store_true",
+                   help="set Nats-Msg-Id to each injury's stable id (JetStream dedup)")
+    p.add_argument("--wait-ack", action="store_true",
+                   help="publish through JetStream and wait for the stream's ack")
+    p = add("tail", cmd_tail, "print bloodstream messages, pretty-printed", playbooks=False)
+    p.add_argument("subject", nargs="?", default="aura.hive.>", help="default aura.hive.>")
+    p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
+    p.add_argument("--raw", action="store_true", help="one canonical JSON line per message")
+    p.add_argument("--count", type=int, help="stop after this many messages")
     add("demo", cmd_demo, "heal a temporary repository end to end, to see it work")
     return parser
 

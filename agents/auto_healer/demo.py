@@ -1,25 +1,28 @@
-"""`auto-healer demo`: a heal end to end on a throw-away repository with a bare remote.
+"""`auto-healer demo`: the whole loop on a throw-away repository and an embedded NATS server.
 
-It shows a new user, in a few seconds, the dry-run plan, the heal pushed to the remote as one
-commit, a second run that is a no-op, an escalation and a refused traversal.
+A new user sees, in a few seconds: the dry-run plan; the agent starting on the embedded
+JetStream server; bee-keeper-style injuries published; the repository healed through its
+remote; an escalation and a refused traversal; the outcome events as the Hive sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from auto_healer.checkout import Checkout, Identity
 from auto_healer.contracts import ParsedInjury, parse_injury_obj
+from auto_healer.embedded import NatsServer
 from auto_healer.healer import Healer
 from auto_healer.logs import configure_logging
-from auto_healer.outcomes import Outcome
 from auto_healer.playbooks import load_playbooks
 from auto_healer.report import render
-from auto_healer.settings import Settings
+from auto_healer.settings import Settings, load_settings
 
 SEED = {
     "pyproject.toml": '[project]\nname = "hive-core"\nversion = "0.1.0"\n',
@@ -31,8 +34,7 @@ SEED = {
 
 
 def demo_injuries() -> list[dict[str, object]]:
-    now = time.time()
-    base = {"timestamp": now, "severity": "high"}
+    base = {"timestamp": time.time(), "severity": "high"}
     return [
         {**base, "injury_type": "unauthorized_directory", "affected_path": "core/src/random_stuff/",
          "recommended_action": "delete_directory", "auto_heal": True},
@@ -66,29 +68,75 @@ def _git(cwd: Path, *args: str) -> str:
                           text=True).stdout
 
 
-async def _run_all(healer: Healer, injuries: list[ParsedInjury]) -> list[Outcome]:
-    return [await healer.handle(i) for i in injuries]
+def _show_event(msg: Any) -> None:
+    event = json.loads(msg.data)
+    meta = event.get("metadata", {})
+    where = (meta.get("injury") or {}).get("affected_path", "?")
+    print(f"  {msg.subject:<40} {where:<24} {meta.get('reason', '')}", flush=True)
+
+
+async def _plan(settings: Settings, work: Path, injuries: list[ParsedInjury]) -> None:
+    checkout = Checkout.open(work, identity=Identity())
+    try:
+        healer = Healer(load_playbooks(settings.playbooks_dir), checkout, dry_run=True)
+        outcomes = [await healer.handle(i) for i in injuries]
+    finally:
+        checkout.close()
+    print(render(outcomes, "text", escalations_to="this report (no pager set)"))
+
+
+async def _loop(settings: Settings, tmp: Path, remote: Path,
+                injuries: list[ParsedInjury]) -> None:
+    from auto_healer.service import serve
+    from auto_healer.tools import publish_injuries
+
+    import nats
+
+    with NatsServer(tmp / "nats") as server:
+        print(f"\n==> 2. the agent on an embedded NATS server at {server.url}, "
+              f"healing {remote} through a clone of its own\n")
+        agent_settings = settings.model_copy(update={
+            "nats_url": server.url, "repo_url": str(remote), "repo_path": None,
+            "jetstream": True, "work_dir": tmp / "agent", "dry_run": False})
+        stop = asyncio.Event()
+        agent = asyncio.create_task(serve(agent_settings, install_signals=False, stop=stop))
+        nc = await nats.connect(server.url)
+        seen = asyncio.Event()
+        count = 0
+
+        async def on_event(msg: Any) -> None:
+            nonlocal count
+            _show_event(msg)
+            count += 1
+            if count >= len(injuries):
+                seen.set()
+
+        await nc.subscribe("aura.hive.events.>", cb=on_event)
+        await asyncio.sleep(1.0)  # let the agent subscribe; JetStream would keep them anyway
+        print(f"  publishing {len(injuries)} injuries on aura.hive.injury, as bee-keeper does\n")
+        await publish_injuries(agent_settings, server.url, injuries, msg_id=True)
+        try:
+            await asyncio.wait_for(seen.wait(), 60)
+        finally:
+            await nc.drain()
+            stop.set()
+            await agent
 
 
 def run_demo(settings: Settings) -> int:
     configure_logging(settings.log_format, "warning")  # the report is the story here
-    playbooks = load_playbooks(settings.playbooks_dir)
-    with tempfile.TemporaryDirectory(prefix="auto-healer-demo-") as tmp:
-        remote, work = make_repo(Path(tmp))
+    load_playbooks(settings.playbooks_dir)  # fail early, with file and line
+    with tempfile.TemporaryDirectory(prefix="auto-healer-demo-") as tmp_name:
+        tmp = Path(tmp_name)
+        remote, work = make_repo(tmp)
         injuries = [parse_injury_obj(i) for i in demo_injuries()]
-        checkout = Checkout.open(work, identity=Identity())
-        try:
-            for title, dry in (("1. dry-run: the plan, nothing touched", True),
-                               ("2. heal: commit and push to the remote", False),
-                               ("3. heal again: nothing left to do", False)):
-                print(f"\n==> {title}\n")
-                outcomes = asyncio.run(_run_all(Healer(playbooks, checkout, dry_run=dry),
-                                                injuries))
-                print(render(outcomes, "text", escalations_to="this report (no pager set)"))
-        finally:
-            checkout.close()
-        print("\n==> 4. the remote's history\n")
+        print("==> 1. dry-run: the plan for four injuries, nothing touched\n")
+        asyncio.run(_plan(settings, work, injuries))
+        asyncio.run(_loop(load_settings(playbooks_dir=settings.playbooks_dir), tmp, remote,
+                          injuries))
+        print("\n==> 3. the remote's history: one commit per heal, with trailers\n")
         print(_git(remote, "log", "--format=%h %an: %s%n%(trailers:only,unfold)", "main").strip())
-        print("\n==> 5. the remote's tree\n")
+        print("\n==> 4. the remote's tree: random_stuff/ is gone, messy.py formatted\n")
         print(_git(remote, "ls-tree", "-r", "--name-only", "main").strip())
+        print("\nNext: `auto-healer run` (agent), `auto-healer heal FILE --dry-run` (one-shot).")
     return 0

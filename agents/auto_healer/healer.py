@@ -9,10 +9,10 @@ new remote head each time.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from tenacity import (
@@ -25,22 +25,26 @@ from tenacity import (
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout, safe_ref
 from auto_healer.contracts import ParsedInjury, parse_injury
+from auto_healer.coordination import Coordinator, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.playbooks import Playbook, Playbooks
 
 log = structlog.get_logger("auto_healer.healer")
+T = TypeVar("T")
 
 
 class Healer:
     """Heals injuries on one checkout, one at a time, following the playbooks."""
 
-    def __init__(self, playbooks: Playbooks, checkout: Checkout, *, dry_run: bool) -> None:
+    def __init__(self, playbooks: Playbooks, checkout: Checkout, *, dry_run: bool,
+                 coordinator: Coordinator | None = None) -> None:
         self.playbooks = playbooks
         self.checkout = checkout
         self.dry_run = dry_run
+        self.coordinator: Coordinator = coordinator or LocalCoordinator()
         self._lock = asyncio.Lock()  # never two heals on one checkout at once
-        self._throttled: dict[tuple[str, str], float] = {}
+        self.repo_key = repo_key(checkout)
 
     async def handle_message(self, data: bytes, headers: Mapping[str, str] | None) -> Outcome:
         """Parse a raw bloodstream message and heal it; a bad payload becomes `rejected`."""
@@ -67,13 +71,28 @@ class Healer:
         if not injury.auto_heal:
             return self._outcome(parsed, playbook, Kind.ESCALATED,
                                  "auto_heal is false: a human must decide")
-        if playbook.throttle and self._is_throttled(playbook.throttle.window_s, parsed):
+        coord = self.coordinator
+        commit = await coord.healed_commit(parsed.id)
+        if commit:
+            return self._outcome(parsed, playbook, Kind.SKIPPED,
+                                 f"already healed by commit {commit[:12]}", commit=commit)
+        window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
+        if playbook.throttle and not await coord.claim_window(window, playbook.throttle.window_s):
             return self._outcome(parsed, playbook, Kind.SKIPPED,
                                  f"throttled: {injury.injury_type} at {injury.affected_path} was "
                                  f"handled within the last {playbook.throttle.window_s:g}s")
+        outcome = await self._heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
+        if playbook.throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+            await coord.release_window(window)  # a failed heal must not throttle its retry
+        if outcome.kind is Kind.HEALED and outcome.commit:
+            await coord.mark_healed(parsed.id, outcome.commit)
+        return outcome
+
+    async def _heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
+        """Run the playbook under the path lock, retrying transient failures."""
         attempts = 0
         try:
-            async with self._lock:
+            async with self.coordinator.path_lock(lock_key), self._lock:
                 async for attempt in self._retrying(playbook):
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
@@ -90,8 +109,6 @@ class Healer:
             log.exception("heal_internal_error")
             return self._outcome(parsed, playbook, Kind.FAILED,
                                  f"internal error: {type(exc).__name__}: {exc}", attempts=attempts)
-        if outcome.kind in (Kind.HEALED, Kind.PLANNED) and playbook.throttle:
-            self._throttled[_throttle_key(parsed)] = time.monotonic()
         return replace(outcome, attempts=attempts)
 
     def _outcome(self, parsed: ParsedInjury, playbook: Playbook | None, kind: Kind, reason: str,
@@ -116,20 +133,16 @@ class Healer:
                 error=str(rs.outcome.exception()) if rs.outcome else None),
         )
 
-    def _is_throttled(self, window_s: float, parsed: ParsedInjury) -> bool:
-        last = self._throttled.get(_throttle_key(parsed))
-        return last is not None and time.monotonic() - last < window_s
-
     async def _attempt(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """One try: sync, plan every step, then apply, commit and push (unless dry-run)."""
         co = self.checkout
         # A dry-run neither fetches nor resets: it plans against the checkout as it is.
-        base = await asyncio.to_thread(co.head if self.dry_run else co.sync)
+        base = await _in_thread(co.head if self.dry_run else co.sync)
         try:
             return await self._plan_and_apply(parsed, playbook, base)
         except BaseException:
             if not self.dry_run:
-                await asyncio.shield(asyncio.to_thread(co.restore, base))
+                await _in_thread(co.restore, base)
             raise
 
     async def _plan_and_apply(self, parsed: ParsedInjury, playbook: Playbook,
@@ -157,18 +170,38 @@ class Healer:
             return done(Kind.PLANNED, f"would commit on {base[:12]} and push to {target}",
                         commit_message=message, branch=target)
         for _, plan in plans:
-            await asyncio.to_thread(co.apply, plan.delete, plan.write, playbook.protected_globs)
-        if not await asyncio.to_thread(co.has_staged_changes):
-            await asyncio.to_thread(co.restore, base)
+            await _in_thread(co.apply, plan.delete, plan.write, playbook.protected_globs)
+        if not await _in_thread(co.has_staged_changes):
+            await _in_thread(co.restore, base)
             return done(Kind.SKIPPED, "only untracked files differed; removed them locally, "
                         "nothing to commit")
-        sha = await asyncio.to_thread(co.commit, message, parsed.id)
-        await asyncio.to_thread(co.push, target)
+        sha = await _in_thread(co.commit, message, parsed.id)
+        await _in_thread(co.push, target)
         if target != co.branch:
-            await asyncio.to_thread(co.restore, base)
+            await _in_thread(co.restore, base)
         return done(Kind.HEALED, f"pushed {sha[:12]} to {target}", commit=sha, branch=target,
                     commit_message=message)
 
 
-def _throttle_key(parsed: ParsedInjury) -> tuple[str, str]:
-    return parsed.injury.injury_type, parsed.injury.affected_path.strip("/")
+def repo_key(checkout: Checkout) -> str:
+    """What identifies the repository across replicas: its remote URL."""
+    try:
+        return str(checkout.repo.remotes[checkout.remote].url)
+    except (IndexError, ValueError):
+        return str(checkout.root)
+
+
+def _path(parsed: ParsedInjury) -> str:
+    return parsed.injury.affected_path.strip("/")
+
+
+async def _in_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run blocking git work in a thread; if cancelled, wait for the thread before unwinding,
+    so the restore that follows never races a push still under way."""
+    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise

@@ -108,11 +108,14 @@ _EVENTS = {
 }
 
 
-def consequence(outcome: Outcome, *, can_redeliver: bool = False) -> Consequence:
+def consequence(
+    outcome: Outcome, *, can_redeliver: bool = False, out_of_deliveries: bool = False
+) -> Consequence:
     """Decide ack/nak/term, page, event and exit status for an outcome.
 
     `can_redeliver` is true only in JetStream mode while deliveries remain: a transient failure
-    is then nak'd and retried later instead of paged now.
+    is then nak'd and retried later instead of paged now. On the last delivery
+    (`out_of_deliveries`) it is paged and dead-lettered.
     """
     kind = outcome.kind
     event = _EVENTS[kind]
@@ -126,8 +129,19 @@ def consequence(outcome: Outcome, *, can_redeliver: bool = False) -> Consequence
         if outcome.retryable and can_redeliver:
             return Consequence(Settle.NAK, PageAction.NONE, event, dead_letter=False, ok=False)
         page = PageAction.TRIGGER if outcome.page_on_failure else PageAction.NONE
-        return Consequence(Settle.ACK, page, event, dead_letter=False, ok=False)
+        exhausted = outcome.retryable and out_of_deliveries
+        return Consequence(Settle.ACK, page, event, dead_letter=exhausted, ok=False)
     # REJECTED: invalid or unsafe. A payload that never became an injury has nobody to page
     # about, only a dead letter; a valid injury refused for safety is paged as well.
     page = PageAction.TRIGGER if outcome.injury is not None else PageAction.NONE
     return Consequence(Settle.TERM, page, event, dead_letter=True, ok=False)
+
+
+def settle_after_page(c: Consequence, *, page_delivered: bool) -> Settle:
+    """A page the pager could not take yet must not be lost: the message comes back (nak)."""
+    return c.settle if page_delivered else Settle.NAK
+
+
+def nak_delay_s(deliveries: int, *, base_s: float = 5.0, max_s: float = 300.0) -> float:
+    """Back off redeliveries: 5 s, 10 s, 20 s ... up to five minutes."""
+    return float(min(max_s, base_s * 2 ** max(0, deliveries - 1)))

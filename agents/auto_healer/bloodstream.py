@@ -1,0 +1,173 @@
+"""The NATS side of the agent: connection options, JetStream setup, and resilient publishing.
+
+Publishing follows the seed's graceful-degradation pattern plus a bounded, jittered retry: a
+NATS hiccup is logged and counted, never raised into the heal loop.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from auto_healer.contracts import SUBJECT_INJURY
+from auto_healer.errors import ConfigError
+from auto_healer.metrics import Metrics
+from auto_healer.settings import Settings
+
+log = structlog.get_logger("auto_healer.bloodstream")
+
+STREAM = "AURA_INJURIES"
+DURABLE = "auto-healer"
+DEAD_LETTER_STREAM = "AURA_DEAD_LETTERS"
+DEAD_LETTER_SUBJECT = "aura.hive.dead_letter.injury"
+TRANSIENT_NATS = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.TimeoutError,
+    nats.errors.NoServersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.FlushTimeoutError,
+    nats.errors.ConnectionReconnectingError,
+)
+
+
+def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any]:
+    """nats-py `connect()` keyword arguments from settings: servers, auth, TLS, reconnect."""
+    opts: dict[str, Any] = {
+        "servers": [u.strip() for u in url.split(",") if u.strip()],
+        "name": name,
+        "max_reconnect_attempts": -1,  # reconnect forever
+        "reconnect_time_wait": 2,
+        "connect_timeout": 5,
+        "allow_reconnect": True,
+    }
+    if settings.nats_user:
+        opts["user"] = settings.nats_user
+        if settings.nats_password:
+            opts["password"] = settings.nats_password.get_secret_value()
+    if settings.nats_token:
+        opts["token"] = settings.nats_token.get_secret_value()
+    if settings.nats_creds_file:
+        opts["user_credentials"] = str(settings.nats_creds_file)
+    if settings.nats_nkey_seed_file:
+        opts["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+        ctx = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
+        if settings.nats_tls_cert_file:
+            ctx.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+        opts["tls"] = ctx
+    return opts
+
+
+async def connect(settings: Settings, url: str, *, name: str, **callbacks: Any) -> Any:
+    """Connect with logging of disconnects and reconnects (and any extra callbacks)."""
+
+    async def disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("nats_disconnected")
+
+    async def reconnected() -> None:
+        log.info("nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url
+                                                 else ""))
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    cbs = {"disconnected_cb": disconnected, "reconnected_cb": reconnected, "error_cb": error}
+    cbs.update(callbacks)
+    try:
+        nc = await nats.connect(**connect_options(settings, url, name=name), **cbs)
+    except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from None
+    return nc
+
+
+async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: float) -> str:
+    """Make sure a stream captures injuries, plus the dead-letter stream and the durable consumer.
+
+    An existing stream that captures `aura.hive.injury` is used as it is when it can keep
+    injuries across a restart; one that cannot (memory storage, sealed) is a clear error and is
+    never changed. Returns the name of the injury stream.
+    """
+    try:
+        stream = await js.find_stream_name_by_subject(SUBJECT_INJURY)
+    except NotFoundError:
+        stream = None
+    if stream is None:
+        stream = STREAM
+        await js.add_stream(StreamConfig(
+            name=STREAM, subjects=[SUBJECT_INJURY], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE, max_age=7 * 86400.0, duplicate_window=120.0,
+            description="bee-keeper injuries, captured for the auto-healer"))
+    else:
+        config = (await js.stream_info(stream)).config
+        if config.storage != StorageType.FILE or config.sealed:
+            raise ConfigError(
+                f"stream {stream!r} captures {SUBJECT_INJURY} but is "
+                f"{'sealed' if config.sealed else 'in memory'}: injuries would be lost; use a "
+                "file-backed stream (auto-healer never changes an existing stream)")
+    try:
+        await js.stream_info(DEAD_LETTER_STREAM)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(
+            name=DEAD_LETTER_STREAM, subjects=["aura.hive.dead_letter.>"],
+            storage=StorageType.FILE, description="injuries the auto-healer could not take"))
+    try:
+        await js.consumer_info(stream, DURABLE)
+    except NotFoundError:
+        await js.add_consumer(stream, ConsumerConfig(
+            durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_s, max_deliver=max_deliver, filter_subject=SUBJECT_INJURY,
+            max_ack_pending=1000))
+    return stream
+
+
+class Publisher:
+    """Publishes events with bounded retries; failures are logged and counted, never raised."""
+
+    def __init__(self, nc: Any, metrics: Metrics, *, attempts: int = 3) -> None:
+        self.nc = nc
+        self.metrics = metrics
+        self.attempts = attempts
+
+    async def publish(self, subject: str, payload: dict[str, Any] | bytes,
+                      headers: dict[str, str] | None = None, *, js: Any = None) -> bool:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TRANSIENT_NATS),
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential_jitter(initial=0.1, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    if js is not None:
+                        await js.publish(subject, data, headers=headers)
+                    else:
+                        await self.nc.publish(subject, data, headers=headers)
+        except Exception as exc:  # graceful degradation: the agent survives a lost event
+            self.metrics.failed.labels(topic=subject).inc()
+            log.warning("nats_publish_failed", topic=subject, error=str(exc) or repr(exc))
+            return False
+        self.metrics.published.labels(topic=subject).inc()
+        return True

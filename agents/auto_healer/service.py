@@ -1,0 +1,89 @@
+"""Assembles and runs the cluster agent from settings: NATS (given or embedded), checkout,
+coordinator, pager, healer. `auto-healer run` calls `serve()`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import structlog
+
+from auto_healer.agent import Agent
+from auto_healer.bloodstream import connect
+from auto_healer.checkout import Identity, open_checkout
+from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
+from auto_healer.embedded import LOOPBACK, NatsServer
+from auto_healer.errors import ConfigError
+from auto_healer.healer import Healer
+from auto_healer.playbooks import load_playbooks
+from auto_healer.settings import Settings, default_state_dir
+
+log = structlog.get_logger("auto_healer.service")
+
+
+def embedded_server(state_dir: Path) -> NatsServer:
+    """The embedded NATS server: port 4222 when free, else any free loopback port."""
+    port = 4222
+    with socket.socket() as s:
+        if s.connect_ex((LOOPBACK, port)) == 0:
+            port = 0
+    return NatsServer(state_dir / "nats", port=port or None)
+
+
+async def serve(settings: Settings, *, install_signals: bool = True,
+                stop: asyncio.Event | None = None) -> None:
+    """Run one agent replica until SIGTERM/SIGINT, or until `stop` is set."""
+    playbooks = load_playbooks(settings.playbooks_dir)
+    async with AsyncExitStack() as stack:
+        url = settings.nats_url
+        if not url:
+            server = embedded_server(default_state_dir()).start()
+            stack.callback(server.stop)
+            url = server.url
+            log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
+        nc = await connect(settings, url, name=f"auto-healer-{socket.gethostname()}-{os.getpid()}")
+        checkout = open_checkout(
+            repo_path=settings.repo_path, repo_url=settings.repo_url, branch=settings.git_branch,
+            work_dir=settings.work_dir, remote=settings.git_remote,
+            identity=Identity(settings.git_author_name, settings.git_author_email))
+        stack.callback(checkout.close)
+        coordinator = await _coordinator(settings, nc)
+        healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
+        pager = None
+        if settings.pager_webhook_url:
+            from auto_healer.pager import Pager
+
+            pager = Pager.from_settings(settings, dry_run=settings.dry_run)
+            if pager is not None:
+                await pager.start()
+                stack.push_async_callback(pager.aclose)
+        agent = Agent(settings, healer, nc, pager=pager, max_deliver=settings.max_deliver)
+        log.info("agent_starting", nats_url=url, repo=healer.repo_key, branch=checkout.branch,
+                 jetstream=settings.jetstream, dry_run=settings.dry_run,
+                 playbooks=[p.name for p in playbooks])
+        if stop is not None:
+            relay = asyncio.create_task(_relay(stop, agent.stopping))
+            stack.callback(relay.cancel)
+        await agent.run(install_signals=install_signals)
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def _coordinator(settings: Settings, nc: object) -> Coordinator:
+    """KV coordination when the server has JetStream; in-process otherwise (core mode only)."""
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        return await KvCoordinator.create(nc.jetstream(), owner=owner,  # type: ignore[attr-defined]
+                                          lock_ttl_s=settings.lock_ttl_s,
+                                          lock_wait_s=0.0 if settings.jetstream else 60.0)
+    except Exception as exc:
+        if settings.jetstream:
+            raise ConfigError(f"JetStream KV is not available on the server: {exc}") from None
+        log.warning("kv_unavailable_local_locks_only", error=str(exc) or type(exc).__name__)
+        return LocalCoordinator()

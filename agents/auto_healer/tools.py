@@ -1,0 +1,78 @@
+"""Bloodstream tools: `publish` (a bee-keeper-compatible injury publisher) and `tail`
+(like `nats sub "aura.hive.>"`, pretty-printed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from auto_healer.bloodstream import connect
+from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
+from auto_healer.settings import Settings
+
+
+async def publish_injuries(settings: Settings, url: str, injuries: list[ParsedInjury], *,
+                           msg_id: bool, jetstream: bool = False) -> int:
+    """Publish injuries exactly as bee-keeper does (JSON on `aura.hive.injury`).
+
+    With `msg_id`, each carries `Nats-Msg-Id` = its stable id, so JetStream drops republished
+    duplicates. With a signing key in the settings, each carries its HMAC signature.
+    """
+    nc = await connect(settings, url, name="auto-healer-publish")
+    key = settings.injury_signing_key
+    try:
+        js = nc.jetstream() if jetstream else None
+        for parsed in injuries:
+            body = json.dumps(parsed.raw).encode()
+            headers: dict[str, str] = {}
+            if msg_id:
+                headers[MSG_ID_HEADER] = parsed.id
+            if key is not None:
+                from auto_healer.signing import SIGNATURE_HEADER, sign
+
+                headers[SIGNATURE_HEADER] = sign(body, key.get_secret_value().encode())
+            if js is not None:
+                await js.publish(SUBJECT_INJURY, body, headers=headers or None)
+            else:
+                await nc.publish(SUBJECT_INJURY, body, headers=headers or None)
+        await nc.flush()
+    finally:
+        await nc.drain()
+    return len(injuries)
+
+
+def _pretty(msg: Any) -> str:
+    stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        body: Any = json.loads(msg.data)
+        text = json.dumps(body, indent=2, ensure_ascii=False)
+    except (ValueError, UnicodeDecodeError):
+        text = msg.data.decode(errors="replace")
+    headers = f" {dict(msg.headers)}" if msg.headers else ""
+    return f"[{stamp}] {msg.subject}{headers}\n{text}"
+
+
+async def tail(settings: Settings, url: str, subject: str, *, raw: bool = False,
+               count: int | None = None) -> None:
+    """Print every message on `subject` until interrupted (or `count` messages)."""
+    nc = await connect(settings, url, name="auto-healer-tail")
+    seen = asyncio.Event()
+    received = 0
+
+    async def show(msg: Any) -> None:
+        nonlocal received
+        line = canonical_json(json.loads(msg.data)).decode() if raw else _pretty(msg)
+        print(line, flush=True)
+        received += 1
+        if count is not None and received >= count:
+            seen.set()
+
+    try:
+        await nc.subscribe(subject, cb=show)
+        print(f"# listening on {subject} at {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        await seen.wait()
+    finally:
+        await nc.drain()
