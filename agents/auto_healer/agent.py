@@ -96,7 +96,15 @@ class Agent:
         background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._tick())]
         try:
             if self.js is not None:
-                intake = asyncio.create_task(self._pull_loop())
+                stream = await ensure_streams(self.js, max_deliver=self.max_deliver,
+                                              ack_wait_s=self.settings.ack_wait_s)
+                psub = await self.js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE,
+                                                    stream=stream)
+                self.subscribed = True
+                log.info("agent_subscribed", stream=stream, durable=DURABLE,
+                         dry_run=self.healer.dry_run)
+                intake = asyncio.create_task(self._pull_loop(psub))
+                intake.add_done_callback(lambda _t: self.stopping.set())  # a dead loop stops us
             else:
                 sub = await self.nc.subscribe(SUBJECT_INJURY, queue=self.settings.queue_group,
                                               cb=self._on_core_msg, pending_msgs_limit=1_000_000,
@@ -139,13 +147,7 @@ class Agent:
         await self._slots.acquire()
         self._spawn(self._process(msg.data, msg.headers))
 
-    async def _pull_loop(self) -> None:
-        assert self.js is not None
-        stream = await ensure_streams(self.js, max_deliver=self.max_deliver,
-                                      ack_wait_s=self.settings.ack_wait_s)
-        psub = await self.js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE, stream=stream)
-        self.subscribed = True
-        log.info("agent_subscribed", stream=stream, durable=DURABLE, dry_run=self.healer.dry_run)
+    async def _pull_loop(self, psub: Any) -> None:
         while not self.stopping.is_set():
             free = self.settings.max_in_flight - self.in_flight
             if free <= 0:

@@ -41,9 +41,12 @@ class Identity:
 
 def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFailed:
     """Classify a git failure: transient ones (allow-listed) are retried, the rest are not."""
-    stderr = str(exc.stderr or exc).strip()
-    tail = " | ".join(line.strip() for line in stderr.splitlines()[-4:] if line.strip())
-    cls = TransientError if _TRANSIENT.search(stderr) else HealFailed
+    # `push` reports a rejected ref on stdout (with --porcelain) and only hints on stderr.
+    text = f"{exc.stdout or ''}\n{exc.stderr or exc}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
+        ("hint:", "stdout:", "stderr:"))]
+    tail = " | ".join(lines[-3:]).replace("'", "")
+    cls = TransientError if _TRANSIENT.search(text) else HealFailed
     return cls(f"git {doing} failed: {tail}")
 
 

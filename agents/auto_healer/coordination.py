@@ -8,6 +8,7 @@ block a path forever).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
@@ -28,7 +29,11 @@ def kv_key(*parts: str) -> str:
 
 
 class Coordinator(Protocol):
-    """What the healer needs to stay exact across heals and replicas."""
+    """What the healer needs to stay exact across heals and replicas.
+
+    Failures of the shared store raise `TransientError`: the injury is then retried, never
+    dropped.
+    """
 
     async def healed_commit(self, injury_id: str) -> str | None:
         """The commit that already healed this injury id, if any."""
@@ -36,8 +41,12 @@ class Coordinator(Protocol):
 
     async def mark_healed(self, injury_id: str, commit: str) -> None: ...
 
-    async def claim_window(self, key: str, window_s: float) -> bool:
-        """True for the first claim of `key` within `window_s`; later claims are throttled."""
+    async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
+        """False when another injury claimed `key` within `window_s` (storm control).
+
+        The same claimant (a redelivered injury) may always claim again: a replica that died
+        after claiming must not throttle the retry of its own injury.
+        """
         ...
 
     async def release_window(self, key: str) -> None: ...
@@ -54,31 +63,35 @@ class LocalCoordinator:
         self.max_entries = max_entries
         self.healed_ttl_s = healed_ttl_s
         self._healed: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._windows: OrderedDict[str, float] = OrderedDict()  # key -> expiry
+        self._windows: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> expiry, who
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def _trim(self, table: OrderedDict[str, Any]) -> None:
+    def _put(self, table: OrderedDict[str, Any], key: str, value: Any) -> None:
+        table.pop(key, None)
+        table[key] = value
         while len(table) > self.max_entries:
             table.popitem(last=False)
 
     async def healed_commit(self, injury_id: str) -> str | None:
         entry = self._healed.get(injury_id)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        return entry[1] if entry and entry[0] > time.monotonic() else None
 
     async def mark_healed(self, injury_id: str, commit: str) -> None:
-        self._healed[injury_id] = (time.monotonic() + self.healed_ttl_s, commit)
-        self._trim(self._healed)
+        self._put(self._healed, injury_id, (time.monotonic() + self.healed_ttl_s, commit))
 
-    async def claim_window(self, key: str, window_s: float) -> bool:
-        now = time.monotonic()
-        expiry = self._windows.get(key)
-        if expiry is not None and expiry > now:
+    def window_holder(self, key: str) -> str | None:
+        """Who holds the window on `key` now, if anyone."""
+        entry = self._windows.get(key)
+        return entry[1] if entry and entry[0] > time.monotonic() else None
+
+    def record_window(self, key: str, window_s: float, claimant: str) -> None:
+        self._put(self._windows, key, (time.monotonic() + window_s, claimant))
+
+    async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
+        holder = self.window_holder(key)
+        if holder not in (None, claimant):
             return False
-        self._windows.pop(key, None)
-        self._windows[key] = now + window_s
-        self._trim(self._windows)
+        self.record_window(key, window_s, claimant)
         return True
 
     async def release_window(self, key: str) -> None:
@@ -95,21 +108,37 @@ class LocalCoordinator:
                 del self._locks[key]
 
 
+@asynccontextmanager
+async def _store(doing: str) -> AsyncIterator[None]:
+    """Map a failure of the KV store (not a KV answer) to `TransientError`."""
+    try:
+        yield
+    except (TransientError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        if isinstance(exc, KeyNotFoundError | KeyWrongLastSequenceError):
+            raise
+        raise TransientError(f"coordination store unavailable ({doing}): "
+                             f"{exc or type(exc).__name__}") from None
+
+
 class KvCoordinator:
     """Coordination through NATS KV buckets shared by every replica."""
 
     def __init__(self, locks: Any, healed: Any, throttle: Any, *, owner: str,
-                 lock_ttl_s: float = 300.0, lock_wait_s: float = 0.0) -> None:
+                 lock_ttl_s: float = 60.0, lock_wait_s: float = 0.0) -> None:
         self.locks, self.healed, self.throttle = locks, healed, throttle
         self.owner = owner
         self.lock_ttl_s = lock_ttl_s
         self.lock_wait_s = lock_wait_s
-        self.local = LocalCoordinator()  # in-process locks first: cheap and fair
+        self.local = LocalCoordinator()  # a cache of what this replica knows, and its locks
 
     @classmethod
-    async def create(cls, js: Any, *, owner: str, lock_ttl_s: float = 300.0,
+    async def create(cls, js: Any, *, owner: str, lock_ttl_s: float = 60.0,
                      lock_wait_s: float = 0.0, healed_ttl_s: float = 7 * 86400) -> KvCoordinator:
-        """Open (or create) the three buckets."""
+        """Open (or create) the three buckets; the lock bucket's max age is the lock TTL."""
         locks = await _bucket(js, BUCKET_LOCKS, ttl_s=lock_ttl_s)
         healed = await _bucket(js, BUCKET_HEALED, ttl_s=healed_ttl_s)
         throttle = await _bucket(js, BUCKET_THROTTLE, ttl_s=7 * 86400)
@@ -123,50 +152,72 @@ class KvCoordinator:
         if known:
             return known
         try:
-            entry = await self.healed.get(kv_key(injury_id))
+            async with _store("read healed ids"):
+                entry = await self.healed.get(kv_key(injury_id))
         except KeyNotFoundError:
             return None
         return entry.value.decode() if entry.value else None
 
     async def mark_healed(self, injury_id: str, commit: str) -> None:
         await self.local.mark_healed(injury_id, commit)
-        await self.healed.put(kv_key(injury_id), commit.encode())
+        async with _store("record a healed id"):
+            await self.healed.put(kv_key(injury_id), commit.encode())
 
-    async def claim_window(self, key: str, window_s: float) -> bool:
-        from nats.js.errors import KeyWrongLastSequenceError
+    async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-        if not await self.local.claim_window(key, window_s):
-            return False  # this replica claimed it already: no round trip needed
+        holder = self.local.window_holder(key)
+        if holder not in (None, claimant):
+            return False  # this replica saw another injury claim it: no round trip needed
         try:
-            await self.throttle.create(kv_key(key), self.owner.encode(), msg_ttl=window_s)
+            async with _store("claim a throttle window"):
+                await self.throttle.create(kv_key(key), claimant.encode(), msg_ttl=window_s)
         except KeyWrongLastSequenceError:
-            return False
+            try:
+                async with _store("read a throttle window"):
+                    entry = await self.throttle.get(kv_key(key))
+            except KeyNotFoundError:
+                return False
+            if (entry.value or b"").decode() != claimant:
+                return False
+        self.local.record_window(key, window_s, claimant)
         return True
 
     async def release_window(self, key: str) -> None:
         await self.local.release_window(key)
-        await self.throttle.purge(kv_key(key))
+        async with _store("release a throttle window"):
+            await self.throttle.purge(kv_key(key))
 
     @asynccontextmanager
     async def path_lock(self, key: str) -> AsyncIterator[None]:
+        """Hold the path in KV; the bucket's max age is the TTL, refreshed while we hold it."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         async with self.local.path_lock(key):
             deadline = time.monotonic() + self.lock_wait_s
             while True:
                 try:
-                    await self.locks.create(kv_key(key), self.owner.encode(),
-                                            msg_ttl=self.lock_ttl_s)
+                    async with _store("take a path lock"):
+                        revision = await self.locks.create(kv_key(key), self.owner.encode())
                     break
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
                         raise TransientError(
                             "another replica is healing this path right now") from None
                     await asyncio.sleep(0.2)
+            refresher = asyncio.create_task(self._refresh(kv_key(key), revision))
             try:
                 yield
             finally:
-                await asyncio.shield(self.locks.purge(kv_key(key)))
+                refresher.cancel()
+                with contextlib.suppress(Exception):  # it expires by itself at worst
+                    await asyncio.shield(self.locks.purge(kv_key(key)))
+
+    async def _refresh(self, key: str, revision: int) -> None:
+        """Rewrite the lock every third of its TTL so a long heal keeps it, a dead one loses it."""
+        while True:
+            await asyncio.sleep(self.lock_ttl_s / 3)
+            revision = await self.locks.update(key, self.owner.encode(), last=revision)
 
 
 async def _bucket(js: Any, name: str, *, ttl_s: float) -> Any:

@@ -71,21 +71,32 @@ class Healer:
         if not injury.auto_heal:
             return self._outcome(parsed, playbook, Kind.ESCALATED,
                                  "auto_heal is false: a human must decide")
-        coord = self.coordinator
+        try:
+            return await self._coordinated(parsed, playbook)
+        except TransientError as exc:
+            return self._outcome(parsed, playbook, Kind.FAILED, str(exc), retryable=True)
+
+    async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
+        """Dedup by id, throttle storms, then heal; the store's failures are transient."""
+        injury, coord = parsed.injury, self.coordinator
         commit = await coord.healed_commit(parsed.id)
         if commit:
             return self._outcome(parsed, playbook, Kind.SKIPPED,
                                  f"already healed by commit {commit[:12]}", commit=commit)
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
-        if playbook.throttle and not await coord.claim_window(window, playbook.throttle.window_s):
+        throttle = playbook.throttle
+        if throttle and not await coord.claim_window(window, throttle.window_s, parsed.id):
             return self._outcome(parsed, playbook, Kind.SKIPPED,
                                  f"throttled: {injury.injury_type} at {injury.affected_path} was "
-                                 f"handled within the last {playbook.throttle.window_s:g}s")
+                                 f"handled within the last {throttle.window_s:g}s")
         outcome = await self._heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
-        if playbook.throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
-            await coord.release_window(window)  # a failed heal must not throttle its retry
-        if outcome.kind is Kind.HEALED and outcome.commit:
-            await coord.mark_healed(parsed.id, outcome.commit)
+        try:
+            if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+                await coord.release_window(window)  # a failed heal must not throttle its retry
+            if outcome.kind is Kind.HEALED and outcome.commit:
+                await coord.mark_healed(parsed.id, outcome.commit)
+        except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
+            log.warning("coordination_bookkeeping_failed", error=str(exc))
         return outcome
 
     async def _heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:

@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     jetstream: bool = False
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a pod, so the kubelet can probe it
-    max_deliver: int = Field(default=5, ge=1, le=100)
-    lock_ttl_s: float = Field(default=300.0, gt=0)
+    max_deliver: int = Field(default=10, ge=1, le=100)
+    lock_ttl_s: float = Field(default=60.0, ge=1)  # a dead replica's lock expires after this
     ack_wait_s: float = Field(default=60.0, gt=0)  # JetStream redelivers after this
     max_in_flight: int = Field(default=8, ge=1, le=1024)
     grace_period_s: float = Field(default=30.0, ge=0)

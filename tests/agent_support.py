@@ -1,0 +1,127 @@
+"""Helpers for agent tests: real `auto-healer run` processes and a real event subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from auto_healer.embedded import free_port
+from tests.conftest import PLAYBOOKS, git
+
+
+class AgentProcess:
+    """One `auto-healer run` replica in its own process, with its own clone of the remote."""
+
+    def __init__(self, tmp: Path, name: str, nats_url: str, remote: Path, *,
+                 jetstream: bool = False, playbooks: Path = PLAYBOOKS, dry_run: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.dir = tmp / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = self.dir / "agent.log"
+        argv = [sys.executable, "-m", "auto_healer", "run", "--nats-url", nats_url,
+                "--repo-url", str(remote), "--playbooks", str(playbooks),
+                "--metrics-port", str(self.port)]
+        if jetstream:
+            argv.append("--jetstream")
+        if dry_run:
+            argv.append("--dry-run")
+        full_env = {**os.environ, "WORK_DIR": str(self.dir / "work"), "LOG_FORMAT": "json",
+                    "XDG_STATE_HOME": str(self.dir / "state"), "GRACE_PERIOD_S": "20",
+                    **(env or {})}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    def wait_ready(self, timeout_s: float = 20.0) -> AgentProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} not ready:\n{self.logs()}")
+
+    def checkout(self) -> Path:
+        return next((self.dir / "work").iterdir())
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Events:
+    """Collects outcome events from `aura.hive.events.>` on a real connection."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.nc: Any = None
+
+    async def start(self, url: str, subject: str = "aura.hive.events.>") -> Events:
+        self.nc = await nats.connect(url)
+
+        async def on(msg: Any) -> None:
+            self.items.append({"subject": msg.subject, **json.loads(msg.data)})
+
+        await self.nc.subscribe(subject, cb=on)
+        await self.nc.flush()
+        return self
+
+    async def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.items) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.items
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.items if e["event_type"] == event_type]
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.drain()
+
+
+def seed_dirs(work: Path, names: Iterable[str]) -> None:
+    """Add one unauthorized directory per name to the checkout and push it."""
+    for name in names:
+        d = work / "core" / "src" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stray.py").write_text(f"# {name}\n")
+    git(work, "add", "-A")
+    git(work, "-c", "user.name=bee", "-c", "user.email=b@h", "commit", "-qm", "strays")
+    git(work, "push", "-q", "origin", "main")
+
+
+def remote_tree(remote: Path) -> list[str]:
+    return git(remote, "ls-tree", "-r", "--name-only", "main").split()
