@@ -15,32 +15,57 @@ from pathlib import Path
 from typing import Any
 
 import nats
-
 from auto_healer.embedded import free_port
+
 from tests.conftest import PLAYBOOKS, git
 
 
 class AgentProcess:
     """One `auto-healer run` replica in its own process, with its own clone of the remote."""
 
-    def __init__(self, tmp: Path, name: str, nats_url: str, remote: Path, *,
-                 jetstream: bool = False, playbooks: Path = PLAYBOOKS, dry_run: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        nats_url: str,
+        remote: Path,
+        *,
+        jetstream: bool = False,
+        playbooks: Path = PLAYBOOKS,
+        dry_run: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = self.dir / "agent.log"
-        argv = [sys.executable, "-m", "auto_healer", "run", "--nats-url", nats_url,
-                "--repo-url", str(remote), "--playbooks", str(playbooks),
-                "--metrics-port", str(self.port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "auto_healer",
+            "run",
+            "--nats-url",
+            nats_url,
+            "--repo-url",
+            str(remote),
+            "--playbooks",
+            str(playbooks),
+            "--metrics-port",
+            str(self.port),
+        ]
         if jetstream:
             argv.append("--jetstream")
         if dry_run:
             argv.append("--dry-run")
-        full_env = {**os.environ, "WORK_DIR": str(self.dir / "work"), "LOG_FORMAT": "json",
-                    "XDG_STATE_HOME": str(self.dir / "state"), "GRACE_PERIOD_S": "20",
-                    **(env or {})}
+        full_env = {
+            **os.environ,
+            "WORK_DIR": str(self.dir / "work"),
+            "LOG_FORMAT": "json",
+            "XDG_STATE_HOME": str(self.dir / "state"),
+            "GRACE_PERIOD_S": "20",
+            **(env or {}),
+        }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from auto_healer.demo import SEED, make_repo
 from auto_healer.embedded import NatsServer
 
@@ -19,7 +18,9 @@ PLAYBOOKS = ROOT / "playbooks"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_git(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tests never read the developer's git config or write to their state dir."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
@@ -31,8 +32,9 @@ def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 def git(cwd: Path, *args: str) -> str:
     """Run git and return its stdout."""
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def tree_digest(path: Path) -> str:
@@ -51,11 +53,17 @@ def tree_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def injury(affected_path: str, injury_type: str = "unauthorized_directory", **extra: object) -> dict[str, object]:
+def injury(
+    affected_path: str, injury_type: str = "unauthorized_directory", **extra: object
+) -> dict[str, object]:
     """An injury payload as bee-keeper publishes it."""
     payload: dict[str, object] = {
-        "timestamp": 1735920000.456, "injury_type": injury_type, "affected_path": affected_path,
-        "severity": "high", "recommended_action": "delete_directory", "auto_heal": True,
+        "timestamp": 1735920000.456,
+        "injury_type": injury_type,
+        "affected_path": affected_path,
+        "severity": "high",
+        "recommended_action": "delete_directory",
+        "auto_heal": True,
     }
     if injury_type == "unformatted_code":
         payload["recommended_action"] = "format_code"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import nats
 import pytest
-
 from auto_healer.embedded import NatsServer
+
 from tests.agent_support import AgentProcess, Events, remote_tree, seed_dirs
 from tests.conftest import git, injury
 
@@ -22,8 +22,9 @@ def _payload(path: str, **extra: object) -> bytes:
     return json.dumps(injury(path, **extra)).encode()
 
 
-async def _publish(url: str, *payloads: bytes, jetstream: bool = False,
-                   msg_ids: list[str] | None = None) -> None:
+async def _publish(
+    url: str, *payloads: bytes, jetstream: bool = False, msg_ids: list[str] | None = None
+) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream() if jetstream else None
     for i, data in enumerate(payloads):
@@ -79,8 +80,13 @@ async def test_outcome_events_and_dead_letter_for_poison(
     events = await Events().start(nats_server.url)
     try:
         agent.wait_ready()
-        await _publish(nats_server.url, b"{not json", _payload("core/src/x/", auto_heal=False),
-                       _payload("../../etc"), jetstream=True)
+        await _publish(
+            nats_server.url,
+            b"{not json",
+            _payload("core/src/x/", auto_heal=False),
+            _payload("../../etc"),
+            jetstream=True,
+        )
         await events.wait_for(3)
         kinds = sorted(e["event_type"] for e in events.items)
         assert kinds == ["injury_escalated", "injury_rejected", "injury_rejected"]
@@ -107,11 +113,14 @@ def _slow_playbooks(tmp: Path) -> Path:
     """A formatter playbook whose formatter waits FMT_DELAY_S before running real ruff."""
     pb = tmp / "slow-playbooks"
     pb.mkdir()
-    script = ("import os,subprocess,sys,time;time.sleep(float(os.environ.get('FMT_DELAY_S','0')));"
-              "sys.exit(subprocess.call([sys.executable,'-m','ruff','format',sys.argv[1]]))")
+    script = (
+        "import os,subprocess,sys,time;time.sleep(float(os.environ.get('FMT_DELAY_S','0')));"
+        "sys.exit(subprocess.call([sys.executable,'-m','ruff','format',sys.argv[1]]))"
+    )
+    argv = json.dumps([sys.executable, "-c", script, "{path}"])
     (pb / "fmt.yaml").write_text(
         "name: unformatted_code\nmatch:\n  injury_type: unformatted_code\nsteps:\n"
-        f"  - action: format_code\n    with:\n      command: {json.dumps([sys.executable, '-c', script, '{path}'])}\n"
+        f"  - action: format_code\n    with:\n      command: {argv}\n"
         "      timeout_s: 120\nretry:\n  attempts: 1\n"
     )
     return pb
@@ -124,21 +133,32 @@ async def test_jetstream_redelivers_after_agent_killed_mid_heal(
     remote, _work = repo
     pb = _slow_playbooks(tmp_path)
     env = {"ACK_WAIT_S": "3", "LOCK_TTL_S": "2"}
-    slow = AgentProcess(tmp_path, "slow", nats_server.url, remote, jetstream=True,
-                        playbooks=pb, env={**env, "FMT_DELAY_S": "60"})
+    slow = AgentProcess(
+        tmp_path,
+        "slow",
+        nats_server.url,
+        remote,
+        jetstream=True,
+        playbooks=pb,
+        env={**env, "FMT_DELAY_S": "60"},
+    )
     events = await Events().start(nats_server.url)
     try:
         slow.wait_ready()
-        await _publish(nats_server.url, _payload("core/src/messy.py",
-                                                 injury_type="unformatted_code"), jetstream=True)
+        await _publish(
+            nats_server.url,
+            _payload("core/src/messy.py", injury_type="unformatted_code"),
+            jetstream=True,
+        )
         await asyncio.sleep(1.5)  # the slow replica has it and is formatting
         slow.kill()
-        fast = AgentProcess(tmp_path, "fast", nats_server.url, remote, jetstream=True,
-                            playbooks=pb, env=env).wait_ready()
+        fast = AgentProcess(
+            tmp_path, "fast", nats_server.url, remote, jetstream=True, playbooks=pb, env=env
+        ).wait_ready()
         await events.wait_for(1, timeout_s=30)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
         assert events.items[0]["metadata"]["attempts"] == 1
-        assert "x = {\"a\": 1}" in git(remote, "show", "main:core/src/messy.py")
+        assert 'x = {"a": 1}' in git(remote, "show", "main:core/src/messy.py")
         assert fast.terminate() == 0
         assert git(fast.checkout(), "status", "--porcelain") == ""
     finally:
@@ -153,17 +173,20 @@ async def test_no_injury_lost_when_nats_restarts(
     remote, work = repo
     names = [f"s{i}" for i in range(12)]
     seed_dirs(work, names)
-    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True,
-                         env={"ACK_WAIT_S": "3"})  # acks lost in the restart come back soon
+    agent = AgentProcess(
+        tmp_path, "a", nats_server.url, remote, jetstream=True, env={"ACK_WAIT_S": "3"}
+    )  # acks lost in the restart come back soon
     try:
         agent.wait_ready()
-        await _publish(nats_server.url, *[_payload(f"core/src/{n}/") for n in names[:6]],
-                       jetstream=True)
+        await _publish(
+            nats_server.url, *[_payload(f"core/src/{n}/") for n in names[:6]], jetstream=True
+        )
         nats_server.stop()
         await asyncio.sleep(1.0)
         nats_server.start()
-        await _publish(nats_server.url, *[_payload(f"core/src/{n}/") for n in names[6:]],
-                       jetstream=True)
+        await _publish(
+            nats_server.url, *[_payload(f"core/src/{n}/") for n in names[6:]], jetstream=True
+        )
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
         for _ in range(300):
@@ -187,13 +210,20 @@ async def test_sigterm_finishes_in_flight_and_exits_clean(
 ) -> None:
     """SIGTERM stops intake, lets the in-flight heal finish within the grace period, exits 0."""
     remote, _work = repo
-    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, playbooks=_slow_playbooks(tmp_path),
-                         env={"FMT_DELAY_S": "2"})
+    agent = AgentProcess(
+        tmp_path,
+        "a",
+        nats_server.url,
+        remote,
+        playbooks=_slow_playbooks(tmp_path),
+        env={"FMT_DELAY_S": "2"},
+    )
     events = await Events().start(nats_server.url)
     try:
         agent.wait_ready()
-        await _publish(nats_server.url, _payload("core/src/messy.py",
-                                                 injury_type="unformatted_code"))
+        await _publish(
+            nats_server.url, _payload("core/src/messy.py", injury_type="unformatted_code")
+        )
         await asyncio.sleep(0.7)
         assert await asyncio.to_thread(agent.terminate) == 0
         await events.wait_for(1, timeout_s=5)
@@ -210,12 +240,22 @@ async def test_heal_cut_off_by_deadline_is_redelivered_and_checkout_clean(
     """A heal cut off by the grace deadline leaves a clean checkout and comes back (JetStream)."""
     remote, _work = repo
     pb = _slow_playbooks(tmp_path)
-    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True, playbooks=pb,
-                         env={"FMT_DELAY_S": "30", "GRACE_PERIOD_S": "0.5"})
+    agent = AgentProcess(
+        tmp_path,
+        "a",
+        nats_server.url,
+        remote,
+        jetstream=True,
+        playbooks=pb,
+        env={"FMT_DELAY_S": "30", "GRACE_PERIOD_S": "0.5"},
+    )
     try:
         agent.wait_ready()
-        await _publish(nats_server.url, _payload("core/src/messy.py",
-                                                 injury_type="unformatted_code"), jetstream=True)
+        await _publish(
+            nats_server.url,
+            _payload("core/src/messy.py", injury_type="unformatted_code"),
+            jetstream=True,
+        )
         await asyncio.sleep(1.0)
         assert await asyncio.to_thread(agent.terminate) == 0
         assert git(agent.checkout(), "status", "--porcelain") == ""
@@ -237,8 +277,10 @@ async def test_identical_storm_causes_one_heal(
     events = await Events().start(nats_server.url)
     try:
         agent.wait_ready()
-        storm = [json.dumps({**injury("core/src/random_stuff/"), "timestamp": 1.0 + i}).encode()
-                 for i in range(10_000)]
+        storm = [
+            json.dumps({**injury("core/src/random_stuff/"), "timestamp": 1.0 + i}).encode()
+            for i in range(10_000)
+        ]
         await _publish(nats_server.url, *storm)
         await events.wait_for(10_000, timeout_s=90)
         assert len(events.of_type("injury_healed")) == 1
@@ -260,8 +302,9 @@ async def test_msg_id_dedups_republished_injuries(
     try:
         agent.wait_ready()
         data = _payload("core/src/random_stuff/")
-        await _publish(nats_server.url, data, data, data, jetstream=True,
-                       msg_ids=["bee-1", "bee-1", "bee-1"])
+        await _publish(
+            nats_server.url, data, data, data, jetstream=True, msg_ids=["bee-1", "bee-1", "bee-1"]
+        )
         await events.wait_for(1)
         await asyncio.sleep(1.0)
         assert [e["event_type"] for e in events.items] == ["injury_heal_planned"]
@@ -278,8 +321,9 @@ async def test_heartbeat_metrics_and_probes(
     """The agent beats on aura.hive.heartbeat and serves /metrics, /healthz and /readyz."""
     remote, _work = repo
     beats = await Events().start(nats_server.url, "aura.hive.heartbeat")
-    agent = AgentProcess(tmp_path, "a", nats_server.url, remote,
-                         env={"HEARTBEAT_INTERVAL_SEC": "0.3"})
+    agent = AgentProcess(
+        tmp_path, "a", nats_server.url, remote, env={"HEARTBEAT_INTERVAL_SEC": "0.3"}
+    )
     try:
         agent.wait_ready()
         await _publish(nats_server.url, _payload("core/src/x/", auto_heal=False))
@@ -291,8 +335,12 @@ async def test_heartbeat_metrics_and_probes(
         await asyncio.sleep(0.3)
         status, text = agent.get("/metrics")
         assert status == 200
-        for name in ("aura_nats_events_published_total", "aura_nats_subscriber_lag_seconds",
-                     "auto_healer_injuries_total", "auto_healer_heal_duration_seconds_bucket"):
+        for name in (
+            "aura_nats_events_published_total",
+            "aura_nats_subscriber_lag_seconds",
+            "auto_healer_injuries_total",
+            "auto_healer_heal_duration_seconds_bucket",
+        ):
             assert name in text
         assert 'auto_healer_injuries_total{outcome="escalated"' in text
     finally:
@@ -308,15 +356,30 @@ def test_incompatible_stream_is_a_clear_error(
 
     async def make() -> None:
         nc = await nats.connect(nats_server.url)
-        await nc.jetstream().add_stream(name="OTHER", subjects=["aura.hive.injury"],
-                                        storage="memory")
+        await nc.jetstream().add_stream(
+            name="OTHER", subjects=["aura.hive.injury"], storage="memory"
+        )
         await nc.drain()
 
     asyncio.run(make())
     proc = subprocess.run(
-        [sys.executable, "-m", "auto_healer", "run", "--jetstream", "--nats-url", nats_server.url,
-         "--repo-url", str(remote), "--playbooks", "playbooks"],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
+        [
+            sys.executable,
+            "-m",
+            "auto_healer",
+            "run",
+            "--jetstream",
+            "--nats-url",
+            nats_server.url,
+            "--repo-url",
+            str(remote),
+            "--playbooks",
+            "playbooks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
         env={**__import__("os").environ, "WORK_DIR": str(tmp_path / "w")},
     )
     assert proc.returncode == 2, proc.stderr
@@ -336,8 +399,9 @@ async def test_failed_heal_is_announced_and_checkout_left_clean(
     events = await Events().start(nats_server.url)
     try:
         agent.wait_ready()
-        await _publish(nats_server.url, _payload("core/src/broken.py",
-                                                 injury_type="unformatted_code"))
+        await _publish(
+            nats_server.url, _payload("core/src/broken.py", injury_type="unformatted_code")
+        )
         await events.wait_for(1, timeout_s=20)
         assert [e["event_type"] for e in events.items] == ["injury_heal_failed"]
         assert "formatter exited 2" in events.items[0]["metadata"]["reason"]

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nats.errors
 import structlog
@@ -52,8 +52,16 @@ SUCCESS = (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED)
 class Agent:
     """One replica: subscribes, heals with bounded concurrency, reports, and stops cleanly."""
 
-    def __init__(self, settings: Settings, healer: Healer, nc: Any, *, pager: Any = None,
-                 metrics: Metrics | None = None, max_deliver: int = 5) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        healer: Healer,
+        nc: Any,
+        *,
+        pager: Any = None,
+        metrics: Metrics | None = None,
+        max_deliver: int = 5,
+    ) -> None:
         self.settings = settings
         self.healer = healer
         self.nc = nc
@@ -67,8 +75,11 @@ class Agent:
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_tick = time.monotonic()
-        self._signing_key = (settings.injury_signing_key.get_secret_value().encode()
-                             if settings.injury_signing_key else None)
+        self._signing_key = (
+            settings.injury_signing_key.get_secret_value().encode()
+            if settings.injury_signing_key
+            else None
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -90,28 +101,42 @@ class Agent:
                 loop.add_signal_handler(sig, self.stopping.set)
         health = None
         if self.settings.metrics_port is not None:
-            health = HealthServer(self.metrics, self.settings.metrics_port, ready=self.ready,
-                                  alive=self.alive, host=self.settings.metrics_host).start()
+            health = HealthServer(
+                self.metrics,
+                self.settings.metrics_port,
+                ready=self.ready,
+                alive=self.alive,
+                host=self.settings.metrics_host,
+            ).start()
             log.info("metrics_listening", port=health.port)
         background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._tick())]
         try:
             if self.js is not None:
-                stream = await ensure_streams(self.js, max_deliver=self.max_deliver,
-                                              ack_wait_s=self.settings.ack_wait_s)
-                psub = await self.js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE,
-                                                    stream=stream)
+                stream = await ensure_streams(
+                    self.js, max_deliver=self.max_deliver, ack_wait_s=self.settings.ack_wait_s
+                )
+                psub = await self.js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE, stream=stream)
                 self.subscribed = True
-                log.info("agent_subscribed", stream=stream, durable=DURABLE,
-                         dry_run=self.healer.dry_run)
+                log.info(
+                    "agent_subscribed", stream=stream, durable=DURABLE, dry_run=self.healer.dry_run
+                )
                 intake = asyncio.create_task(self._pull_loop(psub))
                 intake.add_done_callback(lambda _t: self.stopping.set())  # a dead loop stops us
             else:
-                sub = await self.nc.subscribe(SUBJECT_INJURY, queue=self.settings.queue_group,
-                                              cb=self._on_core_msg, pending_msgs_limit=1_000_000,
-                                              pending_bytes_limit=1024 * 1024 * 1024)
+                sub = await self.nc.subscribe(
+                    SUBJECT_INJURY,
+                    queue=self.settings.queue_group,
+                    cb=self._on_core_msg,
+                    pending_msgs_limit=1_000_000,
+                    pending_bytes_limit=1024 * 1024 * 1024,
+                )
                 self.subscribed = True
-                log.info("agent_subscribed", subject=SUBJECT_INJURY,
-                         queue_group=self.settings.queue_group, dry_run=self.healer.dry_run)
+                log.info(
+                    "agent_subscribed",
+                    subject=SUBJECT_INJURY,
+                    queue_group=self.settings.queue_group,
+                    dry_run=self.healer.dry_run,
+                )
             await self.stopping.wait()
             log.info("agent_stopping", in_flight=self.in_flight)
             if self.js is not None:
@@ -133,8 +158,7 @@ class Agent:
         """Give in-flight heals the grace period; cut off the rest (they restore the checkout)."""
         if not self._tasks:
             return
-        _done, pending = await asyncio.wait(set(self._tasks),
-                                            timeout=self.settings.grace_period_s)
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.grace_period_s)
         for task in pending:
             task.cancel()
         if pending:
@@ -182,8 +206,13 @@ class Agent:
     async def _process_js(self, msg: Any) -> None:
         meta = msg.metadata
         try:
-            await self._process(msg.data, msg.headers, msg=msg,
-                                deliveries=meta.num_delivered, sent_at=meta.timestamp.timestamp())
+            await self._process(
+                msg.data,
+                msg.headers,
+                msg=msg,
+                deliveries=meta.num_delivered,
+                sent_at=meta.timestamp.timestamp(),
+            )
         except asyncio.CancelledError:
             # Cut off by shutdown: hand it back now rather than after ack_wait.
             with contextlib.suppress(Exception):
@@ -192,8 +221,15 @@ class Agent:
 
     # --- the one pipeline -------------------------------------------------------------------
 
-    async def _process(self, data: bytes, headers: Mapping[str, str] | None, *, msg: Any = None,
-                       deliveries: int = 1, sent_at: float | None = None) -> None:
+    async def _process(
+        self,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        *,
+        msg: Any = None,
+        deliveries: int = 1,
+        sent_at: float | None = None,
+    ) -> None:
         started = time.monotonic()
         try:
             outcome = await self._outcome(data, headers)
@@ -225,23 +261,37 @@ class Agent:
                 return Outcome(Kind.REJECTED, str(exc), raw=data, dry_run=self.healer.dry_run)
         return await self.healer.handle_message(data, headers)
 
-    async def _settle(self, outcome: Outcome, data: bytes, headers: Mapping[str, str] | None,
-                      msg: Any, deliveries: int) -> None:
+    async def _settle(
+        self,
+        outcome: Outcome,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        msg: Any,
+        deliveries: int,
+    ) -> None:
         """Carry out what `consequence()` decided: page, event, dead letter, ack/nak/term."""
         redeliverable = msg is not None and deliveries < self.max_deliver
-        c = consequence(outcome, can_redeliver=redeliverable,
-                        out_of_deliveries=msg is not None and not redeliverable)
+        c = consequence(
+            outcome,
+            can_redeliver=redeliverable,
+            out_of_deliveries=msg is not None and not redeliverable,
+        )
         settle = c.settle
         if c.page is not PageAction.NONE and self.pager is not None:
-            delivery = await self.pager.notify(outcome, c.page, repo=self.healer.repo_key,
-                                               durable=not redeliverable)
+            delivery = await self.pager.notify(
+                outcome, c.page, repo=self.healer.repo_key, durable=not redeliverable
+            )
             self.metrics.pages.labels(delivery=str(delivery)).inc()
             settle = settle_after_page(c, page_delivered=str(delivery) != "undelivered")
         if settle is not Settle.NAK:
-            await self.publisher.publish(event_subject(c.event_type), self._event(outcome, c.event_type))
+            await self.publisher.publish(
+                event_subject(c.event_type), self._event(outcome, c.event_type)
+            )
         if c.dead_letter:
-            dl_headers = {"Auto-Healer-Reason": outcome.reason[:1000].replace("\n", " "),
-                          "Auto-Healer-Outcome": outcome.kind.value}
+            dl_headers = {
+                "Auto-Healer-Reason": outcome.reason[:1000].replace("\n", " "),
+                "Auto-Healer-Outcome": outcome.kind.value,
+            }
             if headers and headers.get("Nats-Msg-Id"):
                 dl_headers["Auto-Healer-Injury-Id"] = headers["Nats-Msg-Id"]
             await self.publisher.publish(DEAD_LETTER_SUBJECT, data, dl_headers, js=self.js)
@@ -257,8 +307,12 @@ class Agent:
     def _event(self, outcome: Outcome, event_type: str) -> dict[str, Any]:
         metadata = outcome_dict(outcome)
         metadata["repo"] = self.healer.repo_key
-        event = DomainEvent(success=outcome.kind in SUCCESS, event_type=event_type,
-                            timestamp=time.time(), metadata=metadata)
+        event = DomainEvent(
+            success=outcome.kind in SUCCESS,
+            event_type=event_type,
+            timestamp=time.time(),
+            metadata=metadata,
+        )
         return event.model_dump(exclude_none=True)
 
     # --- background -------------------------------------------------------------------------
@@ -277,13 +331,19 @@ class Agent:
             usage = now
             await self._beat("active", cpu)
 
-    async def _beat(self, status: str, cpu_percent: float = 0.0) -> None:
-        beat = Heartbeat(status=status, timestamp=time.time(), service=SERVICE,  # type: ignore[arg-type]
-                         metadata={"cpu_percent": round(cpu_percent, 1),
-                                   "memory_mb": round(rss_mib(), 1),
-                                   "in_flight": self.in_flight,
-                                   "mode": "jetstream" if self.js else "core",
-                                   "dry_run": self.healer.dry_run})
+    async def _beat(self, status: Literal["active", "stopping"], cpu_percent: float = 0.0) -> None:
+        beat = Heartbeat(
+            status=status,
+            timestamp=time.time(),
+            service=SERVICE,
+            metadata={
+                "cpu_percent": round(cpu_percent, 1),
+                "memory_mb": round(rss_mib(), 1),
+                "in_flight": self.in_flight,
+                "mode": "jetstream" if self.js else "core",
+                "dry_run": self.healer.dry_run,
+            },
+        )
         # Fire-and-forget, as the seed does for heartbeats.
         with contextlib.suppress(Exception):
             await self.nc.publish(SUBJECT_HEARTBEAT, beat.model_dump_json().encode())

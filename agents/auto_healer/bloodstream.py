@@ -87,13 +87,18 @@ async def connect(settings: Settings, url: str, *, name: str, **callbacks: Any) 
             log.warning("nats_disconnected")
 
     async def reconnected() -> None:
-        log.info("nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url
-                                                 else ""))
+        log.info(
+            "nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url else "")
+        )
 
     async def error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
-    cbs = {"disconnected_cb": disconnected, "reconnected_cb": reconnected, "error_cb": error}
+    cbs: dict[str, Any] = {
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": error,
+    }
     cbs.update(callbacks)
     try:
         nc = await nats.connect(**connect_options(settings, url, name=name), **cbs)
@@ -115,30 +120,51 @@ async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: 
         stream = None
     if stream is None:
         stream = STREAM
-        await js.add_stream(StreamConfig(
-            name=STREAM, subjects=[SUBJECT_INJURY], retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE, max_age=7 * 86400.0, duplicate_window=120.0,
-            description="bee-keeper injuries, captured for the auto-healer"))
+        await js.add_stream(
+            StreamConfig(
+                name=STREAM,
+                subjects=[SUBJECT_INJURY],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=7 * 86400.0,
+                duplicate_window=120.0,
+                description="bee-keeper injuries, captured for the auto-healer",
+            )
+        )
     else:
         config = (await js.stream_info(stream)).config
         if config.storage != StorageType.FILE or config.sealed:
             raise ConfigError(
                 f"stream {stream!r} captures {SUBJECT_INJURY} but is "
                 f"{'sealed' if config.sealed else 'in memory'}: injuries would be lost; use a "
-                "file-backed stream (auto-healer never changes an existing stream)")
+                "file-backed stream (auto-healer never changes an existing stream)"
+            )
     try:
         await js.stream_info(DEAD_LETTER_STREAM)
     except NotFoundError:
-        await js.add_stream(StreamConfig(
-            name=DEAD_LETTER_STREAM, subjects=["aura.hive.dead_letter.>"],
-            storage=StorageType.FILE, description="injuries the auto-healer could not take"))
+        await js.add_stream(
+            StreamConfig(
+                name=DEAD_LETTER_STREAM,
+                subjects=["aura.hive.dead_letter.>"],
+                storage=StorageType.FILE,
+                description="injuries the auto-healer could not take",
+            )
+        )
     try:
         await js.consumer_info(stream, DURABLE)
     except NotFoundError:
-        await js.add_consumer(stream, ConsumerConfig(
-            durable_name=DURABLE, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait_s, max_deliver=max_deliver, filter_subject=SUBJECT_INJURY,
-            max_ack_pending=1000))
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_s,
+                max_deliver=max_deliver,
+                filter_subject=SUBJECT_INJURY,
+                max_ack_pending=1000,
+            ),
+        )
     return stream
 
 
@@ -150,8 +176,14 @@ class Publisher:
         self.metrics = metrics
         self.attempts = attempts
 
-    async def publish(self, subject: str, payload: dict[str, Any] | bytes,
-                      headers: dict[str, str] | None = None, *, js: Any = None) -> bool:
+    async def publish(
+        self,
+        subject: str,
+        payload: dict[str, Any] | bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        js: Any = None,
+    ) -> bool:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             async for attempt in AsyncRetrying(

@@ -43,8 +43,11 @@ def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFail
     """Classify a git failure: transient ones (allow-listed) are retried, the rest are not."""
     # `push` reports a rejected ref on stdout (with --porcelain) and only hints on stderr.
     text = f"{exc.stdout or ''}\n{exc.stderr or exc}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
-        ("hint:", "stdout:", "stderr:"))]
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.strip().startswith(("hint:", "stdout:", "stderr:"))
+    ]
     tail = " | ".join(lines[-3:]).replace("'", "")
     cls = TransientError if _TRANSIENT.search(text) else HealFailed
     return cls(f"git {doing} failed: {tail}")
@@ -73,7 +76,11 @@ class Checkout:
 
     @classmethod
     def open(
-        cls, path: Path, *, branch: str | None = None, identity: Identity = Identity(),
+        cls,
+        path: Path,
+        *,
+        branch: str | None = None,
+        identity: Identity = Identity(),
         remote: str = "origin",
     ) -> Checkout:
         """Use an existing checkout; its current branch unless `branch` is given."""
@@ -96,7 +103,11 @@ class Checkout:
 
     @classmethod
     def clone(
-        cls, url: str, work_dir: Path, *, branch: str | None = None,
+        cls,
+        url: str,
+        work_dir: Path,
+        *,
+        branch: str | None = None,
         identity: Identity = Identity(),
     ) -> Checkout:
         """Clone `url` into `work_dir` (or reuse an earlier clone of it there)."""
@@ -112,7 +123,9 @@ class Checkout:
         except git.GitCommandError as exc:
             raise git_error(exc, "clone") from None
         if branch is None:
-            head = repo.git.symbolic_ref("refs/remotes/origin/HEAD", "--short", with_exceptions=False)
+            head = repo.git.symbolic_ref(
+                "refs/remotes/origin/HEAD", "--short", with_exceptions=False
+            )
             branch = head.removeprefix("origin/") if head else repo.active_branch.name
         return cls(repo, branch=branch, owned=True, identity=identity, remote="origin")
 
@@ -142,7 +155,8 @@ class Checkout:
         return self.head()
 
     def head(self) -> str:
-        return str(self.repo.git.rev_parse("HEAD"))
+        """The commit checked out, read from the ref files (no git process)."""
+        return str(git.SymbolicReference.dereference_recursive(self.repo, "HEAD"))
 
     def apply(self, delete: list[str], write: dict[str, bytes], protected: tuple[str, ...]) -> None:
         """Carry out a plan: remove directories and rewrite files, each re-confined first."""
@@ -169,16 +183,34 @@ class Checkout:
         clean_id = re.sub(r"[\x00-\x1f\x7f]", "?", injury_id)
         full = f"{message.strip()}\n\nInjury-Id: {clean_id}\nHealed-By: auto-healer\n"
         self._git(
-            "-c", f"user.name={self.identity.name}", "-c", f"user.email={self.identity.email}",
-            "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false",
-            "commit", "-q", "--no-verify", "-m", full,
+            "-c",
+            f"user.name={self.identity.name}",
+            "-c",
+            f"user.email={self.identity.email}",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            full,
         )
         return self.head()
 
     def push(self, target_branch: str) -> None:
         """Push HEAD to `target_branch` on the remote; never with force."""
-        self._git("-c", "core.hooksPath=/dev/null", "push", "--porcelain", "-q", self.remote,
-                  f"HEAD:refs/heads/{target_branch}", doing="push")
+        self._git(
+            "-c",
+            "core.hooksPath=/dev/null",
+            "push",
+            "--porcelain",
+            "-q",
+            self.remote,
+            f"HEAD:refs/heads/{target_branch}",
+            doing="push",
+        )
 
     def restore(self, base: str) -> None:
         """Leave the checkout clean at `base` after a failed or cut-off heal."""
@@ -191,9 +223,14 @@ class Checkout:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _fetch(self) -> None:
-        self._git("fetch", "-q", "--prune", self.remote,
-                  f"+refs/heads/{self.branch}:refs/remotes/{self.remote}/{self.branch}",
-                  doing="fetch")
+        self._git(
+            "fetch",
+            "-q",
+            "--prune",
+            self.remote,
+            f"+refs/heads/{self.branch}:refs/remotes/{self.remote}/{self.branch}",
+            doing="fetch",
+        )
 
     def _git(self, *args: str, doing: str | None = None) -> str:
         try:
@@ -203,8 +240,13 @@ class Checkout:
 
 
 def open_checkout(
-    *, repo_path: Path | None, repo_url: str | None, branch: str | None, work_dir: Path,
-    identity: Identity, remote: str = "origin",
+    *,
+    repo_path: Path | None,
+    repo_url: str | None,
+    branch: str | None,
+    work_dir: Path,
+    identity: Identity,
+    remote: str = "origin",
 ) -> Checkout:
     """The checkout the settings name: a URL to clone, or an existing path (default: here)."""
     if repo_url:

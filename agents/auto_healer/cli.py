@@ -24,7 +24,7 @@ from auto_healer.healer import Healer
 from auto_healer.logs import configure_logging
 from auto_healer.outcomes import Kind, Outcome, consequence
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
-from auto_healer.report import render, summary
+from auto_healer.report import Format, render, summary
 from auto_healer.settings import Settings, load_settings
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -65,9 +65,18 @@ def cmd_match(args: argparse.Namespace) -> int:
     if playbook is None:
         print(f"no playbook matches injury_type {parsed.injury.injury_type!r}")
         return EXIT_PROBLEM
-    print(json.dumps({"playbook": playbook.name, "source": playbook.source,
-                      "steps": [s.action for s in playbook.steps],
-                      "auto_heal": parsed.injury.auto_heal, "injury_id": parsed.id}, indent=2))
+    print(
+        json.dumps(
+            {
+                "playbook": playbook.name,
+                "source": playbook.source,
+                "steps": [s.action for s in playbook.steps],
+                "auto_heal": parsed.injury.auto_heal,
+                "injury_id": parsed.id,
+            },
+            indent=2,
+        )
+    )
     return EXIT_OK
 
 
@@ -86,8 +95,11 @@ def cmd_heal(args: argparse.Namespace) -> int:
     except InjuryRejected as exc:
         raise ConfigError(f"{args.injuries}: {exc}") from None
     checkout = open_checkout(
-        repo_path=settings.repo_path, repo_url=settings.repo_url, branch=settings.git_branch,
-        work_dir=settings.work_dir, remote=settings.git_remote,
+        repo_path=settings.repo_path,
+        repo_url=settings.repo_url,
+        branch=settings.git_branch,
+        work_dir=settings.work_dir,
+        remote=settings.git_remote,
         identity=Identity(settings.git_author_name, settings.git_author_email),
     )
     try:
@@ -96,7 +108,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
     finally:
         checkout.close()
     where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
-    fmt = args.format or ("text" if sys.stdout.isatty() else "json")
+    fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
     print(render(outcomes, fmt, escalations_to=where))
     _github_step_outputs(outcomes, where)
     return EXIT_OK if all(consequence(o).ok for o in outcomes) else EXIT_PROBLEM
@@ -164,8 +176,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise ConfigError("; ".join(str(e) for e in bad))
     good = [e for e in entries if not isinstance(e, InjuryRejected)]
     url = settings.nats_url or "nats://127.0.0.1:4222"
-    sent = asyncio.run(publish_injuries(settings, url, good, msg_id=args.msg_id,
-                                        jetstream=args.wait_ack))
+    sent = asyncio.run(
+        publish_injuries(settings, url, good, msg_id=args.msg_id, jetstream=args.wait_ack)
+    )
     print(f"published {sent} injuries to {url}", file=sys.stderr)
     return EXIT_OK
 
@@ -204,22 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"auto-healer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
-            *, playbooks: bool = True, repo: bool = False) -> argparse.ArgumentParser:
+    def add(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help_: str,
+        *,
+        playbooks: bool = True,
+        repo: bool = False,
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
         if playbooks:
-            p.add_argument("--playbooks", metavar="DIR", type=Path,
-                           help="playbooks directory (env PLAYBOOKS_DIR, default ./playbooks)")
+            p.add_argument(
+                "--playbooks",
+                metavar="DIR",
+                type=Path,
+                help="playbooks directory (env PLAYBOOKS_DIR, default ./playbooks)",
+            )
         if repo:
             group = p.add_mutually_exclusive_group()
-            group.add_argument("--repo", metavar="PATH", type=Path,
-                               help="existing checkout to heal (env REPO_PATH, default .)")
-            group.add_argument("--repo-url", metavar="URL",
-                               help="clone this URL into WORK_DIR and heal it (env REPO_URL)")
+            group.add_argument(
+                "--repo",
+                metavar="PATH",
+                type=Path,
+                help="existing checkout to heal (env REPO_PATH, default .)",
+            )
+            group.add_argument(
+                "--repo-url",
+                metavar="URL",
+                help="clone this URL into WORK_DIR and heal it (env REPO_URL)",
+            )
             p.add_argument("--branch", help="branch to heal (env GIT_BRANCH, default current)")
-            p.add_argument("--dry-run", action="store_true",
-                           help="show the plan, change nothing (env DRY_RUN)")
+            p.add_argument(
+                "--dry-run", action="store_true", help="show the plan, change nothing (env DRY_RUN)"
+            )
         return p
 
     add("validate", cmd_validate, "check every playbook; report errors with file and line")
@@ -227,26 +258,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("injury", metavar="INJURY.json", help="one injury as JSON ('-' for stdin)")
     add("schema", cmd_schema, "print the JSON Schema of the playbook format", playbooks=False)
     p = add("heal", cmd_heal, "heal injuries from a file once and report", repo=True)
-    p.add_argument("injuries", metavar="INJURIES",
-                   help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin")
-    p.add_argument("--format", choices=["text", "json", "markdown"],
-                   help="report format (default: text on a TTY, else json)")
+    p.add_argument(
+        "injuries",
+        metavar="INJURIES",
+        help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin",
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "markdown"],
+        help="report format (default: text on a TTY, else json)",
+    )
     p = add("run", cmd_run, "run the cluster agent on the NATS bloodstream", repo=True)
-    p.add_argument("--nats-url", help="NATS server(s), comma-separated (env NATS_URL; "
-                   "default: start an embedded server)")
+    p.add_argument(
+        "--nats-url",
+        help="NATS server(s), comma-separated (env NATS_URL; default: start an embedded server)",
+    )
     p.add_argument("--queue-group", help="queue group (env QUEUE_GROUP, default auto-healer)")
-    p.add_argument("--jetstream", action="store_true",
-                   help="at-least-once: durable JetStream consumer (env JETSTREAM)")
-    p.add_argument("--metrics-port", type=int, metavar="N",
-                   help="serve /metrics, /healthz, /readyz on this port (env METRICS_PORT)")
-    p = add("publish", cmd_publish, "publish injuries to aura.hive.injury (like bee-keeper)",
-            playbooks=False)
+    p.add_argument(
+        "--jetstream",
+        action="store_true",
+        help="at-least-once: durable JetStream consumer (env JETSTREAM)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve /metrics, /healthz, /readyz on this port (env METRICS_PORT)",
+    )
+    p = add(
+        "publish",
+        cmd_publish,
+        "publish injuries to aura.hive.injury (like bee-keeper)",
+        playbooks=False,
+    )
     p.add_argument("injuries", metavar="INJURIES", help="JSON, JSON Lines, or '-' for stdin")
     p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
-    p.add_argument("--msg-id", action="store_true",
-                   help="set Nats-Msg-Id to each injury's stable id (JetStream dedup)")
-    p.add_argument("--wait-ack", action="store_true",
-                   help="publish through JetStream and wait for the stream's ack")
+    p.add_argument(
+        "--msg-id",
+        action="store_true",
+        help="set Nats-Msg-Id to each injury's stable id (JetStream dedup)",
+    )
+    p.add_argument(
+        "--wait-ack",
+        action="store_true",
+        help="publish through JetStream and wait for the stream's ack",
+    )
     p = add("tail", cmd_tail, "print bloodstream messages, pretty-printed", playbooks=False)
     p.add_argument("subject", nargs="?", default="aura.hive.>", help="default aura.hive.>")
     p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
@@ -275,4 +331,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-

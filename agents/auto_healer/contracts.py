@@ -181,9 +181,7 @@ class ParsedInjury(BaseModel):
     raw: dict[str, Any]
 
 
-def parse_injury_obj(
-    payload: Any, headers: Mapping[str, str] | None = None
-) -> ParsedInjury:
+def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> ParsedInjury:
     """Validate one decoded JSON value as an injury, or raise `InjuryRejected` naming the field."""
     if not isinstance(payload, dict):
         raise InjuryRejected(f"payload must be a JSON object, got {type(payload).__name__}")

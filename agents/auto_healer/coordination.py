@@ -120,15 +120,24 @@ async def _store(doing: str) -> AsyncIterator[None]:
 
         if isinstance(exc, KeyNotFoundError | KeyWrongLastSequenceError):
             raise
-        raise TransientError(f"coordination store unavailable ({doing}): "
-                             f"{exc or type(exc).__name__}") from None
+        raise TransientError(
+            f"coordination store unavailable ({doing}): {exc or type(exc).__name__}"
+        ) from None
 
 
 class KvCoordinator:
     """Coordination through NATS KV buckets shared by every replica."""
 
-    def __init__(self, locks: Any, healed: Any, throttle: Any, *, owner: str,
-                 lock_ttl_s: float = 60.0, lock_wait_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        locks: Any,
+        healed: Any,
+        throttle: Any,
+        *,
+        owner: str,
+        lock_ttl_s: float = 60.0,
+        lock_wait_s: float = 0.0,
+    ) -> None:
         self.locks, self.healed, self.throttle = locks, healed, throttle
         self.owner = owner
         self.lock_ttl_s = lock_ttl_s
@@ -136,14 +145,22 @@ class KvCoordinator:
         self.local = LocalCoordinator()  # a cache of what this replica knows, and its locks
 
     @classmethod
-    async def create(cls, js: Any, *, owner: str, lock_ttl_s: float = 60.0,
-                     lock_wait_s: float = 0.0, healed_ttl_s: float = 7 * 86400) -> KvCoordinator:
+    async def create(
+        cls,
+        js: Any,
+        *,
+        owner: str,
+        lock_ttl_s: float = 60.0,
+        lock_wait_s: float = 0.0,
+        healed_ttl_s: float = 7 * 86400,
+    ) -> KvCoordinator:
         """Open (or create) the three buckets; the lock bucket's max age is the lock TTL."""
         locks = await _bucket(js, BUCKET_LOCKS, ttl_s=lock_ttl_s)
         healed = await _bucket(js, BUCKET_HEALED, ttl_s=healed_ttl_s)
         throttle = await _bucket(js, BUCKET_THROTTLE, ttl_s=7 * 86400)
-        return cls(locks, healed, throttle, owner=owner, lock_ttl_s=lock_ttl_s,
-                   lock_wait_s=lock_wait_s)
+        return cls(
+            locks, healed, throttle, owner=owner, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s
+        )
 
     async def healed_commit(self, injury_id: str) -> str | None:
         from nats.js.errors import KeyNotFoundError
@@ -203,7 +220,8 @@ class KvCoordinator:
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
                         raise TransientError(
-                            "another replica is healing this path right now") from None
+                            "another replica is healing this path right now"
+                        ) from None
                     await asyncio.sleep(0.2)
             refresher = asyncio.create_task(self._refresh(kv_key(key), revision))
             try:

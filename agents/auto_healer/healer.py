@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -37,14 +38,21 @@ T = TypeVar("T")
 class Healer:
     """Heals injuries on one checkout, one at a time, following the playbooks."""
 
-    def __init__(self, playbooks: Playbooks, checkout: Checkout, *, dry_run: bool,
-                 coordinator: Coordinator | None = None) -> None:
+    def __init__(
+        self,
+        playbooks: Playbooks,
+        checkout: Checkout,
+        *,
+        dry_run: bool,
+        coordinator: Coordinator | None = None,
+    ) -> None:
         self.playbooks = playbooks
         self.checkout = checkout
         self.dry_run = dry_run
         self.coordinator: Coordinator = coordinator or LocalCoordinator()
         self._lock = asyncio.Lock()  # never two heals on one checkout at once
         self.repo_key = repo_key(checkout)
+        self._head_cache: tuple[float, str] | None = None
 
     async def handle_message(self, data: bytes, headers: Mapping[str, str] | None) -> Outcome:
         """Parse a raw bloodstream message and heal it; a bad payload becomes `rejected`."""
@@ -58,19 +66,30 @@ class Healer:
         """Decide and carry out the heal of one valid injury; always returns an outcome."""
         with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
             outcome = await self._handle(parsed)
-            log.info("injury_outcome", outcome=outcome.kind.value, reason=outcome.reason,
-                     playbook=outcome.playbook, commit=outcome.commit, dry_run=self.dry_run)
+            log.info(
+                "injury_outcome",
+                outcome=outcome.kind.value,
+                reason=outcome.reason,
+                playbook=outcome.playbook,
+                commit=outcome.commit,
+                dry_run=self.dry_run,
+            )
             return outcome
 
     async def _handle(self, parsed: ParsedInjury) -> Outcome:
         injury = parsed.injury
         playbook = self.playbooks.match(injury)
         if playbook is None:
-            return self._outcome(parsed, None, Kind.ESCALATED,
-                                 f"no playbook matches injury_type {injury.injury_type!r}")
+            return self._outcome(
+                parsed,
+                None,
+                Kind.ESCALATED,
+                f"no playbook matches injury_type {injury.injury_type!r}",
+            )
         if not injury.auto_heal:
-            return self._outcome(parsed, playbook, Kind.ESCALATED,
-                                 "auto_heal is false: a human must decide")
+            return self._outcome(
+                parsed, playbook, Kind.ESCALATED, "auto_heal is false: a human must decide"
+            )
         try:
             return await self._coordinated(parsed, playbook)
         except TransientError as exc:
@@ -81,14 +100,23 @@ class Healer:
         injury, coord = parsed.injury, self.coordinator
         commit = await coord.healed_commit(parsed.id)
         if commit:
-            return self._outcome(parsed, playbook, Kind.SKIPPED,
-                                 f"already healed by commit {commit[:12]}", commit=commit)
+            return self._outcome(
+                parsed,
+                playbook,
+                Kind.SKIPPED,
+                f"already healed by commit {commit[:12]}",
+                commit=commit,
+            )
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
         throttle = playbook.throttle
         if throttle and not await coord.claim_window(window, throttle.window_s, parsed.id):
-            return self._outcome(parsed, playbook, Kind.SKIPPED,
-                                 f"throttled: {injury.injury_type} at {injury.affected_path} was "
-                                 f"handled within the last {throttle.window_s:g}s")
+            return self._outcome(
+                parsed,
+                playbook,
+                Kind.SKIPPED,
+                f"throttled: {injury.injury_type} at {injury.affected_path} was "
+                f"handled within the last {throttle.window_s:g}s",
+            )
         outcome = await self._heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
         try:
             if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
@@ -111,24 +139,45 @@ class Healer:
         except InjuryRejected as exc:
             return self._outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
         except TransientError as exc:
-            return self._outcome(parsed, playbook, Kind.FAILED,
-                                 f"{exc} (after {attempts} attempts)", attempts=attempts,
-                                 retryable=True)
+            return self._outcome(
+                parsed,
+                playbook,
+                Kind.FAILED,
+                f"{exc} (after {attempts} attempts)",
+                attempts=attempts,
+                retryable=True,
+            )
         except (HealFailed, ConfigError) as exc:
             return self._outcome(parsed, playbook, Kind.FAILED, str(exc), attempts=attempts)
         except Exception as exc:  # a bug must not kill the agent; it is reported and paged
             log.exception("heal_internal_error")
-            return self._outcome(parsed, playbook, Kind.FAILED,
-                                 f"internal error: {type(exc).__name__}: {exc}", attempts=attempts)
+            return self._outcome(
+                parsed,
+                playbook,
+                Kind.FAILED,
+                f"internal error: {type(exc).__name__}: {exc}",
+                attempts=attempts,
+            )
         return replace(outcome, attempts=attempts)
 
-    def _outcome(self, parsed: ParsedInjury, playbook: Playbook | None, kind: Kind, reason: str,
-                 **fields: Any) -> Outcome:
+    def _outcome(
+        self,
+        parsed: ParsedInjury,
+        playbook: Playbook | None,
+        kind: Kind,
+        reason: str,
+        **fields: Any,
+    ) -> Outcome:
         """An outcome for this injury, carrying the playbook's failure policy."""
-        return Outcome(kind, reason, injury=parsed, dry_run=self.dry_run,
-                       playbook=playbook.name if playbook else None,
-                       page_on_failure=playbook is None or playbook.on_failure == "escalate",
-                       **fields)
+        return Outcome(
+            kind,
+            reason,
+            injury=parsed,
+            dry_run=self.dry_run,
+            playbook=playbook.name if playbook else None,
+            page_on_failure=playbook is None or playbook.on_failure == "escalate",
+            **fields,
+        )
 
     @staticmethod
     def _retrying(playbook: Playbook) -> AsyncRetrying:
@@ -140,15 +189,25 @@ class Healer:
             ),
             reraise=True,
             before_sleep=lambda rs: log.warning(
-                "heal_retry", attempt=rs.attempt_number,
-                error=str(rs.outcome.exception()) if rs.outcome else None),
+                "heal_retry",
+                attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else None,
+            ),
         )
+
+    def _dry_head(self) -> str:
+        """The commit a dry-run plans against, re-read at most once a second (it is only shown,
+        and reading refs through GitPython costs more than the rest of a dry-run plan)."""
+        now = time.monotonic()
+        if self._head_cache is None or now - self._head_cache[0] > 1.0:
+            self._head_cache = (now, self.checkout.head())
+        return self._head_cache[1]
 
     async def _attempt(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """One try: sync, plan every step, then apply, commit and push (unless dry-run)."""
         co = self.checkout
         # A dry-run neither fetches nor resets: it plans against the checkout as it is.
-        base = await _in_thread(co.head if self.dry_run else co.sync)
+        base = self._dry_head() if self.dry_run else await _in_thread(co.sync)
         try:
             return await self._plan_and_apply(parsed, playbook, base)
         except BaseException:
@@ -156,8 +215,7 @@ class Healer:
                 await _in_thread(co.restore, base)
             raise
 
-    async def _plan_and_apply(self, parsed: ParsedInjury, playbook: Playbook,
-                              base: str) -> Outcome:
+    async def _plan_and_apply(self, parsed: ParsedInjury, playbook: Playbook, base: str) -> Outcome:
         co = self.checkout
         ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
         plans: list[tuple[str, StepPlan]] = []
@@ -175,23 +233,35 @@ class Healer:
             why = "; ".join(p.summary for _, p in plans)
             return done(Kind.SKIPPED, f"already healthy: {why}")
         message = playbook.commit_message(parsed)
-        target = co.branch if playbook.commit.push_to == "branch" else \
-            f"auto-heal/{safe_ref(parsed.id)}"
+        target = (
+            co.branch if playbook.commit.push_to == "branch" else f"auto-heal/{safe_ref(parsed.id)}"
+        )
         if self.dry_run:
-            return done(Kind.PLANNED, f"would commit on {base[:12]} and push to {target}",
-                        commit_message=message, branch=target)
+            return done(
+                Kind.PLANNED,
+                f"would commit on {base[:12]} and push to {target}",
+                commit_message=message,
+                branch=target,
+            )
         for _, plan in plans:
             await _in_thread(co.apply, plan.delete, plan.write, playbook.protected_globs)
         if not await _in_thread(co.has_staged_changes):
             await _in_thread(co.restore, base)
-            return done(Kind.SKIPPED, "only untracked files differed; removed them locally, "
-                        "nothing to commit")
+            return done(
+                Kind.SKIPPED,
+                "only untracked files differed; removed them locally, nothing to commit",
+            )
         sha = await _in_thread(co.commit, message, parsed.id)
         await _in_thread(co.push, target)
         if target != co.branch:
             await _in_thread(co.restore, base)
-        return done(Kind.HEALED, f"pushed {sha[:12]} to {target}", commit=sha, branch=target,
-                    commit_message=message)
+        return done(
+            Kind.HEALED,
+            f"pushed {sha[:12]} to {target}",
+            commit=sha,
+            branch=target,
+            commit_message=message,
+        )
 
 
 def repo_key(checkout: Checkout) -> str:

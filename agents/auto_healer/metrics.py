@@ -25,35 +25,64 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.published = Counter("aura_nats_events_published_total",
-                                 "Events published to the bloodstream.", ["topic"], registry=r)
-        self.failed = Counter("aura_nats_events_failed_total",
-                              "Events that could not be published.", ["topic"], registry=r)
-        self.lag = Gauge("aura_nats_subscriber_lag_seconds",
-                         "Seconds between an injury's publication and its handling.",
-                         ["subscriber"], registry=r)
-        self.injuries = Counter("auto_healer_injuries_total", "Injuries handled, by outcome.",
-                                ["outcome", "playbook"], registry=r)
-        self.heal_seconds = Histogram("auto_healer_heal_duration_seconds",
-                                      "Time to handle one injury.", ["playbook"], registry=r,
-                                      buckets=(0.005, 0.02, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+        self.published = Counter(
+            "aura_nats_events_published_total",
+            "Events published to the bloodstream.",
+            ["topic"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "aura_nats_events_failed_total",
+            "Events that could not be published.",
+            ["topic"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "aura_nats_subscriber_lag_seconds",
+            "Seconds between an injury's publication and its handling.",
+            ["subscriber"],
+            registry=r,
+        )
+        self.injuries = Counter(
+            "auto_healer_injuries_total",
+            "Injuries handled, by outcome.",
+            ["outcome", "playbook"],
+            registry=r,
+        )
+        self.heal_seconds = Histogram(
+            "auto_healer_heal_duration_seconds",
+            "Time to handle one injury.",
+            ["playbook"],
+            registry=r,
+            buckets=(0.005, 0.02, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
         self.in_flight = Gauge("auto_healer_in_flight", "Injuries being handled now.", registry=r)
-        self.pages = Counter("auto_healer_pages_total", "Pager notifications, by delivery.",
-                             ["delivery"], registry=r)
+        self.pages = Counter(
+            "auto_healer_pages_total", "Pager notifications, by delivery.", ["delivery"], registry=r
+        )
 
 
 class HealthServer:
     """Serves `/metrics`, `/healthz` (alive) and `/readyz` (connected and subscribed)."""
 
-    def __init__(self, metrics: Metrics, port: int, *, ready: Callable[[], bool],
-                 alive: Callable[[], bool], host: str = LOOPBACK) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        port: int,
+        *,
+        ready: Callable[[], bool],
+        alive: Callable[[], bool],
+        host: str = LOOPBACK,
+    ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._ready, self._alive = ready, alive
-        self._server = make_server(host, port, self._app, ThreadingWSGIServer,
-                                   handler_class=_QuietHandler)
+        self._server = make_server(
+            host, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
+        )
         self.port = int(self._server.server_port)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="auto-healer-metrics")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="auto-healer-metrics"
+        )
 
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")

@@ -6,6 +6,7 @@ may touch. Everything is resolved inside the checkout and refused with a reason 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -130,31 +131,33 @@ def confine(
     Raises `InjuryRejected` with the reason; never touches the file system beyond `lstat`.
     """
     rel = normalise(raw)
-    root = root.resolve()
+    real_root = os.path.realpath(root)
     if rel == ".":
         if not allow_root:
             raise InjuryRejected("affected_path is the checkout root; refusing to touch it")
-        return Confined(root, ".")
-    candidate = root / rel
-    # Walk every existing prefix: a symlink anywhere on the way must stay inside.
-    current = root
-    for part in PurePosixPath(rel).parts:
-        current = current / part
-        if current.is_symlink():
-            target = current.resolve()
-            if not target.is_relative_to(root):
-                raise InjuryRejected(f"affected_path {raw!r} goes through a symlink leading outside")
-    resolved = candidate.resolve()
-    if not resolved.is_relative_to(root):
-        raise InjuryRejected(f"affected_path {raw!r} resolves outside the checkout")
-    resolved_rel = resolved.relative_to(root).as_posix()
-    if resolved_rel in ("", "."):
+        return Confined(Path(real_root), ".")
+    candidate = os.path.join(real_root, rel)
+    resolved = os.path.realpath(candidate)  # follows every symlink on the way
+    if resolved != real_root and not resolved.startswith(real_root + os.sep):
+        raise InjuryRejected(f"affected_path {raw!r} {_escape_reason(real_root, rel)}")
+    resolved_rel = os.path.relpath(resolved, real_root).replace(os.sep, "/")
+    if resolved_rel == ".":
         raise InjuryRejected(f"affected_path {raw!r} resolves to the checkout root")
     for path in {rel, resolved_rel}:
         hit = first_protected(path, protected)
         if hit:
             raise InjuryRejected(f"affected_path {raw!r} is protected by {hit!r}")
-    return Confined(candidate, rel)
+    return Confined(Path(candidate), rel)
+
+
+def _escape_reason(real_root: str, rel: str) -> str:
+    """Say how a path escapes: through which symlink, if one is to blame."""
+    current = real_root
+    for part in rel.split("/"):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return f"goes through a symlink leading outside ({part} -> {os.readlink(current)})"
+    return "resolves outside the checkout"
 
 
 def first_protected(path: str, protected: tuple[str, ...]) -> str | None:

@@ -15,16 +15,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from auto_healer.actions import ActionOptions, action_names, get_action
 from auto_healer.contracts import Injury, ParsedInjury, Severity
 from auto_healer.errors import ConfigError
 from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
 
-TEMPLATE_FIELDS = ("injury_type", "affected_path", "severity", "injury_id", "playbook",
-                   "recommended_action")
+TEMPLATE_FIELDS = (
+    "injury_type",
+    "affected_path",
+    "severity",
+    "injury_id",
+    "playbook",
+    "recommended_action",
+)
 
 
 class _Strict(BaseModel):
@@ -52,8 +65,10 @@ class Match(_Strict):
             injury.injury_type == self.injury_type
             and (self.severity is None or injury.severity in self.severity)
             and (self.recommended_action in (None, injury.recommended_action))
-            and (self.affected_path is None
-                 or glob_matches(self.affected_path.rstrip("/"), injury.affected_path.strip("/")))
+            and (
+                self.affected_path is None
+                or glob_matches(self.affected_path.rstrip("/"), injury.affected_path.strip("/"))
+            )
         )
 
     def overlaps(self, other: Match) -> bool:
@@ -159,9 +174,14 @@ class Playbook(_Strict):
 
     def commit_message(self, parsed: ParsedInjury) -> str:
         inj = parsed.injury
-        values = {"injury_type": inj.injury_type, "affected_path": inj.affected_path,
-                  "severity": inj.severity.value, "injury_id": parsed.id, "playbook": self.name,
-                  "recommended_action": inj.recommended_action}
+        values = {
+            "injury_type": inj.injury_type,
+            "affected_path": inj.affected_path,
+            "severity": inj.severity.value,
+            "injury_id": parsed.id,
+            "playbook": self.name,
+            "recommended_action": inj.recommended_action,
+        }
         safe = {k: re.sub(r"[\x00-\x1f\x7f]", "?", v) for k, v in values.items()}
         return self.commit.message.format_map(safe)
 
@@ -194,8 +214,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in mapping:
-            raise yaml.MarkedYAMLError("while loading", node.start_mark,
-                                       f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.MarkedYAMLError(
+                "while loading", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = key_node.start_mark.line + 1
     return mapping
@@ -224,9 +245,9 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 def _line_of(data: Any, loc: Sequence[int | str]) -> int | None:
     line = None
     for key in loc:
-        if isinstance(data, _LineDict) and key in data:
-            line, data = data.lines[key], data[key]
-        elif isinstance(data, _LineList) and isinstance(key, int) and key < len(data):
+        if (isinstance(data, _LineDict) and key in data) or (
+            isinstance(data, _LineList) and isinstance(key, int) and key < len(data)
+        ):
             line, data = data.lines[key], data[key]
         else:
             break
@@ -262,7 +283,7 @@ def _hint(msg: str, loc: Sequence[int | str]) -> str:
     msg = msg.removeprefix("Value error, ")
     if msg == "Extra inputs are not permitted":
         return "unknown key"
-    if loc and loc[-1] == "action" or "unknown action" in msg:
+    if (loc and loc[-1] == "action") or "unknown action" in msg:
         return f"{msg} (actions: {', '.join(action_names())})" if "known:" not in msg else msg
     return msg[0].lower() + msg[1:] if msg else msg
 
@@ -303,12 +324,14 @@ def playbook_json_schema() -> dict[str, Any]:
     variants = []
     for name in action_names():
         options = get_action(name).options_model.model_json_schema()
-        variants.append({
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["action"],
-            "properties": {"action": {"const": name}, "with": options},
-        })
+        variants.append(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["action"],
+                "properties": {"action": {"const": name}, "with": options},
+            }
+        )
     schema["$defs"]["Step"] = {"oneOf": variants, "description": Step.__doc__}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "auto-healer playbook"

@@ -8,6 +8,7 @@ import os
 import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -33,8 +34,9 @@ def embedded_server(state_dir: Path) -> NatsServer:
     return NatsServer(state_dir / "nats", port=port or None)
 
 
-async def serve(settings: Settings, *, install_signals: bool = True,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, *, install_signals: bool = True, stop: asyncio.Event | None = None
+) -> None:
     """Run one agent replica until SIGTERM/SIGINT, or until `stop` is set."""
     playbooks = load_playbooks(settings.playbooks_dir)
     async with AsyncExitStack() as stack:
@@ -46,9 +48,13 @@ async def serve(settings: Settings, *, install_signals: bool = True,
             log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
         nc = await connect(settings, url, name=f"auto-healer-{socket.gethostname()}-{os.getpid()}")
         checkout = open_checkout(
-            repo_path=settings.repo_path, repo_url=settings.repo_url, branch=settings.git_branch,
-            work_dir=settings.work_dir, remote=settings.git_remote,
-            identity=Identity(settings.git_author_name, settings.git_author_email))
+            repo_path=settings.repo_path,
+            repo_url=settings.repo_url,
+            branch=settings.git_branch,
+            work_dir=settings.work_dir,
+            remote=settings.git_remote,
+            identity=Identity(settings.git_author_name, settings.git_author_email),
+        )
         stack.callback(checkout.close)
         coordinator = await _coordinator(settings, nc)
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
@@ -61,9 +67,15 @@ async def serve(settings: Settings, *, install_signals: bool = True,
                 await pager.start()
                 stack.push_async_callback(pager.aclose)
         agent = Agent(settings, healer, nc, pager=pager, max_deliver=settings.max_deliver)
-        log.info("agent_starting", nats_url=url, repo=healer.repo_key, branch=checkout.branch,
-                 jetstream=settings.jetstream, dry_run=settings.dry_run,
-                 playbooks=[p.name for p in playbooks])
+        log.info(
+            "agent_starting",
+            nats_url=url,
+            repo=healer.repo_key,
+            branch=checkout.branch,
+            jetstream=settings.jetstream,
+            dry_run=settings.dry_run,
+            playbooks=[p.name for p in playbooks],
+        )
         if stop is not None:
             relay = asyncio.create_task(_relay(stop, agent.stopping))
             stack.callback(relay.cancel)
@@ -75,13 +87,22 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-async def _coordinator(settings: Settings, nc: object) -> Coordinator:
-    """KV coordination when the server has JetStream; in-process otherwise (core mode only)."""
+async def _coordinator(settings: Settings, nc: Any) -> Coordinator:
+    """KV coordination when the server has JetStream; in-process otherwise (core mode only).
+
+    A dry-run replica never writes the shared KV: its claims and locks would throttle or block
+    the real replicas.
+    """
+    if settings.dry_run:
+        return LocalCoordinator()
     owner = f"{socket.gethostname()}-{os.getpid()}"
     try:
-        return await KvCoordinator.create(nc.jetstream(), owner=owner,  # type: ignore[attr-defined]
-                                          lock_ttl_s=settings.lock_ttl_s,
-                                          lock_wait_s=0.0 if settings.jetstream else 60.0)
+        return await KvCoordinator.create(
+            nc.jetstream(),
+            owner=owner,
+            lock_ttl_s=settings.lock_ttl_s,
+            lock_wait_s=0.0 if settings.jetstream else 60.0,
+        )
     except Exception as exc:
         if settings.jetstream:
             raise ConfigError(f"JetStream KV is not available on the server: {exc}") from None

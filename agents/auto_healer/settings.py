@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     nats_url: str | None = None
     queue_group: str = "auto-healer"
     heartbeat_interval_s: float = Field(
-        default=60.0, gt=0, validation_alias=AliasChoices("heartbeat_interval_s",
-                                                          "HEARTBEAT_INTERVAL_SEC"))
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("heartbeat_interval_s", "HEARTBEAT_INTERVAL_SEC"),
+    )
 
     jetstream: bool = False
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

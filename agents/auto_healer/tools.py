@@ -14,8 +14,14 @@ from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, c
 from auto_healer.settings import Settings
 
 
-async def publish_injuries(settings: Settings, url: str, injuries: list[ParsedInjury], *,
-                           msg_id: bool, jetstream: bool = False) -> int:
+async def publish_injuries(
+    settings: Settings,
+    url: str,
+    injuries: list[ParsedInjury],
+    *,
+    msg_id: bool,
+    jetstream: bool = False,
+) -> int:
     """Publish injuries exactly as bee-keeper does (JSON on `aura.hive.injury`).
 
     With `msg_id`, each carries `Nats-Msg-Id` = its stable id, so JetStream drops republished
@@ -55,8 +61,9 @@ def _pretty(msg: Any) -> str:
     return f"[{stamp}] {msg.subject}{headers}\n{text}"
 
 
-async def tail(settings: Settings, url: str, subject: str, *, raw: bool = False,
-               count: int | None = None) -> None:
+async def tail(
+    settings: Settings, url: str, subject: str, *, raw: bool = False, count: int | None = None
+) -> None:
     """Print every message on `subject` until interrupted (or `count` messages)."""
     nc = await connect(settings, url, name="auto-healer-tail")
     seen = asyncio.Event()

@@ -45,7 +45,9 @@ class DeleteDirectory:
         )
 
 
-def _walk(rel: str, absolute: os.PathLike[str], max_files: int, protected: tuple[str, ...]) -> list[str]:
+def _walk(
+    rel: str, absolute: os.PathLike[str], max_files: int, protected: tuple[str, ...]
+) -> list[str]:
     """Every file under the directory (links not followed), refusing protected ones and excess."""
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(absolute, followlinks=False):
@@ -65,5 +67,7 @@ def _walk(rel: str, absolute: os.PathLike[str], max_files: int, protected: tuple
         for name in dirnames:
             hit = first_protected(f"{prefix}/{name}", protected)
             if hit:
-                raise InjuryRejected(f"{prefix}/{name} inside the directory is protected by {hit!r}")
+                raise InjuryRejected(
+                    f"{prefix}/{name} inside the directory is protected by {hit!r}"
+                )
     return files

@@ -23,7 +23,14 @@ from auto_healer.errors import HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import FileChange
 from auto_healer.paths import confine, first_protected
 
-CONFIG_FILES = ("pyproject.toml", "ruff.toml", ".ruff.toml", "setup.cfg", "tox.ini", ".editorconfig")
+CONFIG_FILES = (
+    "pyproject.toml",
+    "ruff.toml",
+    ".ruff.toml",
+    "setup.cfg",
+    "tox.ini",
+    ".editorconfig",
+)
 FORMATTERS: dict[str, list[str]] = {
     "ruff": [sys.executable, "-m", "ruff", "format", "--no-cache", "{path}"],
     "black": [sys.executable, "-m", "black", "--quiet", "{path}"],
