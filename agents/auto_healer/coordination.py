@@ -143,6 +143,7 @@ class KvCoordinator:
         self.lock_ttl_s = lock_ttl_s
         self.lock_wait_s = lock_wait_s
         self.local = LocalCoordinator()  # a cache of what this replica knows, and its locks
+        self.cache_s = 1.0
 
     @classmethod
     async def create(
@@ -185,7 +186,8 @@ class KvCoordinator:
 
         holder = self.local.window_holder(key)
         if holder not in (None, claimant):
-            return False  # this replica saw another injury claim it: no round trip needed
+            return False  # seen within the last second: no round trip for a storm
+        holder = claimant
         try:
             async with _store("claim a throttle window"):
                 await self.throttle.create(kv_key(key), claimant.encode(), msg_ttl=window_s)
@@ -193,12 +195,12 @@ class KvCoordinator:
             try:
                 async with _store("read a throttle window"):
                     entry = await self.throttle.get(kv_key(key))
+                holder = (entry.value or b"").decode()
             except KeyNotFoundError:
-                return False
-            if (entry.value or b"").decode() != claimant:
-                return False
-        self.local.record_window(key, window_s, claimant)
-        return True
+                return False  # expired this instant; the next duplicate will claim it
+        # Cache briefly only: another replica may release the window when its heal fails.
+        self.local.record_window(key, min(window_s, self.cache_s), holder)
+        return holder == claimant
 
     async def release_window(self, key: str) -> None:
         await self.local.release_window(key)
