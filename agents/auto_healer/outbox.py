@@ -29,7 +29,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from auto_healer.settings import Settings
@@ -298,7 +299,8 @@ class Courier:
 
     def _retrying(self) -> AsyncRetrying:
         s = self.settings
-        backoff = wait_exponential_jitter(initial=s.pager_backoff_s, max=s.pager_max_backoff_s)
+        jitter = wait_random(0, s.pager_backoff_s)
+        backoff = wait_exponential(multiplier=s.pager_backoff_s, max=s.pager_max_backoff_s) + jitter
 
         def retry(exc: BaseException) -> bool:
             # A Retry-After beyond the backoff cap is honoured by the outbox, not by blocking.
@@ -322,8 +324,9 @@ class Courier:
             self._not_before_s = time.monotonic() + after
 
     def _sent(self, page: StoredPage, *, from_outbox: bool = False) -> StoredPage:
+        record = self.ledger.record(page, "sent")
         log.info("page_sent", dedup_key=page.dedup_key, action=page.action, from_outbox=from_outbox)
-        return self.ledger.record(page, "sent")
+        return record
 
     def _dead_letter(self, page: StoredPage, exc: _Answered) -> StoredPage:
         """Keep a page the pager refused, with its answer, and never send it again."""
