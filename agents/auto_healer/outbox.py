@@ -174,9 +174,6 @@ class Ledger:
         if count > 2 * LEDGER_KEEP:
             self._compact()
 
-    def __contains__(self, ident: object) -> bool:
-        return ident in self.records
-
     def record(self, page: StoredPage, status: Literal["sent", "dead_lettered"]) -> StoredPage:
         """Remember durably that a page reached its end; returns the record (without body)."""
         rec = page.model_copy(update={"status": status, "at": time.time(), "body": {}})
@@ -215,6 +212,11 @@ def parse_retry_after(value: str | None) -> float | None:
     with contextlib.suppress(TypeError, ValueError):
         return max(0.0, parsedate_to_datetime(value or "").timestamp() - time.time())
     return None
+
+
+def _log_retry(rs: RetryCallState) -> None:
+    exc = rs.outcome.exception() if rs.outcome else None
+    log.warning("page_retry", attempt=rs.attempt_number, error=str(exc) or type(exc).__name__)
 
 
 class Courier:
@@ -261,7 +263,7 @@ class Courier:
                 return Delivery.DEAD_LETTERED
             error = str(exc) or type(exc).__name__
             log.warning("page_not_delivered", dedup_key=page.dedup_key, error=error)
-            self._honour_retry_after(exc)
+            self._not_before_s = time.monotonic() + (_retry_after(exc) or 0.0)
             if not durable:
                 return Delivery.UNDELIVERED
             self.outbox.add(page)
@@ -281,7 +283,7 @@ class Courier:
                     if isinstance(exc, _Answered) and not exc.transient:
                         self.outbox.done(self._dead_letter(page, exc))
                         continue
-                    self._honour_retry_after(exc)
+                    self._not_before_s = time.monotonic() + (_retry_after(exc) or 0.0)
                     log.info("outbox_pager_still_down", pending=len(self.outbox), error=str(exc))
                     return False
                 self.outbox.done(self._sent(page, from_outbox=True))
@@ -315,13 +317,8 @@ class Courier:
             wait=wait,
             stop=stop_after_attempt(s.pager_attempts),
             reraise=True,
-            before_sleep=lambda rs: log.warning("page_retry", attempt=rs.attempt_number),
+            before_sleep=_log_retry,
         )
-
-    def _honour_retry_after(self, exc: BaseException) -> None:
-        after = _retry_after(exc)
-        if after:
-            self._not_before_s = time.monotonic() + after
 
     def _sent(self, page: StoredPage, *, from_outbox: bool = False) -> StoredPage:
         record = self.ledger.record(page, "sent")

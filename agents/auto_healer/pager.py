@@ -201,7 +201,7 @@ def build_body(
     )
     links = [Link(href=repo, text="repository")] if repo and repo.startswith("http") else []
     event = PagerDutyEvent(event_action=act, dedup_key=key, payload=payload, links=links)
-    return event.model_dump(mode="json", by_alias=True)
+    return event.model_dump(mode="json", by_alias=True, exclude=None if links else {"links"})
 
 
 class Pager:
@@ -260,6 +260,7 @@ class Pager:
 
     @property
     def state_path(self) -> str:
+        """The outbox file (the ledger and dead letters are beside it)."""
         return str(self.settings.pager_outbox_path)
 
     def planned_requests(self) -> list[dict[str, Any]]:
@@ -316,7 +317,7 @@ class Pager:
         if ident in self._inflight or ident in self._planned_ids:
             return True
         c = self._courier
-        return c is not None and (ident in c.ledger or ident in c.outbox)
+        return c is not None and (ident in c.ledger.records or ident in c.outbox)
 
     def _suppressed(self, group: _Group | None, action: PageAction, now: float) -> bool:
         if group is None:
