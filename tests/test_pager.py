@@ -333,3 +333,25 @@ def test_pager_is_none_without_a_webhook(tmp_path: Path) -> None:
         Pager.from_settings(
             settings_for("http://127.0.0.1:9/", tmp_path, pager_routing_key=None), dry_run=False
         )
+
+
+async def test_repo_credentials_never_reach_the_page(pager: Pager, receiver: Receiver) -> None:
+    """A repository URL's user:token part is stripped from the dedup_key, group and links."""
+    await pager.notify(outcome(), PageAction.TRIGGER, repo="https://bot:t0ken@git.example/h.git")
+    raw = receiver.requests[0].raw.decode()
+    assert "t0ken" not in raw
+    assert receiver.requests[0].json["payload"]["group"] == "https://git.example/h.git"
+
+
+def test_retry_after_in_seconds_or_as_an_http_date() -> None:
+    """Retry-After is read as seconds or as an HTTP date; garbage is ignored."""
+    from email.utils import formatdate
+
+    from auto_healer.outbox import parse_retry_after
+
+    assert parse_retry_after("7") == 7.0
+    in_10_s = parse_retry_after(formatdate(time.time() + 10, usegmt=True))
+    assert in_10_s is not None
+    assert 8 < in_10_s <= 10
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None

@@ -178,3 +178,28 @@ def test_pager_down_queues_and_the_next_run_delivers(
     assert "1 duplicate" in report["escalations_to"]
     assert len(receiver.delivered) == 1
     assert receiver.delivered[0]["dedup_key"] == DEDUP
+
+
+def test_refused_unmatched_and_invalid_injuries(
+    repo: tuple[Path, Path],
+    receiver: Receiver,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A heal refused by a safety check and an injury no playbook matches are paged with their
+    reason; a payload that is not an injury pages nothing."""
+    _, checkout = repo
+    traversal = injury("../../etc", severity="critical")
+    unknown = injury("core/src/x.py", injury_type="broken_tests", recommended_action="fix")
+    invalid = {"injury_type": "unauthorized_directory"}
+    path = write_injuries(tmp_path / "a.json", traversal, unknown, invalid)
+    code, report, _ = heal(checkout, path, capsys)
+    assert code == 1
+    assert [o["outcome"] for o in report["outcomes"]] == ["rejected", "escalated", "rejected"]
+    refused, unmatched = (r.json["payload"] for r in receiver.requests)
+    assert refused["severity"] == "critical"
+    assert refused["custom_details"]["outcome"] == "rejected"
+    assert refused["custom_details"]["reason"] == report["outcomes"][0]["reason"]
+    assert unmatched["custom_details"]["reason"] == "no playbook matches injury_type 'broken_tests'"
+    assert unmatched["class"] == "broken_tests"
+    assert len(receiver.requests) == 2
