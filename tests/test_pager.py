@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 from auto_healer.contracts import parse_injury_obj
+from auto_healer.errors import ConfigError
 from auto_healer.outcomes import Kind, Outcome, PageAction, consequence
 from auto_healer.pager import Delivery, Pager, dedup_key
 from auto_healer.settings import Settings, load_settings
@@ -325,14 +326,15 @@ async def test_dry_run_sends_nothing_and_redacts_the_key(
 
 
 def test_pager_is_none_without_a_webhook(tmp_path: Path) -> None:
-    """Without PAGER_WEBHOOK_URL there is no pager; pagerduty without a routing key is an error."""
+    """No PAGER_WEBHOOK_URL, no pager; a non-http URL or a missing routing key is an error."""
     assert Pager.from_settings(load_settings(), dry_run=False) is None
-    from auto_healer.errors import ConfigError
-
+    assert Pager.from_settings(load_settings(pager_webhook_url=" "), dry_run=False) is None
     with pytest.raises(ConfigError, match="PAGER_ROUTING_KEY"):
         Pager.from_settings(
             settings_for("http://127.0.0.1:9/", tmp_path, pager_routing_key=None), dry_run=False
         )
+    with pytest.raises(ConfigError, match="http"):
+        Pager.from_settings(settings_for("file:///etc/passwd", tmp_path), dry_run=False)
 
 
 async def test_repo_credentials_never_reach_the_page(pager: Pager, receiver: Receiver) -> None:

@@ -208,9 +208,11 @@ class Pager:
     """Decides and sends the pages of outcomes; see the module docstring for the guarantees."""
 
     def __init__(self, settings: Settings, *, dry_run: bool) -> None:
-        url = settings.pager_webhook_url
-        if url is None:
-            raise ConfigError("the pager needs PAGER_WEBHOOK_URL")
+        url = (settings.pager_webhook_url or "").strip()
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigError(
+                f"PAGER_WEBHOOK_URL must be an http(s) URL with a host: {_redact_url(url)!r}"
+            )
         pagerduty = settings.pager_format == "pagerduty"
         if pagerduty and settings.pager_routing_key is None:
             raise ConfigError("PAGER_FORMAT=pagerduty needs PAGER_ROUTING_KEY")
@@ -234,7 +236,7 @@ class Pager:
     @classmethod
     def from_settings(cls, settings: Settings, *, dry_run: bool) -> Pager | None:
         """The pager of these settings, or None when PAGER_WEBHOOK_URL is unset."""
-        if settings.pager_webhook_url is None:
+        if not (settings.pager_webhook_url or "").strip():
             return None
         return cls(settings, dry_run=dry_run)
 

@@ -10,16 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auto_healer.contracts import describe_validation_error
@@ -90,16 +82,6 @@ class Settings(BaseSettings):
     pager_outbox_path: Path = Field(
         default_factory=lambda: default_state_dir() / "pager" / "outbox.jsonl"
     )
-
-    @field_validator("pager_webhook_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return value.strip()
 
     @model_validator(mode="after")
     def _one_repo(self) -> Settings:
