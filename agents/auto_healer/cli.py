@@ -11,7 +11,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -23,6 +24,7 @@ from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.logs import configure_logging
 from auto_healer.outcomes import Kind, Outcome, consequence
+from auto_healer.pager import Delivery, Pager
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format, render, summary
 from auto_healer.settings import Settings, load_settings
@@ -94,6 +96,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
         entries = read_injuries(_read_input(args.injuries))
     except InjuryRejected as exc:
         raise ConfigError(f"{args.injuries}: {exc}") from None
+    pager = Pager.from_settings(settings, dry_run=settings.dry_run)
     checkout = open_checkout(
         repo_path=settings.repo_path,
         repo_url=settings.repo_url,
@@ -104,14 +107,56 @@ def cmd_heal(args: argparse.Namespace) -> int:
     )
     try:
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
-        outcomes = asyncio.run(_heal_all(healer, entries, dry_run=settings.dry_run))
+        outcomes, deliveries = asyncio.run(
+            _heal_and_page(healer, entries, pager, repo=healer.repo_key)
+        )
     finally:
         checkout.close()
     where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
+    if pager is not None:
+        where = _pages_summary(pager, deliveries)
+    pages = pager.planned_requests() if pager is not None and pager.dry_run else None
     fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
-    print(render(outcomes, fmt, escalations_to=where))
+    print(render(outcomes, fmt, escalations_to=where, pages=pages))
     _github_step_outputs(outcomes, where)
-    return EXIT_OK if all(consequence(o).ok for o in outcomes) else EXIT_PROBLEM
+    ok = all(consequence(o).ok for o in outcomes) and Delivery.DEAD_LETTERED not in deliveries
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+async def _heal_and_page(
+    healer: Healer,
+    entries: Sequence[ParsedInjury | InjuryRejected],
+    pager: Pager | None,
+    *,
+    repo: str | None,
+) -> tuple[list[Outcome], list[Delivery]]:
+    """Heal every entry; with a pager, page each outcome as it comes (trigger or resolve)."""
+    if pager is None:
+        return await _heal_all(healer, entries, dry_run=healer.dry_run), []
+    deliveries: list[Delivery] = []
+
+    async def page(outcome: Outcome) -> None:
+        deliveries.append(await pager.notify(outcome, consequence(outcome).page, repo=repo))
+
+    await pager.start()
+    try:
+        await pager.flush()  # pages an earlier run could not deliver go first
+        outcomes = await _heal_all(healer, entries, dry_run=healer.dry_run, on_outcome=page)
+        await pager.flush()
+    finally:
+        await pager.aclose()
+    return outcomes, deliveries
+
+
+def _pages_summary(pager: Pager, deliveries: Sequence[Delivery]) -> str:
+    """Where escalations went: the pager's host (never its key) and what became of each page."""
+    counts = Counter(d.value for d in deliveries if d is not Delivery.NONE)
+    done = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to page"
+    if pager.dry_run:
+        return f"{pager.destination} (dry-run, nothing sent: {done})"
+    if pager.pending:
+        done += f"; {pager.pending} waiting in {pager.state_path} for the next run"
+    return f"{pager.destination} ({done})"
 
 
 def _github_step_outputs(outcomes: Sequence[Outcome], escalations_to: str) -> None:
@@ -129,7 +174,11 @@ def _github_step_outputs(outcomes: Sequence[Outcome], escalations_to: str) -> No
 
 
 async def _heal_all(
-    healer: Healer, entries: Sequence[ParsedInjury | InjuryRejected], *, dry_run: bool
+    healer: Healer,
+    entries: Sequence[ParsedInjury | InjuryRejected],
+    *,
+    dry_run: bool,
+    on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     progress = _progress(len(entries))
@@ -138,6 +187,8 @@ async def _heal_all(
             outcomes.append(Outcome(Kind.REJECTED, str(entry), dry_run=dry_run))
         else:
             outcomes.append(await healer.handle(entry))
+        if on_outcome is not None:
+            await on_outcome(outcomes[-1])
         progress(len(outcomes))
     return outcomes
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -265,11 +266,12 @@ class Healer:
 
 
 def repo_key(checkout: Checkout) -> str:
-    """What identifies the repository across replicas: its remote URL."""
+    """What identifies the repository across replicas: its remote URL, credentials removed."""
     try:
-        return str(checkout.repo.remotes[checkout.remote].url)
+        url = str(checkout.repo.remotes[checkout.remote].url)
     except (IndexError, ValueError):
         return str(checkout.root)
+    return re.sub(r"(?<=://)[^/@]+@", "", url)
 
 
 def _path(parsed: ParsedInjury) -> str:

@@ -62,18 +62,34 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
     return {k.value: counts.get(k.value, 0) for k in Kind}
 
 
-def render(outcomes: Sequence[Outcome], fmt: Format, *, escalations_to: str) -> str:
-    """Render a whole run; `escalations_to` says where escalations went."""
+def render(
+    outcomes: Sequence[Outcome],
+    fmt: Format,
+    *,
+    escalations_to: str,
+    pages: Sequence[dict[str, Any]] | None = None,
+) -> str:
+    """Render a whole run; `escalations_to` says where escalations went, `pages` (dry-run) the
+    requests the pager would have sent, secrets redacted."""
     if fmt == "json":
-        doc = {
-            "summary": summary(outcomes),
-            "escalations_to": escalations_to,
-            "outcomes": [outcome_dict(o) for o in outcomes],
-        }
+        doc = {"summary": summary(outcomes), "escalations_to": escalations_to,
+               "outcomes": [outcome_dict(o) for o in outcomes]}
+        if pages is not None:
+            doc["pages"] = list(pages)
         return json.dumps(doc, indent=2, ensure_ascii=False)
     if fmt == "markdown":
-        return _markdown(outcomes, escalations_to)
-    return _text(outcomes, escalations_to)
+        return _markdown(outcomes, escalations_to) + _pages(pages, "markdown")
+    return _text(outcomes, escalations_to) + _pages(pages, "text")
+
+
+def _pages(pages: Sequence[dict[str, Any]] | None, fmt: Format) -> str:
+    """The planned pager requests of a dry-run, as indented JSON."""
+    if not pages:
+        return ""
+    shown = json.dumps(list(pages), indent=2, ensure_ascii=False)
+    if fmt == "markdown":
+        return f"\nPages that would be sent (dry-run):\n\n```json\n{shown}\n```\n"
+    return "\npages that would be sent (dry-run, not sent):\n" + shown
 
 
 def _cap_diff(diff: str) -> str:

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     pager_format: Literal["pagerduty", "generic"] = "pagerduty"
     pager_webhook_url: str | None = None
     pager_routing_key: SecretStr | None = None
+    pager_source: str = Field(default="auto-healer", min_length=1, max_length=255)
+    pager_timeout_s: float = Field(default=10.0, gt=0)
+    pager_attempts: int = Field(default=5, ge=1, le=50)
+    pager_backoff_s: float = Field(default=1.0, gt=0)
+    pager_max_backoff_s: float = Field(default=60.0, gt=0)
+    pager_group_window_s: float = Field(default=300.0, ge=0)
+    pager_repeat_interval_s: float = Field(default=4 * 3600.0, ge=0)
+    pager_drain_interval_s: float = Field(default=5.0, gt=0)
+    pager_outbox_path: Path = Field(
+        default_factory=lambda: default_state_dir() / "pager" / "outbox.jsonl"
+    )
 
     @model_validator(mode="after")
     def _one_repo(self) -> Settings:
