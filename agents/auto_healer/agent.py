@@ -32,6 +32,7 @@ from auto_healer.contracts import (
 from auto_healer.errors import InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.metrics import HealthServer, Metrics
+from auto_healer.pager import Delivery, Pager
 from auto_healer.outcomes import (
     Kind,
     Outcome,
@@ -282,7 +283,7 @@ class Agent:
                 outcome, c.page, repo=self.healer.repo_key, durable=not redeliverable
             )
             self.metrics.pages.labels(delivery=str(delivery)).inc()
-            settle = settle_after_page(c, page_delivered=str(delivery) != "undelivered")
+            settle = settle_after_page(c, page_delivered=delivery is not Delivery.UNDELIVERED)
         if settle is not Settle.NAK:
             await self.publisher.publish(
                 event_subject(c.event_type), self._event(outcome, c.event_type)

@@ -19,6 +19,7 @@ from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinato
 from auto_healer.embedded import LOOPBACK, NatsServer
 from auto_healer.errors import ConfigError
 from auto_healer.healer import Healer
+from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 
@@ -58,14 +59,10 @@ async def serve(
         stack.callback(checkout.close)
         coordinator = await _coordinator(settings, nc)
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
-        pager = None
-        if settings.pager_webhook_url:
-            from auto_healer.pager import Pager
-
-            pager = Pager.from_settings(settings, dry_run=settings.dry_run)
-            if pager is not None:
-                await pager.start()
-                stack.push_async_callback(pager.aclose)
+        pager = Pager.from_settings(settings, dry_run=settings.dry_run)
+        if pager is not None:
+            await pager.start()
+            stack.push_async_callback(pager.aclose)
         agent = Agent(settings, healer, nc, pager=pager, max_deliver=settings.max_deliver)
         log.info(
             "agent_starting",
