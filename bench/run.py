@@ -83,7 +83,7 @@ class Agent:
             argv.append("--jetstream")
         env = {
             **os.environ,
-            "LOG_LEVEL": "warning",
+            "LOG_LEVEL": "info",  # as deployed: one JSON line per injury
             "XDG_STATE_HOME": str(tmp / "state"),
             "HEARTBEAT_INTERVAL_SEC": "3600",
         }

@@ -169,25 +169,28 @@ class Agent:
     # --- intake -----------------------------------------------------------------------------
 
     async def _on_core_msg(self, msg: Any) -> None:
-        await self._slots.acquire()
+        await self._slots.acquire()  # released when the task is done
         self._spawn(self._process(msg.data, msg.headers))
 
     async def _pull_loop(self, psub: Any) -> None:
+        """Fetch as many messages as there are free slots, and no more (none waits unhandled)."""
         while not self.stopping.is_set():
-            free = self.settings.max_in_flight - self.in_flight
-            if free <= 0:
-                await asyncio.sleep(0.01)
-                continue
+            await self._slots.acquire()
+            slots = 1
+            while slots < self.settings.max_in_flight and not self._slots.locked():
+                await self._slots.acquire()
+                slots += 1
             try:
-                msgs = await psub.fetch(batch=free, timeout=1.0)
+                msgs = await psub.fetch(batch=slots, timeout=1.0)
             except nats.errors.TimeoutError:
-                continue
+                msgs = []
             except Exception as exc:  # reconnecting, server restarting: wait and go on
                 log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+                msgs = []
                 await asyncio.sleep(0.5)
-                continue
+            for _ in range(slots - len(msgs)):
+                self._slots.release()
             for msg in msgs:
-                await self._slots.acquire()
                 self._spawn(self._process_js(msg))
         with contextlib.suppress(Exception):
             await psub.unsubscribe()

@@ -186,20 +186,28 @@ class Publisher:
     ) -> bool:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TRANSIENT_NATS),
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(initial=0.1, max=2.0),
-                reraise=True,
-            ):
-                with attempt:
-                    if js is not None:
-                        await js.publish(subject, data, headers=headers)
-                    else:
-                        await self.nc.publish(subject, data, headers=headers)
+            try:  # the common case costs one call; the retry machinery runs only after a failure
+                await self._send(subject, data, headers, js)
+            except TRANSIENT_NATS:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(TRANSIENT_NATS),
+                    stop=stop_after_attempt(max(1, self.attempts - 1)),
+                    wait=wait_exponential_jitter(initial=0.1, max=2.0),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._send(subject, data, headers, js)
         except Exception as exc:  # graceful degradation: the agent survives a lost event
             self.metrics.failed.labels(topic=subject).inc()
             log.warning("nats_publish_failed", topic=subject, error=str(exc) or repr(exc))
             return False
         self.metrics.published.labels(topic=subject).inc()
         return True
+
+    async def _send(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, js: Any
+    ) -> None:
+        if js is not None:
+            await js.publish(subject, data, headers=headers)
+        else:
+            await self.nc.publish(subject, data, headers=headers)
