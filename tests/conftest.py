@@ -8,9 +8,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
+from auto_healer.cli import main
 from auto_healer.demo import SEED, make_repo
 from auto_healer.embedded import NatsServer
 
@@ -19,7 +20,9 @@ PLAYBOOKS = ROOT / "playbooks"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_git(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tests never read the developer's git config or write to their state dir."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
@@ -31,8 +34,9 @@ def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 def git(cwd: Path, *args: str) -> str:
     """Run git and return its stdout."""
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def tree_digest(path: Path) -> str:
@@ -51,11 +55,17 @@ def tree_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def injury(affected_path: str, injury_type: str = "unauthorized_directory", **extra: object) -> dict[str, object]:
+def injury(
+    affected_path: str, injury_type: str = "unauthorized_directory", **extra: object
+) -> dict[str, object]:
     """An injury payload as bee-keeper publishes it."""
     payload: dict[str, object] = {
-        "timestamp": 1735920000.456, "injury_type": injury_type, "affected_path": affected_path,
-        "severity": "high", "recommended_action": "delete_directory", "auto_heal": True,
+        "timestamp": 1735920000.456,
+        "injury_type": injury_type,
+        "affected_path": affected_path,
+        "severity": "high",
+        "recommended_action": "delete_directory",
+        "auto_heal": True,
     }
     if injury_type == "unformatted_code":
         payload["recommended_action"] = "format_code"
@@ -64,6 +74,7 @@ def injury(affected_path: str, injury_type: str = "unauthorized_directory", **ex
 
 
 def write_injuries(path: Path, *payloads: dict[str, object]) -> Path:
+    """Write injuries as a JSON list and return the file."""
     path.write_text(json.dumps(list(payloads)))
     return path
 
@@ -79,3 +90,21 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real nats-server with JetStream on a free loopback port."""
     with NatsServer(tmp_path / "nats") as server:
         yield server
+
+
+def heal_cli(
+    capsys: pytest.CaptureFixture[str], *args: str, playbooks: Path = PLAYBOOKS
+) -> tuple[int, dict[str, Any] | None, str]:
+    """Run `auto-healer heal ... --format json` in-process: exit code, parsed report, stderr."""
+    code = main(["heal", *args, "--playbooks", str(playbooks), "--format", "json"])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def remote_files(remote: Path, branch: str = "main") -> list[str]:
+    """Every file on a branch of the bare remote."""
+    return git(remote, "ls-tree", "-r", "--name-only", branch).split()
+
+
+def commit_count(remote: Path, branch: str = "main") -> int:
+    return int(git(remote, "rev-list", "--count", branch))

@@ -41,9 +41,12 @@ class Identity:
 
 def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFailed:
     """Classify a git failure: transient ones (allow-listed) are retried, the rest are not."""
-    stderr = str(exc.stderr or exc).strip()
-    tail = " | ".join(line.strip() for line in stderr.splitlines()[-4:] if line.strip())
-    cls = TransientError if _TRANSIENT.search(stderr) else HealFailed
+    # `push --porcelain` reports a rejected ref on stdout, the rest on stderr: classify both.
+    stderr = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '")
+    stdout = str(exc.stdout or "").strip().removeprefix("stdout:").strip(" '")
+    text = "\n".join(t for t in (stderr, stdout) if t) or str(exc)
+    tail = " | ".join(line.strip() for line in text.splitlines()[-4:] if line.strip())
+    cls = TransientError if _TRANSIENT.search(text) else HealFailed
     return cls(f"git {doing} failed: {tail}")
 
 
@@ -154,9 +157,13 @@ class Checkout:
             tmp.write_bytes(content)
             os.chmod(tmp, mode)
             os.replace(tmp, target.absolute)
-        paths = [*delete, *write]
-        if paths:
-            self._git("add", "-A", "--", *paths)
+        # Literal pathspecs: a directory called `*` or `:(top)` must mean only itself. A deleted
+        # directory may have held only untracked or ignored files, so `rm --ignore-unmatch`.
+        if delete:
+            self._git("--literal-pathspecs", "rm", "-r", "-q", "--cached", "--ignore-unmatch",
+                      "--", *delete)
+        if write:
+            self._git("--literal-pathspecs", "add", "--", *write)
 
     def has_staged_changes(self) -> bool:
         return bool(self.repo.git.diff("--cached", "--name-only"))
@@ -167,14 +174,14 @@ class Checkout:
         full = f"{message.strip()}\n\nInjury-Id: {clean_id}\nHealed-By: auto-healer\n"
         self._git(
             "-c", f"user.name={self.identity.name}", "-c", f"user.email={self.identity.email}",
-            "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false",
+            "-c", "commit.gpgsign=false",
             "commit", "-q", "--no-verify", "-m", full,
         )
         return self.head()
 
     def push(self, target_branch: str) -> None:
         """Push HEAD to `target_branch` on the remote; never with force."""
-        self._git("-c", "core.hooksPath=/dev/null", "push", "--porcelain", "-q", self.remote,
+        self._git("push", "--porcelain", "-q", self.remote,
                   f"HEAD:refs/heads/{target_branch}", doing="push")
 
     def restore(self, base: str) -> None:
@@ -194,7 +201,8 @@ class Checkout:
 
     def _git(self, *args: str, doing: str | None = None) -> str:
         try:
-            return str(self.repo.git.execute(["git", *args]))
+            # The repository's own hooks never run: a heal must not execute code from the repo.
+            return str(self.repo.git.execute(["git", "-c", "core.hooksPath=/dev/null", *args]))
         except git.GitCommandError as exc:
             raise git_error(exc, doing or args[0]) from None
 
