@@ -73,7 +73,11 @@ class Checkout:
 
     @classmethod
     def open(
-        cls, path: Path, *, branch: str | None = None, identity: Identity = Identity(),
+        cls,
+        path: Path,
+        *,
+        branch: str | None = None,
+        identity: Identity = Identity(),
         remote: str = "origin",
     ) -> Checkout:
         """Use an existing checkout; its current branch unless `branch` is given."""
@@ -96,7 +100,11 @@ class Checkout:
 
     @classmethod
     def clone(
-        cls, url: str, work_dir: Path, *, branch: str | None = None,
+        cls,
+        url: str,
+        work_dir: Path,
+        *,
+        branch: str | None = None,
         identity: Identity = Identity(),
     ) -> Checkout:
         """Clone `url` into `work_dir` (or reuse an earlier clone of it there)."""
@@ -112,7 +120,9 @@ class Checkout:
         except git.GitCommandError as exc:
             raise git_error(exc, "clone") from None
         if branch is None:
-            head = repo.git.symbolic_ref("refs/remotes/origin/HEAD", "--short", with_exceptions=False)
+            head = repo.git.symbolic_ref(
+                "refs/remotes/origin/HEAD", "--short", with_exceptions=False
+            )
             branch = head.removeprefix("origin/") if head else repo.active_branch.name
         return cls(repo, branch=branch, owned=True, identity=identity, remote="origin")
 
@@ -160,8 +170,16 @@ class Checkout:
         # Literal pathspecs: a directory called `*` or `:(top)` must mean only itself. A deleted
         # directory may have held only untracked or ignored files, so `rm --ignore-unmatch`.
         if delete:
-            self._git("--literal-pathspecs", "rm", "-r", "-q", "--cached", "--ignore-unmatch",
-                      "--", *delete)
+            self._git(
+                "--literal-pathspecs",
+                "rm",
+                "-r",
+                "-q",
+                "--cached",
+                "--ignore-unmatch",
+                "--",
+                *delete,
+            )
         if write:
             self._git("--literal-pathspecs", "add", "--", *write)
 
@@ -173,16 +191,30 @@ class Checkout:
         clean_id = re.sub(r"[\x00-\x1f\x7f]", "?", injury_id)
         full = f"{message.strip()}\n\nInjury-Id: {clean_id}\nHealed-By: auto-healer\n"
         self._git(
-            "-c", f"user.name={self.identity.name}", "-c", f"user.email={self.identity.email}",
-            "-c", "commit.gpgsign=false",
-            "commit", "-q", "--no-verify", "-m", full,
+            "-c",
+            f"user.name={self.identity.name}",
+            "-c",
+            f"user.email={self.identity.email}",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            full,
         )
         return self.head()
 
     def push(self, target_branch: str) -> None:
         """Push HEAD to `target_branch` on the remote; never with force."""
-        self._git("push", "--porcelain", "-q", self.remote,
-                  f"HEAD:refs/heads/{target_branch}", doing="push")
+        self._git(
+            "push",
+            "--porcelain",
+            "-q",
+            self.remote,
+            f"HEAD:refs/heads/{target_branch}",
+            doing="push",
+        )
 
     def restore(self, base: str) -> None:
         """Leave the checkout clean at `base` after a failed or cut-off heal."""
@@ -195,9 +227,14 @@ class Checkout:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _fetch(self) -> None:
-        self._git("fetch", "-q", "--prune", self.remote,
-                  f"+refs/heads/{self.branch}:refs/remotes/{self.remote}/{self.branch}",
-                  doing="fetch")
+        self._git(
+            "fetch",
+            "-q",
+            "--prune",
+            self.remote,
+            f"+refs/heads/{self.branch}:refs/remotes/{self.remote}/{self.branch}",
+            doing="fetch",
+        )
 
     def _git(self, *args: str, doing: str | None = None) -> str:
         try:
@@ -208,8 +245,13 @@ class Checkout:
 
 
 def open_checkout(
-    *, repo_path: Path | None, repo_url: str | None, branch: str | None, work_dir: Path,
-    identity: Identity, remote: str = "origin",
+    *,
+    repo_path: Path | None,
+    repo_url: str | None,
+    branch: str | None,
+    work_dir: Path,
+    identity: Identity,
+    remote: str = "origin",
 ) -> Checkout:
     """The checkout the settings name: a URL to clone, or an existing path (default: here)."""
     if repo_url:

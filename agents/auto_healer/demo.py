@@ -34,14 +34,36 @@ def demo_injuries() -> list[dict[str, object]]:
     now = time.time()
     base = {"timestamp": now, "severity": "high"}
     return [
-        {**base, "injury_type": "unauthorized_directory", "affected_path": "core/src/random_stuff/",
-         "recommended_action": "delete_directory", "auto_heal": True},
-        {**base, "injury_type": "unformatted_code", "affected_path": "core/src/messy.py",
-         "recommended_action": "format_code", "auto_heal": True, "severity": "low"},
-        {**base, "injury_type": "unauthorized_directory", "affected_path": "core/src/legacy/",
-         "recommended_action": "delete_directory", "auto_heal": False},
-        {**base, "injury_type": "unauthorized_directory", "affected_path": "../../etc",
-         "recommended_action": "delete_directory", "auto_heal": True, "severity": "critical"},
+        {
+            **base,
+            "injury_type": "unauthorized_directory",
+            "affected_path": "core/src/random_stuff/",
+            "recommended_action": "delete_directory",
+            "auto_heal": True,
+        },
+        {
+            **base,
+            "injury_type": "unformatted_code",
+            "affected_path": "core/src/messy.py",
+            "recommended_action": "format_code",
+            "auto_heal": True,
+            "severity": "low",
+        },
+        {
+            **base,
+            "injury_type": "unauthorized_directory",
+            "affected_path": "core/src/legacy/",
+            "recommended_action": "delete_directory",
+            "auto_heal": False,
+        },
+        {
+            **base,
+            "injury_type": "unauthorized_directory",
+            "affected_path": "../../etc",
+            "recommended_action": "delete_directory",
+            "auto_heal": True,
+            "severity": "critical",
+        },
     ]
 
 
@@ -55,15 +77,25 @@ def make_repo(root: Path, files: dict[str, str] = SEED) -> tuple[Path, Path]:
         (work / rel).write_text(text)
     _git(work, "checkout", "-q", "-B", "main")
     _git(work, "add", "-A")
-    _git(work, "-c", "user.name=bee-keeper", "-c", "user.email=bee@aura.hive",
-         "commit", "-q", "-m", "seed the hive")
+    _git(
+        work,
+        "-c",
+        "user.name=bee-keeper",
+        "-c",
+        "user.email=bee@aura.hive",
+        "commit",
+        "-q",
+        "-m",
+        "seed the hive",
+    )
     _git(work, "push", "-q", "origin", "main")
     return remote, work
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 async def _run_all(healer: Healer, injuries: list[ParsedInjury]) -> list[Outcome]:
@@ -78,12 +110,13 @@ def run_demo(settings: Settings) -> int:
         injuries = [parse_injury_obj(i) for i in demo_injuries()]
         checkout = Checkout.open(work, identity=Identity())
         try:
-            for title, dry in (("1. dry-run: the plan, nothing touched", True),
-                               ("2. heal: commit and push to the remote", False),
-                               ("3. heal again: nothing left to do", False)):
+            for title, dry in (
+                ("1. dry-run: the plan, nothing touched", True),
+                ("2. heal: commit and push to the remote", False),
+                ("3. heal again: nothing left to do", False),
+            ):
                 print(f"\n==> {title}\n")
-                outcomes = asyncio.run(_run_all(Healer(playbooks, checkout, dry_run=dry),
-                                                injuries))
+                outcomes = asyncio.run(_run_all(Healer(playbooks, checkout, dry_run=dry), injuries))
                 print(render(outcomes, "text", escalations_to="this report (no pager set)"))
         finally:
             checkout.close()

@@ -136,25 +136,41 @@ def confine(
             raise InjuryRejected("affected_path is the checkout root; refusing to touch it")
         return Confined(root, ".")
     candidate = root / rel
-    # Walk every existing prefix: a symlink anywhere on the way must stay inside.
+    try:
+        resolved_rel = _resolve_inside(root, candidate, raw)
+    except (OSError, RuntimeError) as exc:  # name too long, symlink loop, permission
+        raise InjuryRejected(f"affected_path {raw!r} cannot be resolved: {exc}") from None
+    for path in {rel, resolved_rel}:
+        hit = first_protected(path, protected)
+        if hit:
+            raise InjuryRejected(f"affected_path {raw!r} is protected by {hit!r}")
+    return Confined(candidate, rel)
+
+
+def _resolve_inside(root: Path, candidate: Path, raw: str) -> str:
+    """The checkout-relative form of `candidate` resolved, refusing any way out.
+
+    A symlink may only be the last component (the actions refuse to follow it); one on the way
+    would make git and the file system disagree about what the path names.
+    """
     current = root
-    for part in PurePosixPath(rel).parts:
+    parts = candidate.relative_to(root).parts
+    for i, part in enumerate(parts):
         current = current / part
         if current.is_symlink():
-            target = current.resolve()
-            if not target.is_relative_to(root):
-                raise InjuryRejected(f"affected_path {raw!r} goes through a symlink leading outside")
+            if not current.resolve().is_relative_to(root):
+                raise InjuryRejected(
+                    f"affected_path {raw!r} goes through a symlink leading outside"
+                )
+            if i < len(parts) - 1:
+                raise InjuryRejected(f"affected_path {raw!r} goes through a symlink")
     resolved = candidate.resolve()
     if not resolved.is_relative_to(root):
         raise InjuryRejected(f"affected_path {raw!r} resolves outside the checkout")
     resolved_rel = resolved.relative_to(root).as_posix()
     if resolved_rel in ("", "."):
         raise InjuryRejected(f"affected_path {raw!r} resolves to the checkout root")
-    for path in {rel, resolved_rel}:
-        hit = first_protected(path, protected)
-        if hit:
-            raise InjuryRejected(f"affected_path {raw!r} is protected by {hit!r}")
-    return Confined(candidate, rel)
+    return resolved_rel
 
 
 def first_protected(path: str, protected: tuple[str, ...]) -> str | None:

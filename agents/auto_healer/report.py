@@ -65,8 +65,11 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
 def render(outcomes: Sequence[Outcome], fmt: Format, *, escalations_to: str) -> str:
     """Render a whole run; `escalations_to` says where escalations went."""
     if fmt == "json":
-        doc = {"summary": summary(outcomes), "escalations_to": escalations_to,
-               "outcomes": [outcome_dict(o) for o in outcomes]}
+        doc = {
+            "summary": summary(outcomes),
+            "escalations_to": escalations_to,
+            "outcomes": [outcome_dict(o) for o in outcomes],
+        }
         return json.dumps(doc, indent=2, ensure_ascii=False)
     if fmt == "markdown":
         return _markdown(outcomes, escalations_to)
@@ -138,8 +141,7 @@ def _markdown(outcomes: Sequence[Outcome], escalations_to: str) -> str:
         out += [f"- **{s.action}**: {s.summary}" for s in o.steps]
         files = _files(o)
         if files:
-            out += ["", "<details><summary>files</summary>", "", "```"] + files + ["```",
-                                                                                  "</details>"]
+            out += ["", "<details><summary>files</summary>", "", "```", *files, "```", "</details>"]
         for s in o.steps:
             if s.diff:
                 out += ["", "```diff", _cap_diff(s.diff).rstrip("\n"), "```"]

@@ -31,21 +31,28 @@ class DeleteDirectory:
     options_model = DeleteDirectoryOptions
 
     async def plan(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
-        raw = ctx.injury.injury.affected_path
-        target = confine(ctx.root, raw, protected=ctx.protected, allow_root=False)
-        if not os.path.lexists(target.absolute):
-            return StepPlan(summary=f"{target.relative} is already absent: nothing to heal")
-        if target.absolute.is_symlink() or not target.absolute.is_dir():
-            raise InjuryRejected(f"affected_path {raw!r} is not a directory")
-        files = _walk(target.relative, target.absolute, options.max_files, ctx.protected)
-        return StepPlan(
-            summary=f"delete {target.relative}/ ({len(files)} files)",
-            delete=[target.relative],
-            files=[FileChange(f, "delete") for f in files],
-        )
+        return _plan(ctx, options)
 
 
-def _walk(rel: str, absolute: os.PathLike[str], max_files: int, protected: tuple[str, ...]) -> list[str]:
+def _plan(ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
+    """The plan, synchronously: a few `lstat`s and a bounded walk."""
+    raw = ctx.injury.injury.affected_path
+    target = confine(ctx.root, raw, protected=ctx.protected, allow_root=False)
+    if not os.path.lexists(target.absolute):
+        return StepPlan(summary=f"{target.relative} is already absent: nothing to heal")
+    if target.absolute.is_symlink() or not target.absolute.is_dir():
+        raise InjuryRejected(f"affected_path {raw!r} is not a directory")
+    files = _walk(target.relative, target.absolute, options.max_files, ctx.protected)
+    return StepPlan(
+        summary=f"delete {target.relative}/ ({len(files)} files)",
+        delete=[target.relative],
+        files=[FileChange(f, "delete") for f in files],
+    )
+
+
+def _walk(
+    rel: str, absolute: os.PathLike[str], max_files: int, protected: tuple[str, ...]
+) -> list[str]:
     """Every file under the directory (links not followed), refusing protected ones and excess."""
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(absolute, followlinks=False):
@@ -65,5 +72,7 @@ def _walk(rel: str, absolute: os.PathLike[str], max_files: int, protected: tuple
         for name in dirnames:
             hit = first_protected(f"{prefix}/{name}", protected)
             if hit:
-                raise InjuryRejected(f"{prefix}/{name} inside the directory is protected by {hit!r}")
+                raise InjuryRejected(
+                    f"{prefix}/{name} inside the directory is protected by {hit!r}"
+                )
     return files
