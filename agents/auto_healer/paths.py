@@ -24,6 +24,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     """
     if not pattern or pattern.startswith("/") or "\x00" in pattern:
         raise ValueError(f"glob {pattern!r} must be a non-empty relative path")
+    pattern = pattern.rstrip("/")  # `docs/` means the directory `docs`
     if ".." in PurePosixPath(pattern).parts:
         raise ValueError(f"glob {pattern!r} must not contain '..'")
     out, i, n = [], 0, len(pattern)
@@ -61,7 +62,8 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
             i += 1
     try:
-        return re.compile("".join(out) + r"/?\Z")
+        # DOTALL: a name may hold a newline, and `.git/\n` must still be under `.git/**`.
+        return re.compile("".join(out) + r"/?\Z", re.DOTALL)
     except re.error as exc:
         raise ValueError(f"glob {pattern!r}: {exc}") from None
 
@@ -174,8 +176,15 @@ def _resolve_inside(root: Path, candidate: Path, raw: str) -> str:
 
 
 def first_protected(path: str, protected: tuple[str, ...]) -> str | None:
-    """The first protected glob that a relative path matches, if any."""
-    return next((g for g in protected if glob_matches(g, path)), None)
+    """The first protected glob that a relative path matches or lies above, if any.
+
+    `docs` is protected by `docs/**`: removing it would remove everything the glob protects.
+    """
+    above = path.rstrip("/") + "/"
+    return next(
+        (g for g in protected if glob_matches(g, path) or literal_prefix(g).startswith(above)),
+        None,
+    )
 
 
 def require_globs(patterns: list[str], where: str) -> list[str]:
