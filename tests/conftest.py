@@ -39,16 +39,25 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def tree_digest(path: Path) -> str:
-    """A digest of every file (names, bytes, modes) under a path, .git included."""
+def tree_digest(path: Path, *, skip_git: bool = False) -> str:
+    """A digest of every entry (names, bytes, modes, link targets, empty dirs) under a path.
+
+    `.git` is included unless `skip_git`.
+    """
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in sorted(os.walk(path)):
-        dirnames.sort()
-        for name in sorted(filenames):
+        if skip_git and Path(dirpath).relative_to(path).parts[:1] == (".git",):
+            continue
+        for name in sorted(dirnames + filenames):
             full = Path(dirpath, name)
-            h.update(str(full.relative_to(path)).encode())
+            rel = full.relative_to(path)
+            if skip_git and rel.parts == (".git",):
+                continue
+            h.update(str(rel).encode() + b"\0")
             if full.is_symlink():
-                h.update(os.readlink(full).encode())
+                h.update(b"link:" + os.readlink(full).encode())
+            elif full.is_dir():
+                h.update(b"dir")
             else:
                 h.update(full.read_bytes())
                 h.update(oct(full.stat().st_mode).encode())
