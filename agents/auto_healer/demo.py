@@ -102,9 +102,17 @@ async def _run_all(healer: Healer, injuries: list[ParsedInjury]) -> list[Outcome
     return [await healer.handle(i) for i in injuries]
 
 
+def _playbooks_dir(configured: Path) -> Path:
+    """The configured playbooks, else the shipped ones, so `demo` works from any directory."""
+    shipped = Path(__file__).resolve().parents[2] / "playbooks"
+    if not configured.is_dir() and configured == Path("playbooks") and shipped.is_dir():
+        return shipped
+    return configured
+
+
 def run_demo(settings: Settings) -> int:
     configure_logging(settings.log_format, "warning")  # the report is the story here
-    playbooks = load_playbooks(settings.playbooks_dir)
+    playbooks = load_playbooks(_playbooks_dir(settings.playbooks_dir))
     with tempfile.TemporaryDirectory(prefix="auto-healer-demo-") as tmp:
         remote, work = make_repo(Path(tmp))
         injuries = [parse_injury_obj(i) for i in demo_injuries()]
