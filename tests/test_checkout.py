@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from auto_healer.checkout import Checkout, Identity
+from auto_healer.demo import SEED, make_repo
 from auto_healer.errors import ConfigError, HealFailed, TransientError
 
 from tests.conftest import (
@@ -194,9 +195,9 @@ def test_a_failed_heal_leaves_the_checkout_clean(
 
 
 def test_heal_branch_pushes_to_auto_heal_id(
-    repo: Repo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    repo: Repo, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`push_to: heal-branch` pushes one commit to auto-heal/<id>; main stays as it was."""
+    """`push_to: heal-branch` pushes one commit to auto-heal/<id>, once; main stays as it was."""
     remote, work = repo
     books = tmp_path / "books"
     shutil.copytree(PLAYBOOKS, books)
@@ -219,6 +220,31 @@ def test_heal_branch_pushes_to_auto_heal_id(
     assert not any(f.startswith(STUFF) for f in remote_files(remote, branch))
     assert git(work, "rev-parse", "HEAD") == main_before
     assert git(work, "status", "--porcelain") == ""
+    tip = git(remote, "rev-parse", branch)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2030-01-01T00:00:00Z")  # a different commit sha
+    again, report, err = heal_cli(capsys, str(path), "--repo", str(work), playbooks=books)
+    assert again == 0, err
+    assert git(remote, "rev-parse", branch) == tip
+
+
+def test_delete_removes_tracked_and_ignored_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tracked and untracked (ignored) files go; a directory of only ignored files is skipped."""
+    remote, work = make_repo(tmp_path, {**SEED, ".gitignore": "*.pyc\nbuild/\n"})
+    (work / STUFF / "cache.pyc").write_bytes(b"\0")
+    (work / "build" / "out").mkdir(parents=True)
+    (work / "build" / "out" / "a.o").write_bytes(b"\0")
+    path = write_injuries(tmp_path / "i.json", injury(STUFF), injury("build"))
+    code, report, err = heal_cli(capsys, str(path), "--repo", str(work))
+    assert code == 0, err
+    assert report is not None
+    assert [o["outcome"] for o in report["outcomes"]] == ["healed", "skipped"]
+    assert report["outcomes"][0]["steps"][0]["file_count"] == 3
+    assert not (work / STUFF).exists()
+    assert not (work / "build").exists()
+    assert commit_count(remote) == 2
+    assert git(work, "status", "--porcelain", "--ignored") == ""
 
 
 def test_heal_a_cloned_url_on_a_named_branch(

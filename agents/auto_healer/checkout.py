@@ -206,7 +206,13 @@ class Checkout:
         return self.head()
 
     def push(self, target_branch: str) -> None:
-        """Push HEAD to `target_branch` on the remote; never with force."""
+        """Push HEAD to `target_branch` on the remote; never with force.
+
+        A heal branch that already holds this very heal (same tree) is left as it is: a second
+        run would otherwise be a non-fast-forward, retried and failed, for a heal already made.
+        """
+        if target_branch != self.branch and self._remote_tree(target_branch) == self._tree("HEAD"):
+            return
         self._git(
             "push",
             "--porcelain",
@@ -225,6 +231,19 @@ class Checkout:
         return not self.repo.is_dirty(untracked_files=True)
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    def _tree(self, rev: str) -> str:
+        return self._git("rev-parse", f"{rev}^{{tree}}")
+
+    def _remote_tree(self, branch: str) -> str | None:
+        """The tree at the tip of a remote branch, or None when the branch does not exist."""
+        if not self._git(
+            "ls-remote", "--heads", self.remote, f"refs/heads/{branch}", doing="ls-remote"
+        ):
+            return None
+        tracking = f"refs/remotes/{self.remote}/{branch}"
+        self._git("fetch", "-q", self.remote, f"+refs/heads/{branch}:{tracking}", doing="fetch")
+        return self._tree(tracking)
 
     def _fetch(self) -> None:
         self._git(
