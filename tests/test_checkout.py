@@ -281,3 +281,14 @@ def test_committer_identity_comes_from_the_environment(
     assert git(remote, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "main").strip() == (
         "Hive Medic <medic@hive.test>|Hive Medic <medic@hive.test>"
     )
+
+
+def test_a_hanging_remote_is_killed_and_transient(repo: Repo) -> None:
+    """A fetch that hangs (a real `ext::` transport that sleeps) is killed at the timeout."""
+    _, work = repo
+    git(work, "config", "protocol.ext.allow", "always")
+    git(work, "remote", "set-url", "origin", "ext::sleep 20")
+    checkout = Checkout.open(work)
+    checkout.network_timeout_s = 0.5
+    with pytest.raises(TransientError, match=r"did not complete in 0\.5 secs"):
+        checkout.sync()

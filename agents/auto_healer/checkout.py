@@ -26,9 +26,13 @@ _TRANSIENT = re.compile(
     r"\[rejected\]|non-fast-forward|fetch first|failed to update ref|cannot lock ref"
     r"|stale info|could not resolve host|connection (refused|reset|timed out)"
     r"|operation timed out|could not read from remote|remote end hung up|early eof"
-    r"|rpc failed|unable to access|index\.lock|temporarily unavailable",
+    r"|rpc failed|unable to access|index\.lock|temporarily unavailable|did not complete in",
     re.IGNORECASE,
 )
+
+
+NETWORK_TIMEOUT_S = 300.0  # a fetch or push that hangs is killed and retried, never waited on
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of prompting
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Checkout:
         self.identity = identity
         self.remote = remote
         self.root = Path(repo.working_tree_dir or ".").resolve()
+        self.network_timeout_s = NETWORK_TIMEOUT_S
+        repo.git.update_environment(**_GIT_ENV)
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -116,7 +122,9 @@ class Checkout:
                 repo.remotes.origin.set_url(url)
             else:
                 work_dir.mkdir(parents=True, exist_ok=True)
-                repo = git.Repo.clone_from(url, dest, no_checkout=False)
+                repo = git.Repo.clone_from(
+                    url, dest, env=_GIT_ENV, kill_after_timeout=NETWORK_TIMEOUT_S
+                )
         except git.GitCommandError as exc:
             raise git_error(exc, "clone") from None
         if branch is None:
@@ -179,9 +187,10 @@ class Checkout:
                 "--ignore-unmatch",
                 "--",
                 *delete,
+                doing="rm",
             )
         if write:
-            self._git("--literal-pathspecs", "add", "--", *write)
+            self._git("--literal-pathspecs", "add", "--", *write, doing="add")
 
     def has_staged_changes(self) -> bool:
         return bool(self.repo.git.diff("--cached", "--name-only"))
@@ -256,9 +265,15 @@ class Checkout:
         )
 
     def _git(self, *args: str, doing: str | None = None) -> str:
+        # Only network operations name `doing`; they get the timeout.
+        timeout = self.network_timeout_s if doing in ("fetch", "push", "ls-remote") else None
         try:
             # The repository's own hooks never run: a heal must not execute code from the repo.
-            return str(self.repo.git.execute(["git", "-c", "core.hooksPath=/dev/null", *args]))
+            return str(
+                self.repo.git.execute(
+                    ["git", "-c", "core.hooksPath=/dev/null", *args], kill_after_timeout=timeout
+                )
+            )
         except git.GitCommandError as exc:
             raise git_error(exc, doing or args[0]) from None
 
