@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
-from auto_healer.checkout import Checkout, Identity
+from auto_healer.checkout import Checkout, Identity, safe_ref
 from auto_healer.demo import SEED, make_repo
 from auto_healer.errors import ConfigError, HealFailed, TransientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import (
     PLAYBOOKS,
@@ -292,3 +295,12 @@ def test_a_hanging_remote_is_killed_and_transient(repo: Repo) -> None:
     checkout.network_timeout_s = 0.5
     with pytest.raises(TransientError, match=r"did not complete in 0\.5 secs"):
         checkout.sync()
+
+
+@given(st.text(max_size=80))
+@settings(max_examples=60, deadline=None)
+def test_heal_branch_names_are_always_valid_refs(injury_id: str) -> None:
+    """Property: whatever the injury id, auto-heal/<safe_ref(id)> is a valid git branch name."""
+    ref = f"refs/heads/auto-heal/{safe_ref(injury_id)}"
+    done = subprocess.run(["git", "check-ref-format", ref], capture_output=True)
+    assert done.returncode == 0, ref

@@ -56,7 +56,10 @@ def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFail
 
 def safe_ref(text: str) -> str:
     """A branch-name-safe form of an injury id."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:60].strip("-.")  # `..` is not allowed in a ref
+    while cleaned.endswith(".lock"):  # neither is a `.lock` suffix
+        cleaned = cleaned.removesuffix(".lock").strip("-.")
     return cleaned or hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -167,7 +170,10 @@ class Checkout:
         for rel in delete:
             target = confine(self.root, rel, protected=protected, allow_root=False)
             if target.absolute.is_dir() and not target.absolute.is_symlink():
-                shutil.rmtree(target.absolute)
+                try:
+                    shutil.rmtree(target.absolute)
+                except OSError as exc:  # a read-only subdirectory, say: the caller restores
+                    raise HealFailed(f"cannot delete {rel}: {exc}") from None
         for rel, content in write.items():
             target = confine(self.root, rel, protected=protected, allow_root=False)
             mode = stat.S_IMODE(target.absolute.stat().st_mode)
