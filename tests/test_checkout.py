@@ -38,7 +38,8 @@ export GIT_AUTHOR_NAME=other GIT_AUTHOR_EMAIL=other@aura.hive
 export GIT_COMMITTER_NAME=other GIT_COMMITTER_EMAIL=other@aura.hive
 base=$(git rev-parse refs/heads/main)
 blob=$(echo "written meanwhile" | git hash-object -w --stdin)
-tree=$({ git ls-tree "$base"; printf '100644 blob %s\\tOTHER.md\\n' "$blob"; } | git mktree)
+name=OTHER.md
+tree=$({ git ls-tree "$base"; printf '100644 blob %s\\t%s\\n' "$blob" "$name"; } | git mktree)
 commit=$(git commit-tree "$tree" -p "$base" -m "someone else pushed meanwhile")
 git update-ref refs/heads/main "$commit" "$base"
 """
@@ -177,6 +178,34 @@ def test_heal_retries_when_the_remote_moves_before_the_push(
     ]
     assert "OTHER.md" in remote_files(remote)
     assert not any(f.startswith(STUFF) for f in remote_files(remote))
+    assert git(work, "status", "--porcelain") == ""
+
+
+def test_retries_are_bounded_when_the_remote_keeps_moving(
+    repo: Repo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A remote that moves before every push: `retry.attempts` tries, then a retryable failure."""
+    remote, work = repo
+    always = RACE_HOOK.replace('[ -e "$marker" ] && exit 0\n', "").replace(
+        "OTHER.md", "OTHER-$$.md"
+    )
+    hook(remote, "update", always)
+    books = tmp_path / "books"
+    shutil.copytree(PLAYBOOKS, books)
+    shipped = books / "unauthorized_directory.yaml"
+    text = shipped.read_text().replace("attempts: 4", "attempts: 3")
+    shipped.write_text(text.replace("backoff_s: 0.5", "backoff_s: 0"))
+    path = write_injuries(tmp_path / "i.json", injury(STUFF))
+    code, report, _ = heal_cli(capsys, str(path), "--repo", str(work), playbooks=books)
+    assert code == 1
+    assert report is not None
+    [outcome] = report["outcomes"]
+    assert outcome["outcome"] == "failed"
+    assert outcome["attempts"] == 3
+    assert "after 3 attempts" in outcome["reason"]
+    log = git(remote, "log", "--format=%s", "main").splitlines()
+    assert log.count("someone else pushed meanwhile") == 3
+    assert not any(line.startswith("auto-heal") for line in log)
     assert git(work, "status", "--porcelain") == ""
 
 
