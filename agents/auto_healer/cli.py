@@ -61,9 +61,18 @@ def cmd_match(args: argparse.Namespace) -> int:
     if playbook is None:
         print(f"no playbook matches injury_type {parsed.injury.injury_type!r}")
         return EXIT_PROBLEM
-    print(json.dumps({"playbook": playbook.name, "source": playbook.source,
-                      "steps": [s.action for s in playbook.steps],
-                      "auto_heal": parsed.injury.auto_heal, "injury_id": parsed.id}, indent=2))
+    print(
+        json.dumps(
+            {
+                "playbook": playbook.name,
+                "source": playbook.source,
+                "steps": [s.action for s in playbook.steps],
+                "auto_heal": parsed.injury.auto_heal,
+                "injury_id": parsed.id,
+            },
+            indent=2,
+        )
+    )
     return EXIT_OK
 
 
