@@ -194,7 +194,7 @@ def test_retries_are_bounded_when_the_remote_keeps_moving(
     shutil.copytree(PLAYBOOKS, books)
     shipped = books / "unauthorized_directory.yaml"
     text = shipped.read_text().replace("attempts: 4", "attempts: 3")
-    shipped.write_text(text.replace("backoff_s: 0.5", "backoff_s: 0"))
+    shipped.write_text(text.replace("backoff_s: 10", "backoff_s: 0"))  # max_backoff_s: 0
     path = write_injuries(tmp_path / "i.json", injury(STUFF))
     code, report, _ = heal_cli(capsys, str(path), "--repo", str(work), playbooks=books)
     assert code == 1

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from auto_healer.cli import main
 from auto_healer.demo import SEED, make_repo
+from auto_healer.outcomes import Kind, Outcome
+from auto_healer.report import render
 
 from tests.conftest import (
     PLAYBOOKS,
@@ -285,3 +287,14 @@ def test_github_step_summary_and_outputs(
     assert "## auto-healer report" in (tmp_path / "summary.md").read_text()
     assert "healed=1\n" in (tmp_path / "out.txt").read_text()
     assert os.environ["GITHUB_OUTPUT"]
+
+
+def test_markdown_report_escapes_table_cells() -> None:
+    """A `|` or newline in a reason cannot break the Markdown table of the step summary."""
+
+    out = render(
+        [Outcome(Kind.REJECTED, "bad | path\nsecond line")], "markdown", escalations_to="x"
+    )
+    row = next(line for line in out.splitlines() if line.startswith("| REJECTED"))
+    assert "bad \\| path second line" in row
+    assert row.count(" | ") == 3
