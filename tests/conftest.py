@@ -8,8 +8,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from auto_healer.cli import main
 from auto_healer.demo import SEED, make_repo
 from auto_healer.embedded import NatsServer
 
@@ -37,16 +39,25 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def tree_digest(path: Path) -> str:
-    """A digest of every file (names, bytes, modes) under a path, .git included."""
+def tree_digest(path: Path, *, skip_git: bool = False) -> str:
+    """A digest of every entry (names, bytes, modes, link targets, empty dirs) under a path.
+
+    `.git` is included unless `skip_git`.
+    """
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in sorted(os.walk(path)):
-        dirnames.sort()
-        for name in sorted(filenames):
+        if skip_git and Path(dirpath).relative_to(path).parts[:1] == (".git",):
+            continue
+        for name in sorted(dirnames + filenames):
             full = Path(dirpath, name)
-            h.update(str(full.relative_to(path)).encode())
+            rel = full.relative_to(path)
+            if skip_git and rel.parts == (".git",):
+                continue
+            h.update(str(rel).encode() + b"\0")
             if full.is_symlink():
-                h.update(os.readlink(full).encode())
+                h.update(b"link:" + os.readlink(full).encode())
+            elif full.is_dir():
+                h.update(b"dir")
             else:
                 h.update(full.read_bytes())
                 h.update(oct(full.stat().st_mode).encode())
@@ -72,6 +83,7 @@ def injury(
 
 
 def write_injuries(path: Path, *payloads: dict[str, object]) -> Path:
+    """Write injuries as a JSON list and return the file."""
     path.write_text(json.dumps(list(payloads)))
     return path
 
@@ -87,3 +99,21 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real nats-server with JetStream on a free loopback port."""
     with NatsServer(tmp_path / "nats") as server:
         yield server
+
+
+def heal_cli(
+    capsys: pytest.CaptureFixture[str], *args: str, playbooks: Path = PLAYBOOKS
+) -> tuple[int, dict[str, Any] | None, str]:
+    """Run `auto-healer heal ... --format json` in-process: exit code, parsed report, stderr."""
+    code = main(["heal", *args, "--playbooks", str(playbooks), "--format", "json"])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def remote_files(remote: Path, branch: str = "main") -> list[str]:
+    """Every file on a branch of the bare remote."""
+    return git(remote, "ls-tree", "-r", "--name-only", branch).split()
+
+
+def commit_count(remote: Path, branch: str = "main") -> int:
+    return int(git(remote, "rev-list", "--count", branch))

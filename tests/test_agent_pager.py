@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import nats
-
 from auto_healer.embedded import NatsServer, free_port
+
 from tests.agent_support import AgentProcess, Events
 from tests.conftest import injury
 from tests.pager_receiver import Receiver

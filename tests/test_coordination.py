@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-
 from auto_healer.coordination import KvCoordinator, LocalCoordinator, kv_key
 from auto_healer.embedded import NatsServer
 from auto_healer.errors import TransientError

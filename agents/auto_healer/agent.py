@@ -32,7 +32,6 @@ from auto_healer.contracts import (
 from auto_healer.errors import InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.metrics import HealthServer, Metrics
-from auto_healer.pager import Delivery, Pager
 from auto_healer.outcomes import (
     Kind,
     Outcome,
@@ -42,6 +41,7 @@ from auto_healer.outcomes import (
     nak_delay_s,
     settle_after_page,
 )
+from auto_healer.pager import Delivery, Pager
 from auto_healer.report import outcome_dict
 from auto_healer.settings import Settings
 
@@ -59,7 +59,7 @@ class Agent:
         healer: Healer,
         nc: Any,
         *,
-        pager: Any = None,
+        pager: Pager | None = None,
         metrics: Metrics | None = None,
         max_deliver: int = 5,
     ) -> None:

@@ -26,9 +26,13 @@ _TRANSIENT = re.compile(
     r"\[rejected\]|non-fast-forward|fetch first|failed to update ref|cannot lock ref"
     r"|stale info|could not resolve host|connection (refused|reset|timed out)"
     r"|operation timed out|could not read from remote|remote end hung up|early eof"
-    r"|rpc failed|unable to access|index\.lock|temporarily unavailable",
+    r"|rpc failed|unable to access|index\.lock|temporarily unavailable|did not complete in",
     re.IGNORECASE,
 )
+
+
+NETWORK_TIMEOUT_S = 300.0  # a fetch or push that hangs is killed and retried, never waited on
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of prompting
 
 
 @dataclass(frozen=True)
@@ -41,21 +45,21 @@ class Identity:
 
 def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFailed:
     """Classify a git failure: transient ones (allow-listed) are retried, the rest are not."""
-    # `push` reports a rejected ref on stdout (with --porcelain) and only hints on stderr.
-    text = f"{exc.stdout or ''}\n{exc.stderr or exc}"
-    lines = [
-        ln.strip()
-        for ln in text.splitlines()
-        if ln.strip() and not ln.strip().startswith(("hint:", "stdout:", "stderr:"))
-    ]
-    tail = " | ".join(lines[-3:]).replace("'", "")
+    # `push --porcelain` reports a rejected ref on stdout, the rest on stderr: classify both.
+    stderr = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '")
+    stdout = str(exc.stdout or "").strip().removeprefix("stdout:").strip(" '")
+    text = "\n".join(t for t in (stderr, stdout) if t) or str(exc)
+    tail = " | ".join(line.strip() for line in text.splitlines()[-4:] if line.strip())
     cls = TransientError if _TRANSIENT.search(text) else HealFailed
     return cls(f"git {doing} failed: {tail}")
 
 
 def safe_ref(text: str) -> str:
     """A branch-name-safe form of an injury id."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:60].strip("-.")  # `..` is not allowed in a ref
+    while cleaned.endswith(".lock"):  # neither is a `.lock` suffix
+        cleaned = cleaned.removesuffix(".lock").strip("-.")
     return cleaned or hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -71,6 +75,8 @@ class Checkout:
         self.identity = identity
         self.remote = remote
         self.root = Path(repo.working_tree_dir or ".").resolve()
+        self.network_timeout_s = NETWORK_TIMEOUT_S
+        repo.git.update_environment(**_GIT_ENV)
 
     # --- opening ----------------------------------------------------------------------------
 
@@ -119,7 +125,9 @@ class Checkout:
                 repo.remotes.origin.set_url(url)
             else:
                 work_dir.mkdir(parents=True, exist_ok=True)
-                repo = git.Repo.clone_from(url, dest, no_checkout=False)
+                repo = git.Repo.clone_from(
+                    url, dest, env=_GIT_ENV, kill_after_timeout=NETWORK_TIMEOUT_S
+                )
         except git.GitCommandError as exc:
             raise git_error(exc, "clone") from None
         if branch is None:
@@ -163,7 +171,10 @@ class Checkout:
         for rel in delete:
             target = confine(self.root, rel, protected=protected, allow_root=False)
             if target.absolute.is_dir() and not target.absolute.is_symlink():
-                shutil.rmtree(target.absolute)
+                try:
+                    shutil.rmtree(target.absolute)
+                except OSError as exc:  # a read-only subdirectory, say: the caller restores
+                    raise HealFailed(f"cannot delete {rel}: {exc}") from None
         for rel, content in write.items():
             target = confine(self.root, rel, protected=protected, allow_root=False)
             mode = stat.S_IMODE(target.absolute.stat().st_mode)
@@ -171,9 +182,22 @@ class Checkout:
             tmp.write_bytes(content)
             os.chmod(tmp, mode)
             os.replace(tmp, target.absolute)
-        paths = [*delete, *write]
-        if paths:
-            self._git("add", "-A", "--", *paths)
+        # Literal pathspecs: a directory called `*` or `:(top)` must mean only itself. A deleted
+        # directory may have held only untracked or ignored files, so `rm --ignore-unmatch`.
+        if delete:
+            self._git(
+                "--literal-pathspecs",
+                "rm",
+                "-r",
+                "-q",
+                "--cached",
+                "--ignore-unmatch",
+                "--",
+                *delete,
+                doing="rm",
+            )
+        if write:
+            self._git("--literal-pathspecs", "add", "--", *write, doing="add")
 
     def has_staged_changes(self) -> bool:
         return bool(self.repo.git.diff("--cached", "--name-only"))
@@ -188,8 +212,6 @@ class Checkout:
             "-c",
             f"user.email={self.identity.email}",
             "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
             "commit.gpgsign=false",
             "commit",
             "-q",
@@ -200,10 +222,14 @@ class Checkout:
         return self.head()
 
     def push(self, target_branch: str) -> None:
-        """Push HEAD to `target_branch` on the remote; never with force."""
+        """Push HEAD to `target_branch` on the remote; never with force.
+
+        A heal branch that already holds this very heal (same tree) is left as it is: a second
+        run would otherwise be a non-fast-forward, retried and failed, for a heal already made.
+        """
+        if target_branch != self.branch and self._remote_tree(target_branch) == self._tree("HEAD"):
+            return
         self._git(
-            "-c",
-            "core.hooksPath=/dev/null",
             "push",
             "--porcelain",
             "-q",
@@ -222,6 +248,19 @@ class Checkout:
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    def _tree(self, rev: str) -> str:
+        return self._git("rev-parse", f"{rev}^{{tree}}")
+
+    def _remote_tree(self, branch: str) -> str | None:
+        """The tree at the tip of a remote branch, or None when the branch does not exist."""
+        if not self._git(
+            "ls-remote", "--heads", self.remote, f"refs/heads/{branch}", doing="ls-remote"
+        ):
+            return None
+        tracking = f"refs/remotes/{self.remote}/{branch}"
+        self._git("fetch", "-q", self.remote, f"+refs/heads/{branch}:{tracking}", doing="fetch")
+        return self._tree(tracking)
+
     def _fetch(self) -> None:
         self._git(
             "fetch",
@@ -233,8 +272,15 @@ class Checkout:
         )
 
     def _git(self, *args: str, doing: str | None = None) -> str:
+        # Only network operations name `doing`; they get the timeout.
+        timeout = self.network_timeout_s if doing in ("fetch", "push", "ls-remote") else None
         try:
-            return str(self.repo.git.execute(["git", *args]))
+            # The repository's own hooks never run: a heal must not execute code from the repo.
+            return str(
+                self.repo.git.execute(
+                    ["git", "-c", "core.hooksPath=/dev/null", *args], kill_after_timeout=timeout
+                )
+            )
         except git.GitCommandError as exc:
             raise git_error(exc, doing or args[0]) from None
 

@@ -69,8 +69,13 @@ class Injury(_Contract):
     @field_validator("severity", mode="before")
     @classmethod
     def _severity_from_json(cls, value: Any) -> Any:
-        # Strict mode accepts only enum instances; JSON gives strings.
-        return Severity(value) if value in {s.value for s in Severity} else value
+        # Strict mode accepts only enum instances; JSON gives strings. The isinstance check keeps
+        # an unhashable value (a list) from escaping as a TypeError instead of a field error.
+        if isinstance(value, Severity):
+            return value
+        if isinstance(value, str) and value in {s.value for s in Severity}:
+            return Severity(value)
+        raise ValueError(f"must be one of {', '.join(s.value for s in Severity)}")
 
     @field_validator("affected_path")
     @classmethod
@@ -147,6 +152,15 @@ def model_for_subject(subject: str) -> type[_Contract] | None:
     return SUBJECT_MODELS.get(subject)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(data: str | bytes) -> Any:
+    """Strict JSON: NaN and Infinity, which Python accepts by default, are errors."""
+    return json.loads(data, parse_constant=_reject_constant)
+
+
 def canonical_json(payload: Any) -> bytes:
     """One byte string per JSON value, whatever the key order or spacing it arrived with."""
     return json.dumps(
@@ -189,7 +203,11 @@ def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> 
         injury = Injury.model_validate(payload)
     except ValidationError as exc:
         raise InjuryRejected(f"invalid injury: {describe_validation_error(exc)}") from None
-    return ParsedInjury(id=injury_id(payload, headers), injury=injury, raw=payload)
+    try:
+        parsed_id = injury_id(payload, headers)
+    except (TypeError, ValueError, RecursionError) as exc:  # NaN, bytes, absurd nesting
+        raise InjuryRejected(f"payload is not canonical JSON: {exc}") from None
+    return ParsedInjury(id=parsed_id, injury=injury, raw=payload)
 
 
 def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> ParsedInjury:
@@ -197,8 +215,8 @@ def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> Parse
     if len(data) > MAX_PAYLOAD_BYTES:
         raise InjuryRejected(f"payload is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES} limit")
     try:
-        payload = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InjuryRejected(f"payload is not valid JSON: {exc}") from None
     return parse_injury_obj(payload, headers)
 
@@ -210,7 +228,7 @@ def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
     nothing else in the file is lost. Only an empty input raises.
     """
     try:
-        doc = json.loads(text)
+        doc = loads(text)
         entries: list[Any] = doc if isinstance(doc, list) else [doc]
         results: list[ParsedInjury | InjuryRejected] = []
         for i, entry in enumerate(entries, 1):
@@ -219,7 +237,7 @@ def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
             except InjuryRejected as exc:
                 results.append(InjuryRejected(f"entry {i}: {exc}"))
         return results
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not one JSON document: JSON Lines
         pass
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:

@@ -6,7 +6,6 @@ may touch. Everything is resolved inside the checkout and refused with a reason 
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +24,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     """
     if not pattern or pattern.startswith("/") or "\x00" in pattern:
         raise ValueError(f"glob {pattern!r} must be a non-empty relative path")
+    pattern = pattern.rstrip("/")  # `docs/` means the directory `docs`
     if ".." in PurePosixPath(pattern).parts:
         raise ValueError(f"glob {pattern!r} must not contain '..'")
     out, i, n = [], 0, len(pattern)
@@ -62,7 +62,8 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
             i += 1
     try:
-        return re.compile("".join(out) + r"/?\Z")
+        # DOTALL: a name may hold a newline, and `.git/\n` must still be under `.git/**`.
+        return re.compile("".join(out) + r"/?\Z", re.DOTALL)
     except re.error as exc:
         raise ValueError(f"glob {pattern!r}: {exc}") from None
 
@@ -131,18 +132,16 @@ def confine(
     Raises `InjuryRejected` with the reason; never touches the file system beyond `lstat`.
     """
     rel = normalise(raw)
-    real_root = os.path.realpath(root)
+    root = root.resolve()
     if rel == ".":
         if not allow_root:
             raise InjuryRejected("affected_path is the checkout root; refusing to touch it")
-        return Confined(Path(real_root), ".")
-    candidate = os.path.join(real_root, rel)
-    resolved = os.path.realpath(candidate)  # follows every symlink on the way
-    if resolved != real_root and not resolved.startswith(real_root + os.sep):
-        raise InjuryRejected(f"affected_path {raw!r} {_escape_reason(real_root, rel)}")
-    resolved_rel = os.path.relpath(resolved, real_root).replace(os.sep, "/")
-    if resolved_rel == ".":
-        raise InjuryRejected(f"affected_path {raw!r} resolves to the checkout root")
+        return Confined(root, ".")
+    candidate = root / rel
+    try:
+        resolved_rel = _resolve_inside(root, candidate, raw)
+    except (OSError, RuntimeError) as exc:  # name too long, symlink loop, permission
+        raise InjuryRejected(f"affected_path {raw!r} cannot be resolved: {exc}") from None
     for path in {rel, resolved_rel}:
         hit = first_protected(path, protected)
         if hit:
@@ -150,19 +149,42 @@ def confine(
     return Confined(Path(candidate), rel)
 
 
-def _escape_reason(real_root: str, rel: str) -> str:
-    """Say how a path escapes: through which symlink, if one is to blame."""
-    current = real_root
-    for part in rel.split("/"):
-        current = os.path.join(current, part)
-        if os.path.islink(current):
-            return f"goes through a symlink leading outside ({part} -> {os.readlink(current)})"
-    return "resolves outside the checkout"
+def _resolve_inside(root: Path, candidate: Path, raw: str) -> str:
+    """The checkout-relative form of `candidate` resolved, refusing any way out.
+
+    A symlink may only be the last component (the actions refuse to follow it); one on the way
+    would make git and the file system disagree about what the path names.
+    """
+    current = root
+    parts = candidate.relative_to(root).parts
+    for i, part in enumerate(parts):
+        current = current / part
+        if current.is_symlink():
+            if not current.resolve().is_relative_to(root):
+                raise InjuryRejected(
+                    f"affected_path {raw!r} goes through a symlink leading outside"
+                )
+            if i < len(parts) - 1:
+                raise InjuryRejected(f"affected_path {raw!r} goes through a symlink")
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(root):
+        raise InjuryRejected(f"affected_path {raw!r} resolves outside the checkout")
+    resolved_rel = resolved.relative_to(root).as_posix()
+    if resolved_rel in ("", "."):
+        raise InjuryRejected(f"affected_path {raw!r} resolves to the checkout root")
+    return resolved_rel
 
 
 def first_protected(path: str, protected: tuple[str, ...]) -> str | None:
-    """The first protected glob that a relative path matches, if any."""
-    return next((g for g in protected if glob_matches(g, path)), None)
+    """The first protected glob that a relative path matches or lies above, if any.
+
+    `docs` is protected by `docs/**`: removing it would remove everything the glob protects.
+    """
+    above = path.rstrip("/") + "/"
+    return next(
+        (g for g in protected if glob_matches(g, path) or literal_prefix(g).startswith(above)),
+        None,
+    )
 
 
 def require_globs(patterns: list[str], where: str) -> list[str]:

@@ -8,6 +8,7 @@ injuries are each a `ConfigError` naming the file and line.
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ from auto_healer.actions import ActionOptions, action_names, get_action
 from auto_healer.contracts import Injury, ParsedInjury, Severity
 from auto_healer.errors import ConfigError
 from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
+from auto_healer.yaml_lines import LineLoader, line_of
 
 TEMPLATE_FIELDS = (
     "injury_type",
@@ -67,7 +69,7 @@ class Match(_Strict):
             and (self.recommended_action in (None, injury.recommended_action))
             and (
                 self.affected_path is None
-                or glob_matches(self.affected_path.rstrip("/"), injury.affected_path.strip("/"))
+                or glob_matches(self.affected_path.rstrip("/"), _plain(injury.affected_path))
             )
         )
 
@@ -82,6 +84,20 @@ class Match(_Strict):
             return False
         ga, gb = self.affected_path, other.affected_path
         return ga is None or gb is None or globs_may_overlap(ga.rstrip("/"), gb.rstrip("/"))
+
+
+def _plain(path: str) -> str:
+    """`./a//b/` as `a/b`, for matching only (confinement is `paths.confine`'s job)."""
+    return "/".join(p for p in path.split("/") if p not in ("", "."))
+
+
+def _did_you_mean(msg: str, loc: Sequence[int | str], known: Sequence[str]) -> str:
+    """An 'unknown key' message with the closest known key, when one is close."""
+    if msg != "Extra inputs are not permitted" or not loc:
+        return msg[:1].lower() + msg[1:]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key{hint} (known: {', '.join(known)})"
 
 
 class Step(_Strict):
@@ -102,8 +118,10 @@ class Step(_Strict):
         try:
             self._options = action.options_model.model_validate(self.with_)
         except ValidationError as exc:
+            known = list(action.options_model.model_fields)
             problems = "; ".join(
-                f"option '{'.'.join(map(str, e['loc']))}' of {self.action}: {e['msg'].lower()}"
+                f"option '{'.'.join(map(str, e['loc']))}' of {self.action}: "
+                + _did_you_mean(e["msg"], e["loc"], known)
                 for e in exc.errors(include_url=False)
             )
             raise ValueError(problems) from None
@@ -160,6 +178,7 @@ class Playbook(_Strict):
     protected: list[str] = Field(default_factory=list, description="Globs added to the defaults.")
     throttle: Throttle | None = None
     source: str = Field(default="", exclude=True, description="Set by the loader.")
+    _match_line: int | None = PrivateAttr(default=None)
 
     @field_validator("protected")
     @classmethod
@@ -205,59 +224,10 @@ class Playbooks:
 # --- loading -------------------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line of every mapping key and list item."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = _LineDict()
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.MarkedYAMLError(
-                "while loading", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> list[Any]:
-    seq = _LineList(loader.construct_object(child, deep=True) for child in node.value)
-    seq.lines = [child.start_mark.line + 1 for child in node.value]
-    return seq
-
-
-class _LineDict(dict[str, Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: dict[Any, int] = {}
-
-
-class _LineList(list[Any]):
-    lines: list[int]
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-
-
-def _line_of(data: Any, loc: Sequence[int | str]) -> int | None:
-    line = None
-    for key in loc:
-        if (isinstance(data, _LineDict) and key in data) or (
-            isinstance(data, _LineList) and isinstance(key, int) and key < len(data)
-        ):
-            line, data = data.lines[key], data[key]
-        else:
-            break
-    return line
-
-
 def load_playbook(path: Path) -> Playbook:
     """Load and validate one playbook file, or raise `ConfigError` naming file, line, field."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LineLoader)  # noqa: S506
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -267,22 +237,36 @@ def load_playbook(path: Path) -> Playbook:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a playbook must be a YAML mapping")
     try:
-        return Playbook.model_validate({**data, "source": str(path)})
+        playbook = Playbook.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
             loc = err["loc"]
-            line = _line_of(data, loc)
+            line = line_of(data, loc)
             where = f"{path}:{line}" if line else str(path)
             field = ".".join(str(p) for p in loc) or "playbook"
             lines.append(f"{where}: field '{field}': {_hint(err['msg'], loc)}")
         raise ConfigError("\n".join(lines)) from None
+    playbook._match_line = line_of(data, ["match"])
+    return playbook
+
+
+_KEYS = sorted(
+    {
+        name
+        for model in (Playbook, Match, Retry, Commit, Throttle)
+        for name in model.model_fields
+        if name != "source"
+    }
+    | {"action", "with"}
+)
 
 
 def _hint(msg: str, loc: Sequence[int | str]) -> str:
     msg = msg.removeprefix("Value error, ")
-    if msg == "Extra inputs are not permitted":
-        return "unknown key"
+    if msg == "Extra inputs are not permitted" and loc:
+        close = difflib.get_close_matches(str(loc[-1]), _KEYS, n=1)
+        return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
     if (loc and loc[-1] == "action") or "unknown action" in msg:
         return f"{msg} (actions: {', '.join(action_names())})" if "known:" not in msg else msg
     return msg[0].lower() + msg[1:] if msg else msg
@@ -305,16 +289,22 @@ def load_playbooks(directory: Path) -> Playbooks:
     for i, a in enumerate(loaded):
         for b in loaded[i + 1 :]:
             if a.name == b.name:
-                errors.append(f"{b.source}: playbook name {b.name!r} is already used by {a.source}")
+                errors.append(f"{_at(b)}: playbook name {b.name!r} is already used by {a.source}")
             elif a.match.overlaps(b.match):
                 errors.append(
-                    f"{b.source}: playbook {b.name!r} claims the same injuries as {a.name!r} "
-                    f"({a.source}); narrow `match` with severity, affected_path or "
+                    f"{_at(b)}: playbook {b.name!r} claims the same injuries as {a.name!r} "
+                    f"({_at(a)}); narrow `match` with severity, affected_path or "
                     "recommended_action"
                 )
     if errors:
         raise ConfigError("\n".join(errors))
     return Playbooks(loaded)
+
+
+def _at(playbook: Playbook) -> str:
+    """`file:line` of a playbook's `match`, for errors about what it claims."""
+    line = playbook._match_line
+    return f"{playbook.source}:{line}" if line else playbook.source
 
 
 def playbook_json_schema() -> dict[str, Any]:

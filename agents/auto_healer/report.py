@@ -72,8 +72,11 @@ def render(
     """Render a whole run; `escalations_to` says where escalations went, `pages` (dry-run) the
     requests the pager would have sent, secrets redacted."""
     if fmt == "json":
-        doc = {"summary": summary(outcomes), "escalations_to": escalations_to,
-               "outcomes": [outcome_dict(o) for o in outcomes]}
+        doc = {
+            "summary": summary(outcomes),
+            "escalations_to": escalations_to,
+            "outcomes": [outcome_dict(o) for o in outcomes],
+        }
         if pages is not None:
             doc["pages"] = list(pages)
         return json.dumps(doc, indent=2, ensure_ascii=False)
@@ -157,9 +160,7 @@ def _markdown(outcomes: Sequence[Outcome], escalations_to: str) -> str:
         out += [f"- **{s.action}**: {s.summary}" for s in o.steps]
         files = _files(o)
         if files:
-            out += (
-                ["", "<details><summary>files</summary>", "", "```"] + files + ["```", "</details>"]
-            )
+            out += ["", "<details><summary>files</summary>", "", "```", *files, "```", "</details>"]
         for s in o.steps:
             if s.diff:
                 out += ["", "```diff", _cap_diff(s.diff).rstrip("\n"), "```"]

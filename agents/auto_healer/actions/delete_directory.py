@@ -31,18 +31,23 @@ class DeleteDirectory:
     options_model = DeleteDirectoryOptions
 
     async def plan(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
-        raw = ctx.injury.injury.affected_path
-        target = confine(ctx.root, raw, protected=ctx.protected, allow_root=False)
-        if not os.path.lexists(target.absolute):
-            return StepPlan(summary=f"{target.relative} is already absent: nothing to heal")
-        if target.absolute.is_symlink() or not target.absolute.is_dir():
-            raise InjuryRejected(f"affected_path {raw!r} is not a directory")
-        files = _walk(target.relative, target.absolute, options.max_files, ctx.protected)
-        return StepPlan(
-            summary=f"delete {target.relative}/ ({len(files)} files)",
-            delete=[target.relative],
-            files=[FileChange(f, "delete") for f in files],
-        )
+        return _plan(ctx, options)
+
+
+def _plan(ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
+    """The plan, synchronously: a few `lstat`s and a bounded walk."""
+    raw = ctx.injury.injury.affected_path
+    target = confine(ctx.root, raw, protected=ctx.protected, allow_root=False)
+    if not os.path.lexists(target.absolute):
+        return StepPlan(summary=f"{target.relative} is already absent: nothing to heal")
+    if target.absolute.is_symlink() or not target.absolute.is_dir():
+        raise InjuryRejected(f"affected_path {raw!r} is not a directory")
+    files = _walk(target.relative, target.absolute, options.max_files, ctx.protected)
+    return StepPlan(
+        summary=f"delete {target.relative}/ ({len(files)} files)",
+        delete=[target.relative],
+        files=[FileChange(f, "delete") for f in files],
+    )
 
 
 def _walk(

@@ -57,6 +57,8 @@ class FormatCodeOptions(ActionOptions):
 
     def argv(self, path: str) -> list[str]:
         template = self.command or FORMATTERS[self.formatter]
+        if path.startswith("-"):  # a file called `--config=x` must not become an option
+            path = f"./{path}"
         return [arg.replace("{path}", path) for arg in template]
 
 
@@ -70,9 +72,14 @@ class FormatCode:
     async def plan(self, ctx: StepContext, options: FormatCodeOptions) -> StepPlan:
         raw = ctx.injury.injury.affected_path
         target = confine(ctx.root, raw, protected=ctx.protected, allow_root=True)
+        if target.absolute.is_symlink():
+            # Writing the formatted bytes would replace the link with a file.
+            raise InjuryRejected(f"affected_path {raw!r} is a symlink; refusing to format it")
         if not target.absolute.exists():
             return StepPlan(summary=f"{target.relative} does not exist: nothing to format")
         files = _files(ctx.root, target.relative, options.max_files, ctx.protected)
+        if not files:
+            return StepPlan(summary=f"{target.relative} has no files to format: nothing to heal")
         with tempfile.TemporaryDirectory(prefix="auto-healer-fmt-") as scratch:
             _copy(ctx.root, Path(scratch), target.relative, files)
             await _run(options.argv(target.relative), Path(scratch), options.timeout_s)

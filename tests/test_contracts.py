@@ -1,0 +1,278 @@
+"""The bloodstream contract: the five topics' payloads, injury validation and the stable id."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from auto_healer.contracts import (
+    AuditReport,
+    BrainDead,
+    DomainEvent,
+    Heartbeat,
+    Injury,
+    Severity,
+    describe_validation_error,
+    event_subject,
+    injury_id,
+    model_for_subject,
+    parse_injury,
+    parse_injury_obj,
+    read_injuries,
+)
+from auto_healer.errors import InjuryRejected
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from tests.conftest import injury
+
+REQUIRED = (
+    "timestamp",
+    "injury_type",
+    "affected_path",
+    "severity",
+    "recommended_action",
+    "auto_heal",
+)
+
+
+def test_injury_fields_parse_from_json() -> None:
+    """A bee-keeper injury parses into typed fields, severity as the enum."""
+    parsed = parse_injury(json.dumps(injury("core/src/x/")).encode())
+    inj = parsed.injury
+    assert inj.timestamp == 1735920000.456
+    assert inj.injury_type == "unauthorized_directory"
+    assert inj.affected_path == "core/src/x/"
+    assert inj.severity is Severity.HIGH
+    assert inj.recommended_action == "delete_directory"
+    assert inj.auto_heal is True
+
+
+@pytest.mark.parametrize("severity", ["low", "medium", "high", "critical"])
+def test_every_severity_is_accepted(severity: str) -> None:
+    """The four severities of the contract are accepted."""
+    assert parse_injury_obj(injury("a", severity=severity)).injury.severity.value == severity
+
+
+def test_unknown_extra_fields_are_kept() -> None:
+    """Publishers evolve: unknown fields survive parsing, on the model and in the raw payload."""
+    parsed = parse_injury_obj(injury("a", audit_id="A-17", nested={"k": [1, 2]}))
+    assert parsed.injury.model_extra == {"audit_id": "A-17", "nested": {"k": [1, 2]}}
+    assert parsed.raw["audit_id"] == "A-17"
+
+
+@pytest.mark.parametrize("field", REQUIRED)
+def test_missing_field_is_rejected_naming_it(field: str) -> None:
+    """A missing required field is rejected with a message that names it."""
+    payload = injury("a")
+    del payload[field]
+    with pytest.raises(InjuryRejected, match=f"field '{field}'"):
+        parse_injury_obj(payload)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("timestamp", "yesterday"),
+        ("timestamp", True),
+        ("timestamp", -1),
+        ("injury_type", 7),
+        ("injury_type", "has space"),
+        ("affected_path", ["a"]),
+        ("affected_path", ""),
+        ("affected_path", "a\x00b"),
+        ("severity", "urgent"),
+        ("severity", "HIGH"),
+        ("severity", ["high"]),
+        ("severity", {"level": "high"}),
+        ("recommended_action", None),
+        ("auto_heal", "yes"),
+        ("auto_heal", 1),
+    ],
+)
+def test_wrong_typed_field_is_rejected_naming_it(field: str, value: object) -> None:
+    """A wrong-typed or out-of-range field is an `InjuryRejected` naming it, never a crash."""
+    payload = {**injury("a"), field: value}
+    with pytest.raises(InjuryRejected, match=f"field '{field}'"):
+        parse_injury_obj(payload)
+
+
+def test_severity_error_lists_the_allowed_values() -> None:
+    """A bad severity says which values are allowed."""
+    with pytest.raises(InjuryRejected, match="low, medium, high, critical"):
+        parse_injury_obj(injury("a", severity="urgent"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"\xff\xfe",
+        b"[" * 50_000,
+        b'{"timestamp": NaN}',
+        b"x" * (1024 * 1024 + 1),
+    ],
+)
+def test_unparseable_bodies_are_rejected(body: bytes) -> None:
+    """Bodies that are not one JSON object (or too big, or NaN, or too deep) are rejected."""
+    with pytest.raises(InjuryRejected):
+        parse_injury(body)
+
+
+def test_nan_in_an_extra_field_is_rejected_not_a_crash() -> None:
+    """NaN/Infinity in an unknown field cannot be hashed canonically: rejected, not a crash."""
+    body = json.dumps(injury("a", extra=float("nan"))).encode()
+    with pytest.raises(InjuryRejected, match="JSON"):
+        parse_injury(body)
+    with pytest.raises(InjuryRejected):
+        parse_injury_obj(injury("a", extra=float("inf")))
+
+
+def test_id_is_the_nats_msg_id_header_when_present() -> None:
+    """The injury id is the `Nats-Msg-Id` header when the publisher set one."""
+    body = json.dumps(injury("a")).encode()
+    assert parse_injury(body, {"Nats-Msg-Id": "bee-42"}).id == "bee-42"
+    assert parse_injury(body, {"Nats-Msg-Id": "  "}).id.startswith("sha256-")
+
+
+def test_id_ignores_key_order_and_spacing() -> None:
+    """Without a header the id hashes the canonical payload: key order and spacing don't count."""
+    payload = injury("core/x", extra={"b": 1, "a": [1, 2]})
+    compact = json.dumps(payload, separators=(",", ":")).encode()
+    spaced = json.dumps(dict(reversed(list(payload.items()))), indent=4).encode()
+    assert parse_injury(compact).id == parse_injury(spaced).id == injury_id(payload)
+    assert parse_injury(compact).id != parse_injury_obj(injury("core/y")).id
+
+
+@given(st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=6))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_id_is_stable_under_any_key_order(extra: dict[str, Any]) -> None:
+    """Property: whatever extra fields arrive, reordering keys never changes the id."""
+    payload = {**extra, **injury("a")}
+    reordered = dict(sorted(payload.items(), reverse=True))
+    assert injury_id(payload) == injury_id(reordered)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from([*REQUIRED, "x", ""]), _json, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_any_payload_is_parsed_or_rejected_never_crashes(payload: dict[str, Any]) -> None:
+    """Property: an arbitrary JSON-ish object either parses or raises `InjuryRejected`."""
+    try:
+        parsed = parse_injury_obj(payload)
+    except InjuryRejected:
+        return
+    assert isinstance(parsed.injury, Injury)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=60, deadline=None)
+def test_any_bytes_are_parsed_or_rejected_never_crash(body: bytes) -> None:
+    """Property: arbitrary message bytes either parse or raise `InjuryRejected`."""
+    with contextlib.suppress(InjuryRejected):
+        parse_injury(body)
+
+
+def test_read_injuries_accepts_one_object_a_list_and_json_lines() -> None:
+    """INJURIES may be one JSON object, a JSON list, or JSON Lines (blank lines ignored)."""
+    one, two = injury("a"), injury("b")
+    assert len(read_injuries(json.dumps(one))) == 1
+    assert len(read_injuries(json.dumps([one, two]))) == 2
+    lines = read_injuries(json.dumps(one) + "\n\n" + json.dumps(two) + "\n")
+    assert [p.injury.affected_path for p in lines if not isinstance(p, InjuryRejected)] == [
+        "a",
+        "b",
+    ]
+
+
+def test_read_injuries_keeps_good_entries_next_to_bad_ones() -> None:
+    """A bad entry becomes an `InjuryRejected` in its place naming entry or line; others survive."""
+    listed = read_injuries(json.dumps([injury("a"), {"timestamp": 1}]))
+    assert not isinstance(listed[0], InjuryRejected)
+    assert isinstance(listed[1], InjuryRejected)
+    assert "entry 2" in str(listed[1])
+    jsonl = read_injuries(json.dumps(injury("a")) + "\n{broken\n")
+    assert isinstance(jsonl[1], InjuryRejected)
+    assert "line 2" in str(jsonl[1])
+
+
+def test_read_injuries_rejects_empty_input() -> None:
+    """An empty INJURIES input is an error, not silently zero injuries."""
+    with pytest.raises(InjuryRejected, match="empty"):
+        read_injuries("  \n\n")
+
+
+def test_the_other_four_topics_validate_and_keep_extras() -> None:
+    """Audit, domain event, heartbeat and brain-dead payloads validate and keep extra fields."""
+    audit = AuditReport.model_validate(
+        {
+            "timestamp": 1.0,
+            "repo": "hive",
+            "commit_sha": "abc",
+            "audit_status": "failed",
+            "violations": [{"severity": "high", "file": "a.py", "rule": "R1", "message": "m"}],
+            "new": 1,
+        }
+    )
+    assert audit.violations[0].rule == "R1"
+    assert audit.model_extra == {"new": 1}
+    event = DomainEvent.model_validate(
+        {"success": True, "event_type": "injury_healed", "timestamp": 2.0}
+    )
+    assert event.subject == "aura.hive.events.injury_healed"
+    beat = Heartbeat.model_validate({"status": "active", "timestamp": 3.0, "service": "h"})
+    assert beat.metadata == {}
+    dead = BrainDead.model_validate({"timestamp": 4.0, "error": "llm down"})
+    assert dead.fallback_action is None
+
+
+@pytest.mark.parametrize(
+    ("model", "payload", "field"),
+    [
+        (
+            AuditReport,
+            {
+                "timestamp": 1.0,
+                "repo": "r",
+                "commit_sha": "c",
+                "audit_status": "s",
+                "violations": [{"severity": "h"}],
+            },
+            "violations.0.file",
+        ),
+        (DomainEvent, {"success": "yes", "event_type": "e", "timestamp": 1.0}, "success"),
+        (Heartbeat, {"status": "sleeping", "timestamp": 1.0, "service": "s"}, "status"),
+        (BrainDead, {"timestamp": 1.0}, "error"),
+    ],
+)
+def test_other_topics_reject_bad_fields(model: Any, payload: dict[str, Any], field: str) -> None:
+    """Each topic model rejects a missing or wrong-typed field, naming it."""
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(payload)
+    assert f"field '{field}'" in describe_validation_error(exc.value)
+
+
+def test_subjects_map_to_their_models() -> None:
+    """Every bloodstream subject maps to its payload model; unknown subjects to None."""
+    assert model_for_subject("aura.hive.injury") is Injury
+    assert model_for_subject("aura.hive.audit") is AuditReport
+    assert model_for_subject("aura.hive.heartbeat") is Heartbeat
+    assert model_for_subject("aura.core.brain_dead") is BrainDead
+    assert model_for_subject("aura.hive.events.injury_healed") is DomainEvent
+    assert model_for_subject("aura.hive.other") is None
+    with pytest.raises(ValueError, match="single subject token"):
+        event_subject("a.b")

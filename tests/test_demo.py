@@ -1,0 +1,57 @@
+"""The installed `auto-healer` console script: the demo, and a heal fed on stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, git, injury, remote_files
+
+SCRIPT = Path(sys.executable).parent / "auto-healer"
+
+
+def run(*args: str, cwd: Path = ROOT, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LOG_FORMAT": "json"},
+    )
+
+
+def test_demo_heals_end_to_end(tmp_path: Path) -> None:
+    """`auto-healer demo`, from any directory, plans, heals, no-ops, escalates, refuses."""
+    done = run("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    first, second, third = out.split("==> ")[1:4]
+    assert "WOULD HEAL" in first
+    assert "HEALED" in second
+    assert "REJECTED" in second
+    assert "'..'" in second
+    assert "ESCALATED" in second
+    assert "HEALED" not in third
+    assert "SKIPPED" in third
+    assert "Healed-By: auto-healer" in out
+    assert "core/src/random_stuff" not in out.split("==> 5.")[1]
+
+
+def test_console_script_heals_from_stdin(repo: tuple[Path, Path]) -> None:
+    """The real script reads `-`, heals, prints JSON when piped, and exits 1 on a refusal."""
+    remote, work = repo
+    lines = "\n".join(json.dumps(i) for i in (injury("core/src/random_stuff"), injury(".git")))
+    done = run(
+        "heal", "-", "--repo", str(work), "--playbooks", str(ROOT / "playbooks"), stdin=lines
+    )
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert [o["outcome"] for o in doc["outcomes"]] == ["healed", "rejected"]
+    assert all(json.loads(line) for line in done.stderr.splitlines())
+    assert not any(f.startswith("core/src/random_stuff") for f in remote_files(remote))
+    assert git(work, "status", "--porcelain") == ""
