@@ -26,20 +26,21 @@ def run(*args: str, cwd: Path = ROOT, stdin: str = "") -> subprocess.CompletedPr
 
 
 def test_demo_heals_end_to_end(tmp_path: Path) -> None:
-    """`auto-healer demo`, from any directory, plans, heals, no-ops, escalates, refuses."""
+    """`auto-healer demo`, from any directory: the plan, then the agent on an embedded NATS heals
+    through the remote, escalates and refuses, with the outcome events printed."""
     done = run("demo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    first, second, third = out.split("==> ")[1:4]
-    assert "WOULD HEAL" in first
-    assert "HEALED" in second
-    assert "REJECTED" in second
-    assert "'..'" in second
-    assert "ESCALATED" in second
-    assert "HEALED" not in third
-    assert "SKIPPED" in third
-    assert "Healed-By: auto-healer" in out
-    assert "core/src/random_stuff" not in out.split("==> 5.")[1]
+    plan, loop, history, tree = out.split("==> ")[1:5]
+    assert "WOULD HEAL" in plan
+    assert "ESCALATED" in plan
+    assert "'..'" in plan
+    assert "embedded NATS server at nats://127.0.0.1:" in loop
+    assert loop.count("aura.hive.events.injury_healed") == 2
+    assert "aura.hive.events.injury_escalated" in loop
+    assert "aura.hive.events.injury_rejected" in loop
+    assert history.count("Healed-By: auto-healer") == 2
+    assert "core/src/random_stuff" not in tree
 
 
 def test_console_script_heals_from_stdin(repo: tuple[Path, Path]) -> None:

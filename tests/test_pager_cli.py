@@ -15,7 +15,11 @@ from tests.conftest import PLAYBOOKS, git, injury, tree_digest, write_injuries
 from tests.pager_receiver import Receiver
 
 KEY = "R0UTING-KEY-cli-0123456789"
-DEDUP = "auto-healer:unauthorized_directory:core/src/random_stuff"
+
+
+def dedup(remote: Path) -> str:
+    """The dedup key of the test problem: the repository (its remote) is part of it."""
+    return f"auto-healer:{remote}:unauthorized_directory:core/src/random_stuff"
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +69,14 @@ def test_escalation_pages_once_and_a_later_heal_resolves(
 ) -> None:
     """An `auto_heal: false` injury is one PagerDuty v2 trigger; a later heal of the same
     problem resolves it; the report names the pager's host, never its key."""
-    _, checkout = repo
+    remote, checkout = repo
     refused = write_injuries(tmp_path / "a.json", injury("core/src/random_stuff/", auto_heal=False))
     code, report, err = heal(checkout, refused, capsys)
     assert code == 0
     [trigger] = [r.json for r in receiver.requests]
     assert trigger["event_action"] == "trigger"
     assert trigger["routing_key"] == KEY
-    assert trigger["dedup_key"] == DEDUP
+    assert trigger["dedup_key"] == dedup(remote)
     assert trigger["payload"]["severity"] == "error"
     assert (
         trigger["payload"]["custom_details"]["reason"] == "auto_heal is false: a human must decide"
@@ -92,7 +96,7 @@ def test_escalation_pages_once_and_a_later_heal_resolves(
     assert [r.json for r in receiver.requests][1] == {
         "routing_key": KEY,
         "event_action": "resolve",
-        "dedup_key": DEDUP,
+        "dedup_key": dedup(remote),
     }
 
 
@@ -103,7 +107,7 @@ def test_a_file_of_1000_identical_injuries_pages_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """1,000 identical injuries (distinct timestamps) in one run produce one page."""
-    _, checkout = repo
+    _remote, checkout = repo
     storm = [
         injury("core/src/legacy/", auto_heal=False, timestamp=1735920000.0 + i / 1000)
         for i in range(1000)
@@ -132,7 +136,7 @@ def test_dry_run_shows_the_requests_and_sends_nothing(
     [page] = report["pages"]
     assert page["url"] == receiver.url
     assert page["json"]["routing_key"] == "**********"
-    assert page["json"]["dedup_key"] == DEDUP
+    assert page["json"]["dedup_key"] == dedup(remote)
     assert "dry-run, nothing sent: 1 planned" in report["escalations_to"]
     assert KEY not in json.dumps(report)
     assert receiver.requests == []
@@ -144,7 +148,7 @@ def test_without_a_pager_the_report_says_where_escalations_went(
     repo: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without PAGER_WEBHOOK_URL, escalations are listed in the report, which says so."""
-    _, checkout = repo
+    _remote, checkout = repo
     injuries = write_injuries(
         tmp_path / "a.json", injury("core/src/random_stuff/", auto_heal=False)
     )
@@ -162,7 +166,7 @@ def test_pager_down_queues_and_the_next_run_delivers(
 ) -> None:
     """With the pager down the page waits in the outbox (the report says where); the next run
     delivers it first, once."""
-    _, checkout = repo
+    remote, checkout = repo
     monkeypatch.setenv("PAGER_ATTEMPTS", "2")
     receiver.stop()
     injuries = write_injuries(
@@ -177,7 +181,7 @@ def test_pager_down_queues_and_the_next_run_delivers(
     assert code == 0
     assert "1 duplicate" in report["escalations_to"]
     assert len(receiver.delivered) == 1
-    assert receiver.delivered[0]["dedup_key"] == DEDUP
+    assert receiver.delivered[0]["dedup_key"] == dedup(remote)
 
 
 def test_refused_unmatched_and_invalid_injuries(
@@ -188,7 +192,7 @@ def test_refused_unmatched_and_invalid_injuries(
 ) -> None:
     """A heal refused by a safety check and an injury no playbook matches are paged with their
     reason; a payload that is not an injury pages nothing."""
-    _, checkout = repo
+    _remote, checkout = repo
     traversal = injury("../../etc", severity="critical")
     unknown = injury("core/src/x.py", injury_type="broken_tests", recommended_action="fix")
     invalid = {"injury_type": "unauthorized_directory"}
