@@ -221,14 +221,14 @@ class Checkout:
         )
         return self.head()
 
-    def push(self, target_branch: str) -> None:
-        """Push HEAD to `target_branch` on the remote; never with force.
+    def push(self, target_branch: str) -> bool:
+        """Push HEAD to `target_branch` on the remote, never with force; False when not needed.
 
         A heal branch that already holds this very heal (same tree) is left as it is: a second
         run would otherwise be a non-fast-forward, retried and failed, for a heal already made.
         """
         if target_branch != self.branch and self._remote_tree(target_branch) == self._tree("HEAD"):
-            return
+            return False
         self._git(
             "push",
             "--porcelain",
@@ -237,6 +237,7 @@ class Checkout:
             f"HEAD:refs/heads/{target_branch}",
             doing="push",
         )
+        return True
 
     def restore(self, base: str) -> None:
         """Leave the checkout clean at `base` after a failed or cut-off heal."""

@@ -21,7 +21,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from auto_healer.actions import StepContext, StepPlan, get_action
@@ -30,6 +31,7 @@ from auto_healer.contracts import ParsedInjury, parse_injury
 from auto_healer.coordination import Coordinator, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.paths import first_protected, normalise
 from auto_healer.playbooks import Playbook, Playbooks
 
 log = structlog.get_logger("auto_healer.healer")
@@ -185,9 +187,10 @@ class Healer:
         return AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(playbook.retry.attempts),
-            wait=wait_exponential_jitter(
-                initial=playbook.retry.backoff_s, max=playbook.retry.max_backoff_s
-            ),
+            wait=wait_exponential(
+                multiplier=playbook.retry.backoff_s, max=playbook.retry.max_backoff_s
+            )
+            + wait_random(0, playbook.retry.backoff_s),
             reraise=True,
             before_sleep=lambda rs: log.warning(
                 "heal_retry",
@@ -207,6 +210,7 @@ class Healer:
     async def _attempt(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """One try: sync, plan every step, then apply, commit and push (unless dry-run)."""
         co = self.checkout
+        _precheck(parsed, playbook)  # an unsafe path is refused before the checkout is touched
         # A dry-run neither fetches nor resets: it plans against the checkout as it is.
         base = self._dry_head() if self.dry_run else await _in_thread(co.sync)
         try:
@@ -253,15 +257,27 @@ class Healer:
                 "only untracked files differed; removed them locally, nothing to commit",
             )
         sha = await _in_thread(co.commit, message, parsed.id)
-        await _in_thread(co.push, target)
+        pushed = await _in_thread(co.push, target)
         if target != co.branch:
-            await _in_thread(co.restore, base)
+            await _in_thread(co.restore, base)  # the checkout stays on the healed branch's head
+        if not pushed:
+            return done(Kind.SKIPPED, f"already proposed on {target}", branch=target)
         return done(
             Kind.HEALED,
             f"pushed {sha[:12]} to {target}",
             commit=sha,
             branch=target,
             commit_message=message,
+        )
+
+
+def _precheck(parsed: ParsedInjury, playbook: Playbook) -> None:
+    """Refuse a malformed or protected path up front (the actions check again, fully)."""
+    rel = normalise(parsed.injury.affected_path)
+    hit = first_protected(rel, playbook.protected_globs) if rel != "." else None
+    if hit:
+        raise InjuryRejected(
+            f"affected_path {parsed.injury.affected_path!r} is protected by {hit!r}"
         )
 
 
