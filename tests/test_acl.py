@@ -1,4 +1,4 @@
-"""The NATS ACLs of deploy/nats/nats-server.conf, proven on a real nats-server.
+"""The NATS ACLs of deploy/nats (the server conf and the Helm values), on a real nats-server.
 
 Every allow is shown by the message arriving (or the JetStream call succeeding); every deny by
 the server's permissions violation reaching the client's `error_cb`, and for subscriptions also
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats
 import pytest
+import yaml
 from auto_healer.embedded import NatsServer, free_port
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -22,6 +24,7 @@ from nats.js.api import KeyValueConfig, StreamConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "nats" / "nats-server.conf"
+HELM_VALUES = ROOT / "deploy" / "nats" / "helm-values.yaml"
 USERS = ("bee-keeper", "core", "auto-healer", "observer")
 INJURY = json.dumps(
     {
@@ -41,12 +44,27 @@ def password(user: str) -> str:
     return f"dev-{user}-password"
 
 
-@pytest.fixture
-def acl_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NatsServer]:
-    """nats-server with the shipped ACL config on loopback (passwords from the environment)."""
+def helm_values_conf(tmp_path: Path) -> Path:
+    """The `config.merge` of deploy/nats/helm-values.yaml as a nats-server config file.
+
+    The chart renders `<< $VAR >>` as a bare variable reference; JSON is valid NATS config.
+    """
+    merge = yaml.safe_load(HELM_VALUES.read_text())["config"]["merge"]
+    text = re.sub(r'"<< (\$[A-Z_]+) >>"', r"\1", json.dumps(merge, indent=2))
+    conf = tmp_path / "helm-merge.conf"
+    conf.write_text(text)
+    return conf
+
+
+@pytest.fixture(params=["nats-server.conf", "helm-values.yaml"])
+def acl_server(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[NatsServer]:
+    """nats-server on loopback with the shipped ACLs (the conf, or the Helm chart's merge)."""
     for user in USERS:
         monkeypatch.setenv(f"{user.upper().replace('-', '_')}_NATS_PASSWORD", password(user))
-    server = NatsServer(tmp_path / "nats", config=CONF, extra_args=("-m", str(free_port())))
+    conf = CONF if request.param == "nats-server.conf" else helm_values_conf(tmp_path)
+    server = NatsServer(tmp_path / "nats", config=conf, extra_args=("-m", str(free_port())))
     with server:
         yield server
 
