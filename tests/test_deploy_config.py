@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -172,10 +173,14 @@ def test_k8s_pod_disruption_budget_keeps_one_healer() -> None:
 
 
 def test_k8s_playbooks_configmap_matches_playbooks_dir() -> None:
-    """The playbooks ConfigMap holds exactly the files of playbooks/, byte for byte."""
+    """The playbooks ConfigMap holds exactly playbooks/ and is its generator's output."""
     cm = next(d for _, d in k8s_documents() if d["metadata"]["name"] == "auto-healer-playbooks")
     shipped = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "playbooks").glob("*.yaml")}
     assert cm["data"] == shipped
+    render = runpy.run_path(str(K8S / "playbooks_configmap.py"))["render"]
+    assert (K8S / "playbooks-configmap.yaml").read_text(encoding="utf-8") == render(), (
+        "run: python3 deploy/k8s/playbooks_configmap.py > deploy/k8s/playbooks-configmap.yaml"
+    )
 
 
 # --- GitHub Actions --------------------------------------------------------------------------
