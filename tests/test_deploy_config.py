@@ -183,6 +183,21 @@ def test_k8s_playbooks_configmap_matches_playbooks_dir() -> None:
     )
 
 
+def test_playbooks_load_from_a_configmap_style_mount(tmp_path: Path) -> None:
+    """The agent loads the ConfigMap's playbooks from kubelet's ..data symlink layout."""
+    cm = next(d for _, d in k8s_documents() if d["metadata"]["name"] == "auto-healer-playbooks")
+    mount = tmp_path / "playbooks"
+    (mount / "..2026_11_24_00_00_00.1").mkdir(parents=True)
+    (mount / "..data").symlink_to("..2026_11_24_00_00_00.1")
+    for name, text in cm["data"].items():
+        (mount / "..data" / name).write_text(text, encoding="utf-8")
+        (mount / name).symlink_to(f"..data/{name}")
+    result = subprocess.run([str(BIN / "auto-healer"), "validate", "--playbooks", str(mount)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(cm['data'])} playbooks valid" in result.stdout
+
+
 # --- GitHub Actions --------------------------------------------------------------------------
 
 

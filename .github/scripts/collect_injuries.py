@@ -6,8 +6,8 @@ Sources, by event (all read from the environment, never interpolated into a shel
   workflow_run         the artifact AUDIT_ARTIFACT of the bee-keeper audit run RUN_ID
   pull_request         the same artifact, from the latest successful audit of HEAD_SHA
 
-Writes `$RUNNER_TEMP/auto-heal/injuries.json` (a JSON list) and the step outputs `file` and
-`count`; count 0 means there is nothing to heal (the reason goes to the step summary).
+Writes `$RUNNER_TEMP/auto-heal/injuries.json` (a JSON list) and the step outputs `file`,
+`count` and `note`; count 0 means there is nothing to heal (`note` and the step summary say why).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> int:
     if not injuries:
         note = note or "no injuries: nothing to heal"
     with open(env("GITHUB_OUTPUT", os.devnull), "a", encoding="utf-8") as fh:
-        fh.write(f"file={out}\ncount={len(injuries)}\n")
+        fh.write(f"file={out}\ncount={len(injuries)}\nnote={note}\n")
     if note:
         with open(env("GITHUB_STEP_SUMMARY", os.devnull), "a", encoding="utf-8") as fh:
             fh.write(f"### auto-heal\n\n{note}\n")
