@@ -43,7 +43,7 @@ WORKDIR /var/lib/auto-healer
 EXPOSE 9464
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9464'), timeout=3)"]
 
 ENTRYPOINT ["auto-healer"]
 CMD ["run", "--jetstream"]

@@ -8,12 +8,15 @@ for real on the `repo` fixture.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import runpy
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,48 @@ def test_dockerfile_is_slim_non_root_and_conventional() -> None:
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignored[ignored.index("*") :][:1] == ["*"]
     assert {"!agents/", "!playbooks/", "!pyproject.toml", "!README.md"} <= set(ignored)
+
+
+def dockerfile_healthcheck() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    match = re.search(r"HEALTHCHECK[^\n]*\\\n\s*CMD (\[.*\])", text)
+    assert match, "no HEALTHCHECK CMD"
+    return list(json.loads(match.group(1)))
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, list[int]]]:
+    """A loopback HTTP server answering /healthz with the status at the head of a list."""
+    status = [200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status[0] if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], status
+    server.shutdown()
+    server.server_close()
+
+
+def test_healthchecks_probe_healthz(health_server: tuple[int, list[int]]) -> None:
+    """The image's and compose's healthchecks pass on 200 from /healthz and fail otherwise."""
+    port, status = health_server
+    compose_test = load(ROOT / "compose.yml")["services"]["auto-healer"]["healthcheck"]["test"]
+    compose_argv = [a.replace(":9464/", f":{port}/") for a in compose_test[1:]]
+    for argv in (dockerfile_healthcheck(), compose_argv):  # the image reads METRICS_PORT
+        argv = [sys.executable if a == "python" else a for a in argv]
+        env = {**os.environ, "METRICS_PORT": str(port)}
+        status[0] = 200
+        assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+        status[0] = 503
+        assert subprocess.run(argv, env=env, capture_output=True).returncode != 0
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
