@@ -26,16 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "nats" / "nats-server.conf"
 HELM_VALUES = ROOT / "deploy" / "nats" / "helm-values.yaml"
 USERS = ("bee-keeper", "core", "auto-healer", "observer")
-INJURY = json.dumps(
-    {
-        "timestamp": 1735920000.456,
-        "injury_type": "unauthorized_directory",
-        "affected_path": "core/src/random_stuff/",
-        "severity": "high",
-        "recommended_action": "delete_directory",
-        "auto_heal": True,
-    }
-).encode()
+INJURY = json.dumps({
+    "timestamp": 1735920000.456, "injury_type": "unauthorized_directory", "severity": "high",
+    "affected_path": "core/src/random_stuff/", "recommended_action": "delete_directory",
+    "auto_heal": True,
+}).encode()  # fmt: skip
 QUIET_S = 0.3  # how long a denied subscription must stay silent
 
 
@@ -111,14 +106,8 @@ async def connect(server: NatsServer, user: str) -> AsyncIterator[Conn]:
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(
-        server.url,
-        user=user,
-        password=password(user),
-        error_cb=on_error,
-        allow_reconnect=False,
-        connect_timeout=2,
-    )
+    nc = await nats.connect(server.url, user=user, password=password(user), error_cb=on_error,
+                            allow_reconnect=False, connect_timeout=2)  # fmt: skip
     try:
         yield Conn(nc, errors)
     finally:
