@@ -1,0 +1,217 @@
+"""GitHub Actions: ci.yml, auto-heal.yml, the composite action, and the CLI's step outputs.
+
+Workflows and the action are checked against check-jsonschema's bundled github-workflows and
+github-actions schemas (offline). The guard step, the action's heal script and the injuries
+collector run for real, on the `repo` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import git, injury, tree_digest, write_injuries
+from tests.test_deploy_config import BIN, ROOT, check_jsonschema, load
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+ACTION = ROOT / "actions" / "auto-heal" / "action.yml"
+
+
+def triggers(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The `on:` block (YAML 1.1 reads the bare key `on` as True)."""
+    on = workflow.get("on", workflow.get(True))
+    return {k: {} for k in on} if isinstance(on, list) else on
+
+
+# --- GitHub Actions --------------------------------------------------------------------------
+
+
+def test_workflows_and_action_match_their_schemas() -> None:
+    """Both workflows and the composite action are valid against the bundled GitHub schemas."""
+    check_jsonschema("vendor.github-workflows", *sorted(WORKFLOWS.glob("*.yml")))
+    check_jsonschema("vendor.github-actions", ACTION)
+
+
+def test_ci_runs_the_readme_test_command_on_push_and_pull_request() -> None:
+    """ci.yml runs `make test` (the README's command) on push and pull_request."""
+    ci = load(WORKFLOWS / "ci.yml")
+    assert {"push", "pull_request"} <= set(triggers(ci))
+    runs = [s.get("run") for s in ci["jobs"]["test"]["steps"]]
+    assert "make test" in runs
+    assert "make test" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_auto_heal_triggers() -> None:
+    """auto-heal runs after the audit workflow, on both dispatches and on pull requests."""
+    on = triggers(load(WORKFLOWS / "auto-heal.yml"))
+    assert on["workflow_run"] == {"workflows": ["bee-keeper audit"], "types": ["completed"]}
+    assert "injuries" in on["workflow_dispatch"]["inputs"]
+    assert on["repository_dispatch"] == {"types": ["injuries"]}
+    assert "pull_request" in on
+
+
+def test_auto_heal_cannot_loop() -> None:
+    """The heal job's `if:` and guard step stop on audit failure and on auto-healer commits."""
+    wf = load(WORKFLOWS / "auto-heal.yml")
+    heal = wf["jobs"]["heal"]
+    cond = " ".join(heal["if"].split())
+    for guard in (
+        "github.event.workflow_run.conclusion == 'success'",
+        "github.event.workflow_run.event != 'pull_request'",
+        "github.event.workflow_run.head_commit.author.name != 'auto-healer'",
+        "!contains(github.event.workflow_run.head_commit.message, 'Healed-By: auto-healer')",
+        "github.event.workflow_run.head_repository.full_name == github.repository",
+    ):
+        assert guard in cond, guard  # fmt: skip
+    steps = {s.get("id"): s for s in heal["steps"]}
+    assert "steps.guard.outputs.skip == 'false'" in steps["heal"]["if"]
+    assert steps["heal"]["uses"] == "./actions/auto-heal"
+    assert wf["permissions"] == {}
+    review = wf["jobs"]["review"]
+    assert review["permissions"]["contents"] == "read"
+    assert "workflow_run.event == 'pull_request'" in review["if"]
+
+
+def run_guard(repo: Path, tmp_path: Path) -> str:
+    """Run the heal job's guard step (its real shell) in a checkout; return its output."""
+    heal = load(WORKFLOWS / "auto-heal.yml")["jobs"]["heal"]
+    script = next(s["run"] for s in heal["steps"] if s.get("id") == "guard")
+    out, summary = tmp_path / "guard-output", tmp_path / "guard-summary"
+    env = {**os.environ, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)}
+    subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=repo, env=env, check=True)
+    return out.read_text()
+
+
+def test_guard_skips_a_head_commit_made_by_auto_healer(
+    repo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """After a real heal commit the guard says skip; on bee-keeper's commit it does not."""
+    _, work = repo
+    assert run_guard(work, tmp_path) == "skip=false\n"
+    injuries = write_injuries(tmp_path / "i.json", injury("core/src/random_stuff/"))
+    heal = subprocess.run([str(BIN / "auto-healer"), "heal", str(injuries), "--repo", str(work),
+                           "--playbooks", str(ROOT / "playbooks"), "--format", "json"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert heal.returncode == 0, heal.stderr
+    assert "Healed-By: auto-healer" in git(work, "log", "-1", "--format=%B")
+    assert run_guard(work, tmp_path) == "skip=false\nskip=true\n"
+
+
+def test_review_is_a_dry_run_with_one_sticky_comment() -> None:
+    """The review plans only, from trusted code, and updates its one marked PR comment."""
+    review = load(WORKFLOWS / "auto-heal.yml")["jobs"]["review"]
+    steps = review["steps"]
+    agent, pr = steps[0], steps[1]
+    assert agent["with"]["ref"] == "${{ github.event.repository.default_branch }}"
+    assert pr["with"]["path"] == "pr"
+    assert pr["with"]["persist-credentials"] is False
+    plan = next(s for s in steps if s.get("id") == "plan")
+    assert plan["with"]["dry-run"] == "true"
+    assert plan["with"]["repo"] == "pr"
+    comment = steps[-1]["run"]
+    assert "<!-- auto-heal:dry-run -->" in comment
+    assert "--method PATCH" in comment
+    assert "--method POST" in comment
+
+
+def test_action_inputs_and_outputs() -> None:
+    """The composite action takes injuries/playbooks/dry-run/pager and outputs the counts."""
+    action = load(ACTION)
+    assert action["runs"]["using"] == "composite"
+    assert {"injuries", "playbooks", "dry-run", "pager-webhook-url", "pager-routing-key",
+            "pager-format"} <= set(action["inputs"])  # fmt: skip
+    assert {"healed", "escalated", "failed"} <= set(action["outputs"])
+
+
+def action_heal_script() -> str:
+    steps = load(ACTION)["runs"]["steps"]
+    return str(next(s["run"] for s in steps if s.get("id") == "heal"))
+
+
+def test_action_heal_step_writes_plan_summary_and_outputs(
+    repo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The action's real heal script, dry-run: Markdown plan in the summary, counts as outputs."""
+    remote, work = repo
+    before = (tree_digest(work), tree_digest(remote))
+    injuries = write_injuries(tmp_path / "i.json", injury("core/src/random_stuff/"))
+    runner_temp, output, summary = tmp_path / "runner", tmp_path / "out", tmp_path / "summary"
+    env = {
+        **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_ACTION_PATH": str(ACTION.parent), "RUNNER_TEMP": str(runner_temp),
+        "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary),
+        "INJURIES": str(injuries), "REPO": str(work), "BRANCH": "", "PLAYBOOKS": "",
+        "DRY_RUN": "true", "PAGER_FORMAT": "pagerduty", "PAGER_WEBHOOK_URL": "",
+        "PAGER_ROUTING_KEY": "", "GIT_AUTHOR_NAME": "auto-healer",
+        "GIT_AUTHOR_EMAIL": "auto-healer@aura.hive", "LOG_FORMAT": "console",
+    }  # fmt: skip
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", action_heal_script()],
+                            env=env, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert outputs["planned"] == "1"
+    assert (outputs["healed"], outputs["escalated"], outputs["failed"]) == ("0", "0", "0")
+    markdown = summary.read_text()
+    assert "dry-run" in markdown
+    assert "core/src/random_stuff/" in markdown
+    assert Path(outputs["report"]).read_text() == result.stdout
+    assert (tree_digest(work), tree_digest(remote)) == before
+
+
+def test_cli_writes_markdown_summary_and_outputs(repo: tuple[Path, Path], tmp_path: Path) -> None:
+    """`auto-healer heal --dry-run` appends the Markdown plan and the counts for GitHub."""
+    _, work = repo
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    summary.write_text("earlier step\n")
+    injuries = write_injuries(
+        tmp_path / "i.json", injury("core/src/random_stuff/"),
+        injury("core/src/legacy/", auto_heal=False),
+    )  # fmt: skip
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(output)}
+    result = subprocess.run(
+        [str(BIN / "auto-healer"), "heal", str(injuries), "--repo", str(work), "--dry-run",
+         "--playbooks", str(ROOT / "playbooks")],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    markdown = summary.read_text()
+    assert markdown.startswith("earlier step\n")  # appended, not overwritten
+    assert "| outcome | injury | playbook | reason |" in markdown
+    assert "core/src/random_stuff/" in markdown
+    counts = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert counts == {"healed": "0", "planned": "1", "skipped": "0", "escalated": "1",
+                      "failed": "0", "rejected": "0"}  # fmt: skip
+
+
+# --- the injuries collector of the workflow --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "var", "value", "count"),
+    [
+        ("workflow_dispatch", "INPUT_INJURIES", json.dumps(injury("a/")), 1),
+        ("workflow_dispatch", "INPUT_INJURIES", json.dumps([injury("a/"), injury("b/")]), 2),
+        ("repository_dispatch", "CLIENT_INJURIES", json.dumps([injury("a/")]), 1),
+        ("repository_dispatch", "CLIENT_INJURIES", json.dumps(json.dumps(injury("a/"))), 1),
+        ("repository_dispatch", "CLIENT_INJURIES", "null", 0),
+    ],
+)
+def test_collect_injuries_from_dispatch_payloads(
+    tmp_path: Path, event: str, var: str, value: str, count: int
+) -> None:
+    """The workflow's collector turns dispatch payloads into an injuries file and a count."""
+    output, summary = tmp_path / "out", tmp_path / "summary"
+    env = {**os.environ, "EVENT_NAME": event, var: value, "RUNNER_TEMP": str(tmp_path),
+           "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}  # fmt: skip
+    script = ROOT / ".github" / "scripts" / "collect_injuries.py"
+    subprocess.run([sys.executable, str(script)], env=env, check=True, capture_output=True)
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    assert outputs["count"] == str(count)
+    assert len(json.loads(Path(outputs["file"]).read_text())) == count
+    assert (count == 0) == summary.exists()
