@@ -121,6 +121,7 @@ class Events:
 
         await self.nc.subscribe(subject, cb=on)
         await self.nc.flush()
+        await self.nc.flush()  # nats-py may send the first PING ahead of the SUB
         return self
 
     async def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from auto_healer.contracts import (
     Heartbeat,
     event_subject,
 )
-from auto_healer.errors import InjuryRejected
+from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.metrics import HealthServer, Metrics
 from auto_healer.outcomes import (
@@ -113,10 +113,7 @@ class Agent:
         background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._tick())]
         try:
             if self.js is not None:
-                stream = await ensure_streams(
-                    self.js, max_deliver=self.max_deliver, ack_wait_s=self.settings.ack_wait_s
-                )
-                psub = await self.js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE, stream=stream)
+                psub, stream = await self._jetstream_intake()
                 self.subscribed = True
                 log.info(
                     "agent_subscribed", stream=stream, durable=DURABLE, dry_run=self.healer.dry_run
@@ -154,6 +151,24 @@ class Agent:
             if health is not None:
                 health.stop()
             log.info("agent_stopped")
+
+    async def _jetstream_intake(self) -> tuple[Any, str]:
+        """Ensure the streams and the durable consumer, and bind to it; a clear error if not."""
+        assert self.js is not None
+        try:
+            stream = await ensure_streams(
+                self.js, max_deliver=self.max_deliver, ack_wait_s=self.settings.ack_wait_s
+            )
+            psub = await self.js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE, stream=stream)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot set up JetStream intake (consumer {DURABLE!r}): "
+                f"{exc or type(exc).__name__}; is JetStream enabled, and may this user use "
+                "the streams and consumer (see deploy/nats/nats-server.conf)?"
+            ) from None
+        return psub, stream
 
     async def _finish_in_flight(self) -> None:
         """Give in-flight heals the grace period; cut off the rest (they restore the checkout)."""

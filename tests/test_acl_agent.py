@@ -1,0 +1,79 @@
+"""The real agent lives within the shipped ACLs: it heals in JetStream mode as user auto-healer,
+on injuries bee-keeper publishes, and signed-injury enforcement rejects the unsigned."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from auto_healer.embedded import NatsServer, free_port
+from auto_healer.signing import SIGNATURE_HEADER, sign
+
+from tests.agent_support import AgentProcess, Events
+from tests.conftest import ROOT, injury
+
+CONF = ROOT / "deploy" / "nats" / "nats-server.conf"
+USERS = ("bee-keeper", "core", "auto-healer", "observer")
+KEY = "hive-signing-key"
+
+
+def password(user: str) -> str:
+    return f"dev-{user}-password"
+
+
+@pytest.fixture
+def acl_nats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NatsServer]:
+    """nats-server with deploy/nats/nats-server.conf on loopback."""
+    for user in USERS:
+        monkeypatch.setenv(f"{user.upper().replace('-', '_')}_NATS_PASSWORD", password(user))
+    with NatsServer(tmp_path / "nats", config=CONF, extra_args=("-m", str(free_port()))) as s:
+        yield s
+
+
+def _url(server: NatsServer, user: str) -> str:
+    return f"nats://{user}:{password(user)}@127.0.0.1:{server.port}"
+
+
+async def test_agent_heals_within_its_acl_and_rejects_unsigned(
+    tmp_path: Path, repo: tuple[Path, Path], acl_nats: NatsServer
+) -> None:
+    """As user auto-healer in JetStream mode the agent creates what it needs, heals a signed
+    injury from bee-keeper, and rejects an unsigned one, with no permission violation."""
+    remote, _work = repo
+    agent = AgentProcess(
+        tmp_path,
+        "a",
+        acl_nats.url,
+        remote,
+        jetstream=True,
+        env={
+            "NATS_USER": "auto-healer",
+            "NATS_PASSWORD": password("auto-healer"),
+            "INJURY_SIGNING_KEY": KEY,
+        },
+    )
+    events = await Events().start(_url(acl_nats, "observer"))
+    try:
+        agent.wait_ready()
+        bee = await nats.connect(_url(acl_nats, "bee-keeper"))
+        signed = json.dumps(injury("core/src/random_stuff/")).encode()
+        unsigned = json.dumps(injury("core/src/app.py", injury_type="unformatted_code")).encode()
+        await bee.publish(
+            "aura.hive.injury", signed, headers={SIGNATURE_HEADER: sign(signed, KEY.encode())}
+        )
+        await bee.publish("aura.hive.injury", unsigned)
+        await bee.flush()
+        await bee.drain()
+        await events.wait_for(2, timeout_s=30)
+        kinds = sorted(e["event_type"] for e in events.items)
+        assert kinds == ["injury_healed", "injury_rejected"]
+        rejected = events.of_type("injury_rejected")[0]["metadata"]
+        assert "unsigned" in rejected["reason"]
+        assert agent.terminate() == 0
+        assert "Permissions Violation" not in agent.logs()
+    finally:
+        await events.close()
+        agent.kill()
