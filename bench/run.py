@@ -52,9 +52,9 @@ def injuries(n: int, start: int = 0) -> list[bytes]:
     ]
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS:") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -176,15 +176,24 @@ def main() -> None:
             print(f"(a) raw core subscriber:   {args.n / a:10.0f} msg/s")
 
             agent = Agent(tmp, url, work, jetstream=False)
-            idle = rss_mib(agent.proc.pid)
             b = asyncio.run(_timed(url, payloads, "aura.hive.events.>", args.n, jetstream=False))
             print(f"(b) agent, core, dry-run:  {args.n / b:10.0f} injuries/s")
-            rest = args.rss_n - args.n
-            for start in range(args.n, args.n + rest, args.n):
-                batch = injuries(min(args.n, args.n + rest - start), start)
+            agent.stop()
+
+            # (d) on a fresh agent: steady feeding in batches, so the figure is what it keeps,
+            # not the queue of a burst (the peak is reported beside it).
+            agent = Agent(tmp, url, work, jetstream=False)
+            time.sleep(1.0)
+            idle = rss_mib(agent.proc.pid)
+            for start in range(0, args.rss_n, 1000):
+                batch = injuries(min(1000, args.rss_n - start), args.n + start)
                 asyncio.run(_timed(url, batch, "aura.hive.events.>", len(batch), jetstream=False))
             after = rss_mib(agent.proc.pid)
-            print(f"(d) agent RSS idle {idle:.1f} MiB, after {args.rss_n} injuries {after:.1f} MiB")
+            peak = rss_mib(agent.proc.pid, "VmHWM:")
+            print(
+                f"(d) agent RSS idle {idle:.1f} MiB, after {args.rss_n} injuries {after:.1f} MiB"
+                f" (peak {peak:.1f} MiB)"
+            )
             agent.stop()
 
             asyncio.run(_reset_stream(url))
@@ -197,7 +206,7 @@ def main() -> None:
             )
             print(f"(c) agent, JetStream:      {args.n / c_agent:10.0f} injuries/s")
             agent.stop()
-    report(args, a, b, c_raw, c_agent, idle, after)
+    report(args, a, b, c_raw, c_agent, idle, after, peak)
 
 
 def report(
@@ -208,6 +217,7 @@ def report(
     c_agent: float,
     idle: float,
     after: float,
+    peak: float,
 ) -> None:
     figures = {
         "n": args.n,
@@ -274,7 +284,18 @@ def report(
         f"{figures['c_agent_js_dry_run_per_s']:,.0f}/s.",
     ]
     (RESULTS / "latest.md").write_text("\n".join(md) + "\n")
+    _quote_in_readme("\n".join(md))
     print("\n".join(md))
+
+
+def _quote_in_readme(table: str) -> None:
+    """Replace the README's quoted results (between the bench markers) with the latest."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        readme.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":
