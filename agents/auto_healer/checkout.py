@@ -20,6 +20,7 @@ import git
 
 from auto_healer.errors import ConfigError, HealFailed, TransientError
 from auto_healer.paths import confine
+from auto_healer.settings import Settings
 
 # Stderr fragments of git failures that may pass: a moved remote, the network, a lock.
 _TRANSIENT = re.compile(
@@ -286,16 +287,16 @@ class Checkout:
             raise git_error(exc, doing or args[0]) from None
 
 
-def open_checkout(
-    *,
-    repo_path: Path | None,
-    repo_url: str | None,
-    branch: str | None,
-    work_dir: Path,
-    identity: Identity,
-    remote: str = "origin",
-) -> Checkout:
+def open_checkout(settings: Settings) -> Checkout:
     """The checkout the settings name: a URL to clone, or an existing path (default: here)."""
-    if repo_url:
-        return Checkout.clone(repo_url, work_dir, branch=branch, identity=identity)
-    return Checkout.open(repo_path or Path.cwd(), branch=branch, identity=identity, remote=remote)
+    identity = Identity(settings.git_author_name, settings.git_author_email)
+    if settings.repo_url:
+        return Checkout.clone(
+            settings.repo_url, settings.work_dir, branch=settings.git_branch, identity=identity
+        )
+    return Checkout.open(
+        settings.repo_path or Path.cwd(),
+        branch=settings.git_branch,
+        identity=identity,
+        remote=settings.git_remote,
+    )

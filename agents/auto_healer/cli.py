@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from auto_healer import __version__
-from auto_healer.checkout import Identity, open_checkout
+from auto_healer.checkout import open_checkout
 from auto_healer.contracts import ParsedInjury, parse_injury, read_injuries
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
@@ -97,14 +97,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
     except InjuryRejected as exc:
         raise ConfigError(f"{args.injuries}: {exc}") from None
     pager = Pager.from_settings(settings, dry_run=settings.dry_run)
-    checkout = open_checkout(
-        repo_path=settings.repo_path,
-        repo_url=settings.repo_url,
-        branch=settings.git_branch,
-        work_dir=settings.work_dir,
-        remote=settings.git_remote,
-        identity=Identity(settings.git_author_name, settings.git_author_email),
-    )
+    checkout = open_checkout(settings)
     try:
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
         outcomes, deliveries = asyncio.run(

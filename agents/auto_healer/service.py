@@ -14,7 +14,7 @@ import structlog
 
 from auto_healer.agent import Agent
 from auto_healer.bloodstream import connect
-from auto_healer.checkout import Identity, open_checkout
+from auto_healer.checkout import open_checkout
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
 from auto_healer.embedded import LOOPBACK, NatsServer
 from auto_healer.errors import ConfigError
@@ -48,14 +48,7 @@ async def serve(
             url = server.url
             log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
         nc = await connect(settings, url, name=f"auto-healer-{socket.gethostname()}-{os.getpid()}")
-        checkout = open_checkout(
-            repo_path=settings.repo_path,
-            repo_url=settings.repo_url,
-            branch=settings.git_branch,
-            work_dir=settings.work_dir,
-            remote=settings.git_remote,
-            identity=Identity(settings.git_author_name, settings.git_author_email),
-        )
+        checkout = open_checkout(settings)
         stack.callback(checkout.close)
         coordinator = await _coordinator(settings, nc)
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
