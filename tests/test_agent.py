@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from auto_healer.bloodstream import ensure_streams
 from auto_healer.embedded import NatsServer
 
 from tests.agent_support import AgentProcess, Events, remote_tree, seed_dirs
@@ -292,11 +293,14 @@ async def test_identical_storm_causes_one_heal(
         agent.kill()
 
 
-async def test_msg_id_dedups_republished_injuries(
+async def test_msg_id_dedups_and_dry_run_takes_nothing_from_real_replicas(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """`Nats-Msg-Id` makes JetStream drop a republished injury; it is handled once."""
+    """`Nats-Msg-Id` drops republished injuries; a dry-run replica plans it on a private
+    consumer and leaves it pending for the real replicas' durable consumer."""
     remote, _work = repo
+    nc = await nats.connect(nats_server.url)
+    await ensure_streams(nc.jetstream(), max_deliver=10, ack_wait_s=60)  # as a deployment has
     agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True, dry_run=True)
     events = await Events().start(nats_server.url)
     try:
@@ -310,8 +314,12 @@ async def test_msg_id_dedups_republished_injuries(
         assert [e["event_type"] for e in events.items] == ["injury_heal_planned"]
         assert events.items[0]["metadata"]["injury_id"] == "bee-1"
         assert events.items[0]["metadata"]["dry_run"] is True
+        durable = await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")
+        assert durable.num_pending == 1  # still there for the real replicas
+        assert "random_stuff/hack.py" in " ".join(remote_tree(remote))
     finally:
         await events.close()
+        await nc.drain()
         agent.kill()
 
 

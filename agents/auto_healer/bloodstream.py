@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -166,6 +167,64 @@ async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: 
             ),
         )
     return stream
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A bound JetStream pull subscription and the limits its consumer really has."""
+
+    psub: Any
+    stream: str
+    max_deliver: int
+    ack_wait_s: float
+    durable: bool
+
+
+async def open_intake(
+    js: JetStreamContext, *, dry_run: bool, max_deliver: int, ack_wait_s: float
+) -> Intake:
+    """Bind to the shared durable consumer or, in dry-run, to a private ephemeral one.
+
+    A dry-run replica must not take injuries from the real ones: it reads new injuries through
+    its own consumer, and creates no stream. The consumer's own `max_deliver` and `ack_wait`
+    are used (an existing consumer may differ from the settings).
+    """
+    if dry_run:
+        try:
+            stream = await js.find_stream_name_by_subject(SUBJECT_INJURY)
+        except NotFoundError:
+            raise ConfigError(
+                f"no stream captures {SUBJECT_INJURY}; a dry-run creates none "
+                "(run without --dry-run once, or without --jetstream)"
+            ) from None
+        psub = await js.pull_subscribe(
+            SUBJECT_INJURY,
+            durable=None,
+            stream=stream,
+            config=(
+                ConsumerConfig(
+                    deliver_policy=DeliverPolicy.NEW,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    inactive_threshold=300.0,
+                    ack_wait=ack_wait_s,
+                    max_deliver=max_deliver,
+                )
+            ),
+        )
+    else:
+        stream = await ensure_streams(js, max_deliver=max_deliver, ack_wait_s=ack_wait_s)
+        psub = await js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE, stream=stream)
+    config = (await psub.consumer_info()).config
+    actual_deliver = config.max_deliver if config.max_deliver and config.max_deliver > 0 else 0
+    if actual_deliver and actual_deliver != max_deliver:
+        log.warning("consumer_max_deliver_differs", consumer=max_deliver, used=actual_deliver)
+    return Intake(
+        psub,
+        stream,
+        actual_deliver or max_deliver,
+        config.ack_wait or ack_wait_s,
+        durable=not dry_run,
+    )
 
 
 class Publisher:

@@ -23,7 +23,7 @@ from auto_healer.contracts import ParsedInjury, parse_injury, read_injuries
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.logs import configure_logging
-from auto_healer.outcomes import Kind, Outcome, consequence
+from auto_healer.outcomes import Kind, Outcome, consequence, exit_ok
 from auto_healer.pager import Delivery, Pager
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format, render, summary
@@ -112,7 +112,8 @@ def cmd_heal(args: argparse.Namespace) -> int:
     fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
     print(render(outcomes, fmt, escalations_to=where, pages=pages))
     _github_step_outputs(outcomes, where)
-    ok = all(consequence(o).ok for o in outcomes) and Delivery.DEAD_LETTERED not in deliveries
+    refused = deliveries.count(Delivery.DEAD_LETTERED)
+    ok = exit_ok([consequence(o) for o in outcomes], pages_refused=refused)
     return EXIT_OK if ok else EXIT_PROBLEM
 
 

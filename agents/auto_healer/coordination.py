@@ -28,6 +28,19 @@ def kv_key(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
 
 
+class Lease:
+    """A held path lock. `check()` raises `TransientError` once the lock was lost, so a heal
+    never pushes without it."""
+
+    def __init__(self) -> None:
+        self.lost: str | None = None
+        self.revision = 0
+
+    def check(self) -> None:
+        if self.lost:
+            raise TransientError(self.lost)
+
+
 class Coordinator(Protocol):
     """What the healer needs to stay exact across heals and replicas.
 
@@ -52,7 +65,8 @@ class Coordinator(Protocol):
     async def release_window(self, key: str) -> None: ...
 
     def path_lock(self, key: str) -> Any:
-        """An async context manager; raises `TransientError` when another heal holds it."""
+        """An async context manager yielding a `Lease`; raises `TransientError` when another
+        heal holds the path."""
         ...
 
 
@@ -98,11 +112,11 @@ class LocalCoordinator:
         self._windows.pop(key, None)
 
     @asynccontextmanager
-    async def path_lock(self, key: str) -> AsyncIterator[None]:
+    async def path_lock(self, key: str) -> AsyncIterator[Lease]:
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
-                yield
+                yield Lease()
         finally:
             if not lock.locked() and self._locks.get(key) is lock:
                 del self._locks[key]
@@ -208,16 +222,16 @@ class KvCoordinator:
             await self.throttle.purge(kv_key(key))
 
     @asynccontextmanager
-    async def path_lock(self, key: str) -> AsyncIterator[None]:
+    async def path_lock(self, key: str) -> AsyncIterator[Lease]:
         """Hold the path in KV; the bucket's max age is the TTL, refreshed while we hold it."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        async with self.local.path_lock(key):
+        async with self.local.path_lock(key) as lease:
             deadline = time.monotonic() + self.lock_wait_s
             while True:
                 try:
                     async with _store("take a path lock"):
-                        revision = await self.locks.create(kv_key(key), self.owner.encode())
+                        lease.revision = await self.locks.create(kv_key(key), self.owner.encode())
                     break
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
@@ -225,19 +239,37 @@ class KvCoordinator:
                             "another replica is healing this path right now"
                         ) from None
                     await asyncio.sleep(0.2)
-            refresher = asyncio.create_task(self._refresh(kv_key(key), revision))
+            refresher = asyncio.create_task(self._refresh(kv_key(key), lease))
             try:
-                yield
+                yield lease
             finally:
                 refresher.cancel()
-                with contextlib.suppress(Exception):  # it expires by itself at worst
-                    await asyncio.shield(self.locks.purge(kv_key(key)))
+                if not lease.lost:  # never release a lock another replica has taken since
+                    with contextlib.suppress(Exception):  # at worst it expires by itself
+                        await asyncio.shield(self.locks.delete(kv_key(key), last=lease.revision))
 
-    async def _refresh(self, key: str, revision: int) -> None:
-        """Rewrite the lock every third of its TTL so a long heal keeps it, a dead one loses it."""
+    async def _refresh(self, key: str, lease: Lease) -> None:
+        """Rewrite the lock every third of its TTL so a long heal keeps it, a dead one loses it.
+        A refresh that keeps failing past the TTL, or finds another owner, marks the lease lost."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        last_ok = time.monotonic()
         while True:
             await asyncio.sleep(self.lock_ttl_s / 3)
-            revision = await self.locks.update(key, self.owner.encode(), last=revision)
+            try:
+                lease.revision = await self.locks.update(
+                    key, self.owner.encode(), last=lease.revision
+                )
+                last_ok = time.monotonic()
+            except KeyWrongLastSequenceError:
+                lease.lost = "the path lock was taken over by another replica"
+                return
+            except Exception as exc:  # a hiccup: try again soon, until the TTL runs out
+                if time.monotonic() - last_ok >= self.lock_ttl_s:
+                    lease.lost = (
+                        f"the path lock could not be refreshed: {exc or type(exc).__name__}"
+                    )
+                    return
 
 
 async def _bucket(js: Any, name: str, *, ttl_s: float) -> Any:

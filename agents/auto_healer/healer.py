@@ -28,7 +28,7 @@ from tenacity import (
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout, safe_ref
 from auto_healer.contracts import ParsedInjury, parse_injury
-from auto_healer.coordination import Coordinator, LocalCoordinator
+from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected, normalise
@@ -94,6 +94,10 @@ class Healer:
                 parsed, playbook, Kind.ESCALATED, "auto_heal is false: a human must decide"
             )
         try:
+            _precheck(parsed, playbook)  # an unsafe path is refused before anything is touched
+        except InjuryRejected as exc:
+            return self._outcome(parsed, playbook, Kind.REJECTED, str(exc))
+        try:
             return await self._coordinated(parsed, playbook)
         except TransientError as exc:
             return self._outcome(parsed, playbook, Kind.FAILED, str(exc), retryable=True)
@@ -134,11 +138,22 @@ class Healer:
         """Run the playbook under the path lock, retrying transient failures."""
         attempts = 0
         try:
-            async with self.coordinator.path_lock(lock_key), self._lock:
+            # The checkout first, then the shared path lock: a busy replica holds no KV locks
+            # for the heals still queued behind its checkout.
+            async with self._lock, self.coordinator.path_lock(lock_key) as lease:
+                commit = await self.coordinator.healed_commit(parsed.id)
+                if commit:  # healed by another delivery while this one waited for the locks
+                    return self._outcome(
+                        parsed,
+                        playbook,
+                        Kind.SKIPPED,
+                        f"already healed by commit {commit[:12]}",
+                        commit=commit,
+                    )
                 async for attempt in self._retrying(playbook):
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
-                        outcome = await self._attempt(parsed, playbook)
+                        outcome = await self._attempt(parsed, playbook, lease)
         except InjuryRejected as exc:
             return self._outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
         except TransientError as exc:
@@ -207,20 +222,23 @@ class Healer:
             self._head_cache = (now, self.checkout.head())
         return self._head_cache[1]
 
-    async def _attempt(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
+    async def _attempt(self, parsed: ParsedInjury, playbook: Playbook, lease: Lease) -> Outcome:
         """One try: sync, plan every step, then apply, commit and push (unless dry-run)."""
         co = self.checkout
-        _precheck(parsed, playbook)  # an unsafe path is refused before the checkout is touched
-        # A dry-run neither fetches nor resets: it plans against the checkout as it is.
-        base = self._dry_head() if self.dry_run else await _in_thread(co.sync)
+        # A dry-run plans against a user's checkout as it is (no fetch, no reset); only the
+        # agent's own clone (from --repo-url) is brought to the remote head first.
+        dry_as_is = self.dry_run and not co.owned
+        base = self._dry_head() if dry_as_is else await _in_thread(co.sync)
         try:
-            return await self._plan_and_apply(parsed, playbook, base)
+            return await self._plan_and_apply(parsed, playbook, base, lease)
         except BaseException:
-            if not self.dry_run:
+            if not dry_as_is:
                 await _in_thread(co.restore, base)
             raise
 
-    async def _plan_and_apply(self, parsed: ParsedInjury, playbook: Playbook, base: str) -> Outcome:
+    async def _plan_and_apply(
+        self, parsed: ParsedInjury, playbook: Playbook, base: str, lease: Lease
+    ) -> Outcome:
         co = self.checkout
         ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
         plans: list[tuple[str, StepPlan]] = []
@@ -257,6 +275,7 @@ class Healer:
                 "only untracked files differed; removed them locally, nothing to commit",
             )
         sha = await _in_thread(co.commit, message, parsed.id)
+        lease.check()  # never push without the path lock
         pushed = await _in_thread(co.push, target)
         if target != co.branch:
             await _in_thread(co.restore, base)  # the checkout stays on the healed branch's head
@@ -291,7 +310,8 @@ def repo_key(checkout: Checkout) -> str:
 
 
 def _path(parsed: ParsedInjury) -> str:
-    return parsed.injury.affected_path.strip("/")
+    """The affected path in normal form, so `./a//b/` and `a/b` are one key (after precheck)."""
+    return normalise(parsed.injury.affected_path)
 
 
 async def _in_thread(func: Callable[..., T], *args: Any) -> T:

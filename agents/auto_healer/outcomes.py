@@ -96,6 +96,7 @@ class Consequence:
     event_type: str
     dead_letter: bool
     ok: bool  # counts as success for the one-shot exit status
+    success: bool  # the `success` flag of the outcome event
 
 
 _EVENTS = {
@@ -119,27 +120,56 @@ def consequence(
     """
     kind = outcome.kind
     event = _EVENTS[kind]
+    good = kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED)
     if kind is Kind.HEALED:
-        return Consequence(Settle.ACK, PageAction.RESOLVE, event, dead_letter=False, ok=True)
+        return Consequence(Settle.ACK, PageAction.RESOLVE, event, False, ok=True, success=good)
     if kind in (Kind.PLANNED, Kind.SKIPPED):
-        return Consequence(Settle.ACK, PageAction.NONE, event, dead_letter=False, ok=True)
+        return Consequence(Settle.ACK, PageAction.NONE, event, False, ok=True, success=good)
     if kind is Kind.ESCALATED:
-        return Consequence(Settle.ACK, PageAction.TRIGGER, event, dead_letter=False, ok=True)
+        return Consequence(Settle.ACK, PageAction.TRIGGER, event, False, ok=True, success=good)
     if kind is Kind.FAILED:
         if outcome.retryable and can_redeliver:
-            return Consequence(Settle.NAK, PageAction.NONE, event, dead_letter=False, ok=False)
+            return Consequence(Settle.NAK, PageAction.NONE, event, False, ok=False, success=good)
         page = PageAction.TRIGGER if outcome.page_on_failure else PageAction.NONE
         exhausted = outcome.retryable and out_of_deliveries
-        return Consequence(Settle.ACK, page, event, dead_letter=exhausted, ok=False)
+        return Consequence(Settle.ACK, page, event, exhausted, ok=False, success=good)
     # REJECTED: invalid or unsafe. A payload that never became an injury has nobody to page
     # about, only a dead letter; a valid injury refused for safety is paged as well.
     page = PageAction.TRIGGER if outcome.injury is not None else PageAction.NONE
-    return Consequence(Settle.TERM, page, event, dead_letter=True, ok=False)
+    return Consequence(Settle.TERM, page, event, True, ok=False, success=good)
 
 
-def settle_after_page(c: Consequence, *, page_delivered: bool) -> Settle:
-    """A page the pager could not take yet must not be lost: the message comes back (nak)."""
-    return c.settle if page_delivered else Settle.NAK
+def page_durably(c: Consequence, *, can_redeliver: bool) -> bool:
+    """Whether a page that cannot be delivered now goes to the durable outbox.
+
+    Only a trigger may wait for a redelivery of its message (JetStream); a resolve never holds a
+    heal back, and without redelivery (core NATS) the outbox is the only way not to lose it.
+    """
+    return not can_redeliver or c.page is not PageAction.TRIGGER
+
+
+def settlement(
+    c: Consequence, *, can_redeliver: bool, page_delivered: bool = True, dead_lettered: bool = True
+) -> Settle:
+    """The final fate of the message once its page and dead letter were tried.
+
+    What could not be kept yet (a trigger the pager refused for now, a dead letter not written)
+    brings the message back while it can come back; after that the outbox holds the page and
+    the log the failure.
+    """
+    if can_redeliver and not (page_delivered and dead_lettered):
+        return Settle.NAK
+    return c.settle
+
+
+def announce(settle: Settle) -> bool:
+    """An outcome is announced on the bloodstream once, when it is final (not when nak'd)."""
+    return settle is not Settle.NAK
+
+
+def exit_ok(consequences: list[Consequence], *, pages_refused: int) -> bool:
+    """The one-shot's exit status: every outcome fine, and no page refused by the pager."""
+    return all(c.ok for c in consequences) and pages_refused == 0
 
 
 def nak_delay_s(deliveries: int, *, base_s: float = 5.0, max_s: float = 300.0) -> float:

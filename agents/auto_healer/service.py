@@ -56,7 +56,7 @@ async def serve(
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)
-        agent = Agent(settings, healer, nc, pager=pager, max_deliver=settings.max_deliver)
+        agent = Agent(settings, healer, nc, pager=pager)
         log.info(
             "agent_starting",
             nats_url=url,

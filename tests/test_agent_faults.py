@@ -1,0 +1,158 @@
+"""Fault cases of the agent on real servers: slow heals, a pager or dead-letter stream that is
+down, and SIGTERM while work is queued. Nothing may be lost, doubled or taken after the stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import nats
+from auto_healer.embedded import NatsServer, free_port
+
+from tests.agent_support import AgentProcess, Events
+from tests.conftest import injury
+from tests.pager_receiver import Receiver
+from tests.test_agent import _payload, _publish, _slow_playbooks
+
+
+async def _consumer(url: str) -> object:
+    nc = await nats.connect(url)
+    info = await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")
+    await nc.drain()
+    return info
+
+
+async def test_heal_longer_than_ack_wait_is_not_redelivered(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """A heal that outlasts ack_wait keeps its message (in-progress): no redelivery, one event."""
+    remote, _work = repo
+    agent = AgentProcess(
+        tmp_path,
+        "a",
+        nats_server.url,
+        remote,
+        jetstream=True,
+        playbooks=_slow_playbooks(tmp_path),
+        env={"ACK_WAIT_S": "1.5", "FMT_DELAY_S": "5"},
+    )
+    events = await Events().start(nats_server.url)
+    try:
+        agent.wait_ready()
+        await _publish(
+            nats_server.url,
+            _payload("core/src/messy.py", injury_type="unformatted_code"),
+            jetstream=True,
+        )
+        await events.wait_for(1, timeout_s=30)
+        await asyncio.sleep(2.0)
+        assert [e["event_type"] for e in events.items] == ["injury_healed"]
+        c = await _consumer(nats_server.url)
+        assert c.num_redelivered == 0  # type: ignore[attr-defined]
+        assert c.num_ack_pending == 0  # type: ignore[attr-defined]
+    finally:
+        await events.close()
+        agent.kill()
+
+
+async def test_heal_is_announced_and_resolve_queued_while_pager_is_down(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """JetStream mode, pager down: a heal is acked and announced at once; its resolve waits in
+    the outbox and reaches the pager once it is back."""
+    remote, _work = repo
+    receiver = Receiver()
+    receiver.port = free_port()
+    env = {
+        "PAGER_WEBHOOK_URL": receiver.url,
+        "PAGER_FORMAT": "generic",
+        "PAGER_ATTEMPTS": "1",
+        "PAGER_BACKOFF_S": "0.05",
+        "PAGER_DRAIN_INTERVAL_S": "0.2",
+        "PAGER_MAX_BACKOFF_S": "0.5",
+    }
+    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True, env=env)
+    events = await Events().start(nats_server.url)
+    try:
+        agent.wait_ready()
+        await _publish(nats_server.url, _payload("core/src/random_stuff/"), jetstream=True)
+        await events.wait_for(1, timeout_s=20)
+        assert [e["event_type"] for e in events.items] == ["injury_healed"]
+        receiver.start()
+        deadline = time.monotonic() + 20
+        while not receiver.delivered and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert [p["event_action"] for p in receiver.delivered] == ["resolve"]
+        c = await _consumer(nats_server.url)
+        assert (c.num_pending, c.num_ack_pending) == (0, 0)  # type: ignore[attr-defined]
+    finally:
+        await events.close()
+        receiver.stop()
+        agent.kill()
+
+
+async def test_poison_is_not_dropped_when_its_dead_letter_cannot_be_written(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """With the dead-letter stream gone, poison is nak'd, not terminated; once the stream is
+    back, the redelivery is dead-lettered and only then terminated."""
+    remote, _work = repo
+    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True)
+    try:
+        agent.wait_ready()
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.delete_stream("AURA_DEAD_LETTERS")
+        await js.publish("aura.hive.injury", b'{"not": "an injury"}')
+        await asyncio.sleep(1.5)
+        c = await js.consumer_info("AURA_INJURIES", "auto-healer")
+        assert c.ack_floor.stream_seq == 0  # not terminated
+        await js.add_stream(name="AURA_DEAD_LETTERS", subjects=["aura.hive.dead_letter.>"])
+        for _ in range(150):
+            info = await js.stream_info("AURA_DEAD_LETTERS")
+            if info.state.messages:
+                break
+            await asyncio.sleep(0.1)
+        assert info.state.messages == 1
+        dead = await js.get_last_msg("AURA_DEAD_LETTERS", "aura.hive.dead_letter.injury")
+        assert dead.data == b'{"not": "an injury"}'
+        await nc.drain()
+    finally:
+        agent.kill()
+
+
+async def test_sigterm_takes_no_new_injury(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """After SIGTERM the agent finishes what it holds and fetches nothing more; the queued
+    injury stays for the other replicas."""
+    remote, _work = repo
+    agent = AgentProcess(
+        tmp_path,
+        "a",
+        nats_server.url,
+        remote,
+        jetstream=True,
+        playbooks=_slow_playbooks(tmp_path),
+        env={"MAX_IN_FLIGHT": "1", "FMT_DELAY_S": "3", "GRACE_PERIOD_S": "20"},
+    )
+    events = await Events().start(nats_server.url)
+    try:
+        agent.wait_ready()
+        first = _payload("core/src/messy.py", injury_type="unformatted_code")
+        second = json.dumps(injury("core/src/app.py", injury_type="unformatted_code")).encode()
+        await _publish(nats_server.url, first, second, jetstream=True)
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        assert await asyncio.to_thread(agent.terminate) == 0
+        assert time.monotonic() - started < 10
+        await asyncio.sleep(0.5)
+        assert [e["event_type"] for e in events.items] == ["injury_healed"]
+        c = await _consumer(nats_server.url)
+        assert c.ack_floor.stream_seq == 1  # type: ignore[attr-defined]
+        assert c.num_pending + c.num_ack_pending == 1  # type: ignore[attr-defined]
+    finally:
+        await events.close()
+        agent.kill()
