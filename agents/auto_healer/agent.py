@@ -20,8 +20,9 @@ from typing import Any
 import nats.errors
 import structlog
 
-from auto_healer.bloodstream import DEAD_LETTER_SUBJECT, Intake, Publisher, open_intake
-from auto_healer.contracts import SUBJECT_INJURY, DomainEvent, event_subject
+from auto_healer.bloodstream import Intake, Publisher, open_intake
+from auto_healer.contracts import SUBJECT_INJURY
+from auto_healer.effects import Effects
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import SERVICE, Heart
@@ -29,16 +30,8 @@ from auto_healer.metrics import HealthServer, Metrics
 from auto_healer.outcomes import (
     Kind,
     Outcome,
-    PageAction,
-    Settle,
-    announce,
-    consequence,
-    nak_delay_s,
-    page_durably,
-    settlement,
 )
-from auto_healer.pager import Delivery, Pager
-from auto_healer.report import outcome_dict
+from auto_healer.pager import Pager
 from auto_healer.settings import Settings
 from auto_healer.signing import verify
 
@@ -64,7 +57,14 @@ class Agent:
         self.js = nc.jetstream() if settings.jetstream else None
         self.pager = pager
         self.metrics = metrics or Metrics()
-        self.publisher = Publisher(nc, self.metrics)
+        self.effects = Effects(
+            Publisher(nc, self.metrics),
+            pager,
+            self.metrics,
+            js=self.js,
+            repo_key=healer.repo_key,
+            dry_run=self.dry_run,
+        )
         self.max_deliver = settings.max_deliver
         self.ack_wait_s = settings.ack_wait_s
         self.stopping = asyncio.Event()
@@ -283,7 +283,9 @@ class Agent:
         try:
             outcome = await self._outcome(data, headers)
             with structlog.contextvars.bound_contextvars(injury_id=outcome.injury_id):
-                await self._settle(outcome, data, headers, msg, deliveries)
+                await self.effects.carry_out(
+                    outcome, data, headers, msg, deliveries, max_deliver=self.max_deliver
+                )
             self._observe(outcome, started, sent_at)
         except asyncio.CancelledError:
             if msg is None:
@@ -307,69 +309,6 @@ class Agent:
             except InjuryRejected as exc:
                 return Outcome(Kind.REJECTED, str(exc), raw=data, dry_run=self.dry_run)
         return await self.healer.handle_message(data, headers)
-
-    async def _settle(
-        self,
-        outcome: Outcome,
-        data: bytes,
-        headers: Mapping[str, str] | None,
-        msg: Any,
-        deliveries: int,
-    ) -> None:
-        """Carry out what `outcomes` decided: page, dead letter, event, then ack/nak/term."""
-        redeliverable = msg is not None and deliveries < self.max_deliver
-        c = consequence(
-            outcome,
-            can_redeliver=redeliverable,
-            out_of_deliveries=msg is not None and not redeliverable,
-        )
-        delivered = True
-        if c.page is not PageAction.NONE and self.pager is not None:
-            delivery = await self.pager.notify(
-                outcome,
-                c.page,
-                repo=self.healer.repo_key,
-                durable=page_durably(c, can_redeliver=redeliverable),
-            )
-            self.metrics.pages.labels(delivery=delivery.value).inc()
-            delivered = delivery is not Delivery.UNDELIVERED
-        dead_lettered = True
-        if c.dead_letter and not self.dry_run:
-            dead_lettered = await self._dead_letter(outcome, data, headers)
-        settle = settlement(
-            c, can_redeliver=redeliverable, page_delivered=delivered, dead_lettered=dead_lettered
-        )
-        if announce(settle):
-            await self.publisher.publish(
-                event_subject(c.event_type), self._event(outcome, c.event_type, c.success)
-            )
-        if msg is None:
-            return
-        if settle is Settle.ACK or self.dry_run:  # a dry-run's private consumer keeps nothing
-            await msg.ack()
-        elif settle is Settle.TERM:
-            await msg.term()
-        else:
-            await msg.nak(delay=nak_delay_s(deliveries))
-
-    async def _dead_letter(
-        self, outcome: Outcome, data: bytes, headers: Mapping[str, str] | None
-    ) -> bool:
-        dl_headers = {
-            "Auto-Healer-Reason": outcome.reason[:1000].replace("\n", " "),
-            "Auto-Healer-Outcome": outcome.kind.value,
-        }
-        if headers and headers.get("Nats-Msg-Id"):
-            dl_headers["Auto-Healer-Injury-Id"] = headers["Nats-Msg-Id"]
-        return await self.publisher.publish(DEAD_LETTER_SUBJECT, data, dl_headers, js=self.js)
-
-    def _event(self, outcome: Outcome, event_type: str, success: bool) -> dict[str, Any]:
-        metadata = outcome_dict(outcome)
-        metadata["repo"] = self.healer.repo_key
-        event = DomainEvent(
-            success=success, event_type=event_type, timestamp=time.time(), metadata=metadata
-        )
-        return event.model_dump(exclude_none=True)
 
     async def _tick(self) -> None:
         while True:

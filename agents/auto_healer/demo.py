@@ -163,19 +163,9 @@ async def _loop(settings: Settings, tmp: Path, remote: Path, injuries: list[Pars
             await agent
 
 
-def _playbooks_dir(configured: Path) -> Path:
-    """The configured playbooks, else the shipped ones, so `demo` works from any directory."""
-    shipped = Path(__file__).resolve().parents[2] / "playbooks"
-    if not configured.is_dir() and configured == Path("playbooks") and shipped.is_dir():
-        return shipped
-    return configured
-
-
 def run_demo(settings: Settings) -> int:
     configure_logging(settings.log_format, "warning")  # the report is the story here
-    playbooks_dir = _playbooks_dir(settings.playbooks_dir)
-    settings = settings.model_copy(update={"playbooks_dir": playbooks_dir})
-    load_playbooks(playbooks_dir)  # fail early, with file and line
+    load_playbooks(settings.playbooks_dir)  # fail early, with file and line
     with tempfile.TemporaryDirectory(prefix="auto-healer-demo-") as tmp_name:
         tmp = Path(tmp_name)
         remote, work = make_repo(tmp)

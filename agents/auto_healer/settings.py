@@ -11,11 +11,20 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from auto_healer.contracts import describe_validation_error
 from auto_healer.errors import ConfigError
+
+SHIPPED_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
 def default_state_dir() -> Path:
@@ -88,6 +97,15 @@ class Settings(BaseSettings):
     pager_outbox_path: Path = Field(
         default_factory=lambda: default_state_dir() / "pager" / "outbox.jsonl"
     )
+
+    @field_validator("playbooks_dir")
+    @classmethod
+    def _shipped_playbooks(cls, value: Path) -> Path:
+        """`./playbooks` when it exists, else the playbooks shipped beside the package (a
+        source checkout), so commands work from any directory."""
+        if value == Path("playbooks") and not value.is_dir() and SHIPPED_PLAYBOOKS.is_dir():
+            return SHIPPED_PLAYBOOKS
+        return value
 
     @model_validator(mode="after")
     def _one_repo(self) -> Settings:

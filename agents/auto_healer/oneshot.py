@@ -1,0 +1,132 @@
+"""The one-shot heal (`auto-healer heal`): heal a file of injuries on one checkout, page what
+must be paged, print the report, and tell whether everything went well."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+from auto_healer.checkout import open_checkout
+from auto_healer.contracts import ParsedInjury
+from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.healer import Healer
+from auto_healer.outcomes import Kind, Outcome, consequence, exit_ok
+from auto_healer.pager import Delivery, Pager
+from auto_healer.playbooks import load_playbooks
+from auto_healer.report import Format, render, summary
+from auto_healer.settings import Settings
+
+
+def heal_once(
+    settings: Settings, entries: Sequence[ParsedInjury | InjuryRejected], fmt: Format
+) -> bool:
+    """Heal, page and print the report; True when every outcome is fine (exit 0)."""
+    playbooks = load_playbooks(settings.playbooks_dir)
+    pager = Pager.from_settings(settings, dry_run=settings.dry_run)
+    checkout = open_checkout(settings)
+    try:
+        if not settings.dry_run and not checkout.owned and not checkout.is_clean():
+            raise ConfigError(
+                f"{checkout.root}: has uncommitted changes; commit or stash them first"
+            )
+        healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
+        outcomes, deliveries = asyncio.run(
+            _heal_and_page(healer, entries, pager, repo=healer.repo_key)
+        )
+    finally:
+        checkout.close()
+    where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
+    if pager is not None:
+        where = _pages_summary(pager, deliveries)
+    pages = pager.planned_requests() if pager is not None and pager.dry_run else None
+    print(render(outcomes, fmt, escalations_to=where, pages=pages))
+    _github_step_outputs(outcomes, where)
+    refused = deliveries.count(Delivery.DEAD_LETTERED)
+    return exit_ok([consequence(o) for o in outcomes], pages_refused=refused)
+
+
+async def _heal_and_page(
+    healer: Healer,
+    entries: Sequence[ParsedInjury | InjuryRejected],
+    pager: Pager | None,
+    *,
+    repo: str | None,
+) -> tuple[list[Outcome], list[Delivery]]:
+    """Heal every entry; with a pager, page each outcome as it comes (trigger or resolve)."""
+    if pager is None:
+        return await _heal_all(healer, entries, dry_run=healer.dry_run), []
+    deliveries: list[Delivery] = []
+
+    async def page(outcome: Outcome) -> None:
+        deliveries.append(await pager.notify(outcome, consequence(outcome).page, repo=repo))
+
+    await pager.start()
+    try:
+        await pager.flush()  # pages an earlier run could not deliver go first
+        outcomes = await _heal_all(healer, entries, dry_run=healer.dry_run, on_outcome=page)
+        await pager.flush()
+    finally:
+        await pager.aclose()
+    return outcomes, deliveries
+
+
+def _pages_summary(pager: Pager, deliveries: Sequence[Delivery]) -> str:
+    """Where escalations went: the pager's host (never its key) and what became of each page."""
+    counts = Counter(d.value for d in deliveries if d is not Delivery.NONE)
+    done = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to page"
+    if pager.dry_run:
+        return f"{pager.destination} (dry-run, nothing sent: {done})"
+    if pager.pending:
+        done += f"; {pager.pending} waiting in {pager.state_path} for the next run"
+    return f"{pager.destination} ({done})"
+
+
+def _github_step_outputs(outcomes: Sequence[Outcome], escalations_to: str) -> None:
+    """In GitHub Actions: the Markdown plan/report in the step summary, counts as outputs."""
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as fh:
+            fh.write(render(outcomes, "markdown", escalations_to=escalations_to))
+    output_file = os.environ.get("GITHUB_OUTPUT")
+    if output_file:
+        counts = summary(outcomes)
+        with open(output_file, "a", encoding="utf-8") as fh:
+            for key in ("healed", "planned", "skipped", "escalated", "failed", "rejected"):
+                fh.write(f"{key}={counts[key]}\n")
+
+
+async def _heal_all(
+    healer: Healer,
+    entries: Sequence[ParsedInjury | InjuryRejected],
+    *,
+    dry_run: bool,
+    on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    progress = _progress(len(entries))
+    for entry in entries:
+        if isinstance(entry, InjuryRejected):
+            outcomes.append(Outcome(Kind.REJECTED, str(entry), dry_run=dry_run))
+        else:
+            outcomes.append(await healer.handle(entry))
+        if on_outcome is not None:
+            await on_outcome(outcomes[-1])
+        progress(len(outcomes))
+    return outcomes
+
+
+def _progress(total: int) -> Callable[[int], None]:
+    """A progress bar on stderr when there are many injuries and a person is watching."""
+    if total < 5 or not sys.stderr.isatty():
+        return lambda done: None
+
+    def show(done: int) -> None:
+        filled = int(30 * done / total)
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return show
