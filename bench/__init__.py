@@ -1,0 +1,1 @@
+"""Benchmarks of auto-healer, run with `make bench` (never as timed tests)."""

@@ -1,0 +1,1 @@
+"""Tests of auto-healer (real NATS, git and HTTP; see conftest.py)."""

@@ -40,8 +40,7 @@ def _url(server: NatsServer, user: str) -> str:
 async def test_agent_heals_within_its_acl_and_rejects_unsigned(
     tmp_path: Path, repo: tuple[Path, Path], acl_nats: NatsServer
 ) -> None:
-    """As user auto-healer in JetStream mode the agent creates what it needs, heals a signed
-    injury from bee-keeper, and rejects an unsigned one, with no permission violation."""
+    """Within its ACL the agent heals a signed injury and rejects an unsigned one."""
     remote, _work = repo
     agent = AgentProcess(
         tmp_path,

@@ -60,8 +60,7 @@ async def test_heal_longer_than_ack_wait_is_not_redelivered(
 async def test_heal_is_announced_and_resolve_queued_while_pager_is_down(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """JetStream mode, pager down: a heal is acked and announced at once; its resolve waits in
-    the outbox and reaches the pager once it is back."""
+    """With the pager down a heal is acked and announced; its resolve arrives later."""
     remote, _work = repo
     receiver = Receiver()
     receiver.port = free_port()
@@ -96,8 +95,7 @@ async def test_heal_is_announced_and_resolve_queued_while_pager_is_down(
 async def test_poison_is_not_dropped_when_its_dead_letter_cannot_be_written(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """With the dead-letter stream gone, poison is nak'd, not terminated; once the stream is
-    back, the redelivery is dead-lettered and only then terminated."""
+    """Poison is nak'd, not terminated, until its dead letter can be written."""
     remote, _work = repo
     agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True)
     try:
@@ -126,8 +124,7 @@ async def test_poison_is_not_dropped_when_its_dead_letter_cannot_be_written(
 async def test_sigterm_takes_no_new_injury(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """After SIGTERM the agent finishes what it holds and fetches nothing more; the queued
-    injury stays for the other replicas."""
+    """After SIGTERM the agent finishes what it holds and takes no new injury."""
     remote, _work = repo
     agent = AgentProcess(
         tmp_path,

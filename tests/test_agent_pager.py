@@ -46,8 +46,7 @@ async def _wait(predicate: object, timeout_s: float = 30.0) -> None:
 async def test_escalation_pages_then_heal_resolves(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """An auto_heal: false injury triggers one PagerDuty incident; a later heal of the same
-    problem resolves it, with the same dedup_key; the key never reaches the log."""
+    """An escalation triggers one incident; the later heal resolves it; the key is never logged."""
     remote, _work = repo
     receiver = Receiver().start()
     agent = AgentProcess(tmp_path, "a", nats_server.url, remote, env=_pager_env(receiver))
@@ -76,8 +75,7 @@ async def test_escalation_pages_then_heal_resolves(
 async def test_jetstream_naks_while_pager_down_and_pages_once_when_back(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """JetStream mode: with the pager down the injury is nak'd, not lost; once the pager is back
-    the redelivery pages exactly once and the message is acked."""
+    """JetStream: pager down means nak, not loss; once it is back the page arrives once."""
     remote, _work = repo
     receiver = Receiver()
     receiver.port = free_port()  # known URL, nothing listening yet: the pager is down
@@ -109,8 +107,7 @@ async def test_jetstream_naks_while_pager_down_and_pages_once_when_back(
 async def test_core_mode_outbox_delivers_after_pager_comes_back(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """Core mode: with the pager down the page goes to the durable outbox and arrives once the
-    pager is back, exactly once."""
+    """Core mode: a page held in the outbox arrives exactly once when the pager is back."""
     remote, _work = repo
     receiver = Receiver()
     receiver.port = free_port()

@@ -56,8 +56,7 @@ async def test_long_heal_keeps_its_lock_by_refreshing(js: object) -> None:
 
 
 async def test_throttle_window_is_claimed_once_but_the_claimant_may_retry(js: object) -> None:
-    """Storm control: the first injury claims the window, others are throttled, its own
-    redelivery is not, and a released window is free again."""
+    """A throttle window is claimed once; its own redelivery may retry; a released one is free."""
     a = await KvCoordinator.create(js, owner="a")
     b = await KvCoordinator.create(js, owner="b")
     assert await a.claim_window("k", 60, "injury-1")

@@ -26,8 +26,7 @@ def run(*args: str, cwd: Path = ROOT, stdin: str = "") -> subprocess.CompletedPr
 
 
 def test_demo_heals_end_to_end(tmp_path: Path) -> None:
-    """`auto-healer demo`, from any directory: the plan, then the agent on an embedded NATS heals
-    through the remote, escalates and refuses, with the outcome events printed."""
+    """`auto-healer demo` plans, then heals through the remote on an embedded NATS."""
     done = run("demo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout

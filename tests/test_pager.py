@@ -265,8 +265,7 @@ async def test_400_is_dead_lettered_with_the_response(
 async def test_jetstream_mode_gets_undelivered_and_the_redelivery_pages(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    """durable=False: a pager down after the retry budget is `undelivered` (the caller naks),
-    nothing is queued, and the redelivered injury is paged, not grouped or duplicate."""
+    """durable=False: a down pager gives `undelivered`, queues nothing; the redelivery pages."""
     p = Pager(settings_for(receiver.url, tmp_path), dry_run=False)
     await p.start()
     try:
@@ -306,8 +305,7 @@ async def test_generic_format_is_one_json_document(receiver: Receiver, tmp_path:
 async def test_dry_run_sends_nothing_and_redacts_the_key(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    """A dry-run returns `planned`, keeps the exact request with the key redacted, sends and
-    writes nothing."""
+    """A dry-run returns `planned` with the exact request, key redacted, and sends nothing."""
     p = Pager(settings_for(receiver.url + "?token=s3cret", tmp_path), dry_run=True)
     await p.start()
     assert await p.notify(outcome(), PageAction.TRIGGER) == "planned"

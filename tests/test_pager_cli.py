@@ -67,8 +67,7 @@ def test_escalation_pages_once_and_a_later_heal_resolves(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """An `auto_heal: false` injury is one PagerDuty v2 trigger; a later heal of the same
-    problem resolves it; the report names the pager's host, never its key."""
+    """One trigger for an escalation, a resolve for the later heal; the report hides the key."""
     remote, checkout = repo
     refused = write_injuries(tmp_path / "a.json", injury("core/src/random_stuff/", auto_heal=False))
     code, report, err = heal(checkout, refused, capsys)
@@ -164,8 +163,7 @@ def test_pager_down_queues_and_the_next_run_delivers(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With the pager down the page waits in the outbox (the report says where); the next run
-    delivers it first, once."""
+    """With the pager down the page waits in the outbox; the next run delivers it once."""
     remote, checkout = repo
     monkeypatch.setenv("PAGER_ATTEMPTS", "2")
     receiver.stop()
@@ -190,8 +188,7 @@ def test_refused_unmatched_and_invalid_injuries(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A heal refused by a safety check and an injury no playbook matches are paged with their
-    reason; a payload that is not an injury pages nothing."""
+    """Refused and unmatched injuries are paged with their reason; invalid payloads are not."""
     _remote, checkout = repo
     traversal = injury("../../etc", severity="critical")
     unknown = injury("core/src/x.py", injury_type="broken_tests", recommended_action="fix")

@@ -36,8 +36,7 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 async def test_receiver_down_then_up_every_page_arrives_once(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    """With the receiver down for a while and then up, every page arrives exactly once, a
-    problem's trigger before its resolve."""
+    """Receiver down then up: every page arrives once, a trigger before its resolve."""
     p = Pager(settings_for(receiver.url, tmp_path), dry_run=False)
     await p.start()
     try:
@@ -67,8 +66,7 @@ async def test_receiver_down_then_up_every_page_arrives_once(
 async def test_outbox_survives_a_restart_and_is_sent_exactly_once(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    """Pages queued by one process are sent by the next on the same outbox, once; the ids stay
-    known as sent, so a redelivery after the restart is a duplicate."""
+    """The outbox survives a restart and is sent exactly once; later redeliveries are duplicates."""
     settings = settings_for(receiver.url, tmp_path, pager_drain_interval_s=60)
     first = Pager(settings, dry_run=False)
     await first.start()
@@ -143,8 +141,7 @@ async def test_a_storm_while_the_pager_is_down_queues_one_page(
 async def test_a_long_retry_after_is_honoured_by_the_outbox(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    """A Retry-After longer than the backoff cap queues the page at once, and the drainer waits
-    that long before sending it again."""
+    """A Retry-After beyond the backoff cap queues the page; the drainer waits that long."""
     p = Pager(settings_for(receiver.url, tmp_path, pager_max_backoff_s=0.1), dry_run=False)
     await p.start()
     try:

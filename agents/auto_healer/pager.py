@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from auto_healer import __version__
 from auto_healer.contracts import Severity
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.outbox import Courier, Delivery, HttpRequest, StoredPage
 from auto_healer.outcomes import Outcome, PageAction
+from auto_healer.paths import normalise
 from auto_healer.settings import Settings
 
 __all__ = ["Delivery", "Pager", "dedup_key"]
@@ -104,7 +105,10 @@ class _Group:
 
 def dedup_key(injury_type: str, affected_path: str, repo: str | None) -> str:
     """One key per problem: injury type + affected path (+ repo), hashed only if too long."""
-    path = affected_path.strip("/")
+    try:
+        path = normalise(affected_path)  # `./a//b/` and `a/b` are one problem
+    except InjuryRejected:
+        path = affected_path.strip("/")  # an unsafe path is still paged, as it came
     key = ":".join(["auto-healer", *([repo] if repo else []), injury_type, path])
     if len(key) <= DEDUP_KEY_MAX_CHARS:
         return key
