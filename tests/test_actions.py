@@ -15,7 +15,7 @@ from auto_healer.contracts import parse_injury_obj
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.paths import DEFAULT_PROTECTED
 
-from tests.conftest import injury, tree_digest
+from tests.conftest import git, injury, tree_digest
 
 Repo = tuple[Path, Path]
 
@@ -148,6 +148,7 @@ def test_a_failing_formatter_is_a_heal_failure(repo: Repo) -> None:
     """Code ruff cannot parse makes the step fail (HealFailed), checkout untouched."""
     _, work = repo
     (work / "core/src/broken.py").write_text("def (:\n")
+    git(work, "add", "core/src/broken.py")
     with pytest.raises(HealFailed, match="formatter exited 2"):
         plan(work, "format_code", "core/src/broken.py", FormatCodeOptions())
 
@@ -174,6 +175,7 @@ def test_the_formatter_gets_an_argv_never_a_shell(repo: Repo) -> None:
     evil = "core/src/$(touch PWNED);touch PWNED2.py"
     (work / evil).parent.mkdir(parents=True, exist_ok=True)
     (work / evil).write_text("x  =  1\n")
+    git(work, "add", "--", evil)
     got = plan(work, "format_code", evil, FormatCodeOptions())
     assert got.write == {evil: b"x = 1\n"}
     assert not list(work.rglob("PWNED*"))
@@ -183,6 +185,7 @@ def test_a_dash_path_is_not_an_option(repo: Repo) -> None:
     """A file called `-x.py` is formatted as a file, not passed to ruff as a flag."""
     _, work = repo
     (work / "-x.py").write_text("y  =  2\n")
+    git(work, "add", "--", "-x.py")
     assert FormatCodeOptions().argv("-x.py")[-1] == "./-x.py"
     got = plan(work, "format_code", "-x.py", FormatCodeOptions())
     assert got.write == {"-x.py": b"y = 2\n"}

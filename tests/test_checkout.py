@@ -90,15 +90,15 @@ def test_sync_brings_the_checkout_to_the_remote_head(tmp_path: Path, repo: Repo)
 
 
 def test_sync_refuses_to_discard_local_work(repo: Repo) -> None:
-    """An existing checkout with uncommitted changes or unpushed commits is never reset."""
+    """Uncommitted changes or unpushed commits are never reset: a retryable TransientError."""
     _, work = repo
     checkout = Checkout.open(work)
     (work / "scratch.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="uncommitted changes"):
+    with pytest.raises(TransientError, match="uncommitted changes"):
         checkout.sync()
     git(work, "add", "-A")
     git(work, "-c", "user.name=me", "-c", "user.email=me@me", "commit", "-qm", "local")
-    with pytest.raises(ConfigError, match="1 commits not on origin/main"):
+    with pytest.raises(TransientError, match="1 commits not on origin/main"):
         checkout.sync()
     assert (work / "scratch.txt").read_text() == "mine"
 

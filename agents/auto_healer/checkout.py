@@ -9,17 +9,14 @@ worker thread, one heal per checkout at a time.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from auto_healer.errors import ConfigError, HealFailed, TransientError
-from auto_healer.paths import confine
+from auto_healer.paths import confine, remove_tree, replace_file
 from auto_healer.settings import Settings
 
 # Stderr fragments of git failures that may pass: a moved remote, the network, a lock.
@@ -148,13 +145,14 @@ class Checkout:
         self._fetch()
         upstream = f"{self.remote}/{self.branch}"
         if not self.owned:
+            # Transient, not a configuration error: an agent retries once the work is put away.
             if self.repo.is_dirty(untracked_files=True):
-                raise ConfigError(f"{self.root}: has uncommitted changes; commit or stash them")
+                raise TransientError(f"{self.root}: has uncommitted changes; commit or stash them")
             local = f"refs/heads/{self.branch}"
             if self.repo.git.rev_parse("--verify", "-q", local, with_exceptions=False):
                 ahead = self.repo.git.rev_list("--count", f"{upstream}..{local}")
                 if int(ahead):
-                    raise ConfigError(
+                    raise TransientError(
                         f"{self.root}: branch {self.branch} has {ahead} commits not on "
                         f"{upstream}; push or reset them first"
                     )
@@ -168,21 +166,17 @@ class Checkout:
         return str(git.SymbolicReference.dereference_recursive(self.repo, "HEAD"))
 
     def apply(self, delete: list[str], write: dict[str, bytes], protected: tuple[str, ...]) -> None:
-        """Carry out a plan: remove directories and rewrite files, each re-confined first."""
+        """Carry out a plan: remove directories and rewrite files, each re-confined first.
+
+        Both are reached from the root without following symlinks (`remove_tree`,
+        `replace_file`): a path swapped for a symlink since the plan is refused, not followed.
+        """
         for rel in delete:
             target = confine(self.root, rel, protected=protected, allow_root=False)
-            if target.absolute.is_dir() and not target.absolute.is_symlink():
-                try:
-                    shutil.rmtree(target.absolute)
-                except OSError as exc:  # a read-only subdirectory, say: the caller restores
-                    raise HealFailed(f"cannot delete {rel}: {exc}") from None
+            remove_tree(self.root, target.relative)
         for rel, content in write.items():
             target = confine(self.root, rel, protected=protected, allow_root=False)
-            mode = stat.S_IMODE(target.absolute.stat().st_mode)
-            tmp = target.absolute.with_name(f".{target.absolute.name}.auto-healer.tmp")
-            tmp.write_bytes(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, target.absolute)
+            replace_file(self.root, target.relative, content)
         # Literal pathspecs: a directory called `*` or `:(top)` must mean only itself. A deleted
         # directory may have held only untracked or ignored files, so `rm --ignore-unmatch`.
         if delete:

@@ -1,17 +1,27 @@
-"""Path confinement and path globs: the safety rules every action obeys.
+"""Path confinement, path globs, and file operations that never follow a symlink.
 
 A network message names a path; this module decides whether that path is one the auto-healer
 may touch. Everything is resolved inside the checkout and refused with a reason otherwise.
+What is then deleted or rewritten is reached by walking from the checkout root one directory
+at a time with `O_NOFOLLOW` (`parent_dir`), so a component swapped for a symlink after the
+check is refused instead of followed out of the checkout.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.errors import ConfigError, HealFailed, InjuryRejected
 
 DEFAULT_PROTECTED = (".git", ".git/**", "**/.git", "**/.git/**", ".github", ".github/**")
 
@@ -129,7 +139,7 @@ def confine(
 ) -> Confined:
     """Resolve an untrusted path inside `root`, refusing escapes, symlinks out, and protection.
 
-    Raises `InjuryRejected` with the reason; never touches the file system beyond `lstat`.
+    Raises `InjuryRejected` with the reason; never touches the file system beyond `(l)stat`.
     """
     rel = normalise(raw)
     root = root.resolve()
@@ -146,6 +156,8 @@ def confine(
         hit = first_protected(path, protected)
         if hit:
             raise InjuryRejected(f"affected_path {raw!r} is protected by {hit!r}")
+    if _within_git_dir(root, resolved_rel):
+        raise InjuryRejected(f"affected_path {raw!r} is the repository's .git under another name")
     return Confined(Path(candidate), rel)
 
 
@@ -175,16 +187,133 @@ def _resolve_inside(root: Path, candidate: Path, raw: str) -> str:
     return resolved_rel
 
 
+def _within_git_dir(root: Path, resolved_rel: str) -> bool:
+    """Whether the path or a directory above it is `root/.git` by another spelling.
+
+    On a case-insensitive file system `.GIT` is `.git`; comparing inodes catches any alias.
+    """
+    try:
+        git_dir = os.stat(root / ".git")
+    except OSError:
+        return False
+    current = root
+    for part in PurePosixPath(resolved_rel).parts:
+        current = current / part
+        try:
+            if os.path.samestat(os.stat(current), git_dir):
+                return True
+        except OSError:
+            return False
+    return False
+
+
 def first_protected(path: str, protected: tuple[str, ...]) -> str | None:
     """The first protected glob that a relative path matches or lies above, if any.
 
     `docs` is protected by `docs/**`: removing it would remove everything the glob protects.
+    Both sides are casefolded: on a case-insensitive file system `DOCS` is `docs` (refusing
+    `DOCS` on Linux too is the price, and a small one).
     """
-    above = path.rstrip("/") + "/"
-    return next(
-        (g for g in protected if glob_matches(g, path) or literal_prefix(g).startswith(above)),
-        None,
-    )
+    folded = path.casefold()
+    above = folded.rstrip("/") + "/"
+    for g in protected:
+        fg = g.casefold()
+        if glob_matches(fg, folded) or literal_prefix(fg).startswith(above):
+            return g
+    return None
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextmanager
+def parent_dir(root: Path, rel: str) -> Iterator[tuple[int, str]]:
+    """Open the directory holding `rel` by walking from `root`, never following a symlink.
+
+    Yields that directory's fd (closed on exit) and the last component's name. A component
+    that is a symlink or not a directory is refused (`InjuryRejected`); a missing one raises
+    `FileNotFoundError`.
+    """
+    parts = rel.split("/")
+    if rel in ("", ".") or any(p in ("", ".", "..") for p in parts):
+        raise InjuryRejected(f"{rel!r} is not a normalised path below the checkout root")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise InjuryRejected(
+                        f"{rel!r}: {part!r} is a symlink or not a directory; refusing"
+                    ) from None
+                raise
+            fd, old = child, fd
+            os.close(old)
+        yield fd, parts[-1]
+    finally:
+        os.close(fd)
+
+
+def remove_tree(root: Path, rel: str) -> bool:
+    """Delete the directory `rel` below `root` without following any symlink; False if absent.
+
+    Refuses (`InjuryRejected`) when `rel` or a directory above it is a symlink or no directory.
+    """
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise HealFailed("shutil.rmtree is not symlink-safe on this platform; refusing to delete")
+    try:
+        with parent_dir(root, rel) as (dir_fd, name):
+            try:
+                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISDIR(mode):
+                raise InjuryRejected(f"{rel!r} is a symlink or not a directory; refusing to delete")
+            try:
+                shutil.rmtree(name, dir_fd=dir_fd)
+            except OSError as exc:  # a read-only subdirectory, say: the caller restores
+                raise HealFailed(f"cannot delete {rel}: {exc}") from None
+    except FileNotFoundError:  # a directory above it is gone
+        return False
+    except OSError as exc:
+        raise HealFailed(f"cannot delete {rel}: {exc}") from None
+    return True
+
+
+def replace_file(root: Path, rel: str, content: bytes) -> None:
+    """Atomically replace the regular file `rel` below `root` by `content`, keeping its mode.
+
+    Never follows a symlink: the file is reached with `parent_dir`, must be a regular file
+    (`InjuryRejected` otherwise), and the new bytes go to a fresh `O_EXCL | O_NOFOLLOW` temporary
+    file beside it that is renamed over it (and removed if anything fails).
+    """
+    try:
+        with parent_dir(root, rel) as (dir_fd, name):
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if not stat.S_ISREG(mode):
+                raise InjuryRejected(f"{rel!r} is a symlink or not a regular file; refusing")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            for _ in range(100):
+                tmp = f".auto-healer-{secrets.token_hex(8)}.tmp"
+                with suppress(FileExistsError):
+                    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+                    break
+            else:
+                raise HealFailed(f"cannot create a temporary file beside {rel}")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(content)
+                    os.fchmod(out.fileno(), stat.S_IMODE(mode))
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+    except FileNotFoundError:
+        raise HealFailed(f"cannot rewrite {rel}: it no longer exists") from None
+    except OSError as exc:
+        raise HealFailed(f"cannot rewrite {rel}: {exc}") from None
 
 
 def require_globs(patterns: list[str], where: str) -> list[str]:

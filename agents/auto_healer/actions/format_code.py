@@ -2,15 +2,20 @@
 
 The formatter runs on a scratch copy of the affected files (plus the config files it reads), so
 the checkout is untouched until the plan is applied, and the dry-run shows the exact diff. It is
-an argv list, never a shell, with a timeout.
+an argv list, never a shell, with a timeout. Only files git tracks are formatted (never ignored
+or untracked ones), and only regular files: every read is `O_NOFOLLOW` from the checkout root,
+so a symlink never brings content from outside into the plan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import errno
 import os
 import shutil
+import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +26,7 @@ from pydantic import Field, field_validator
 from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
 from auto_healer.errors import HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import FileChange
-from auto_healer.paths import confine, first_protected
+from auto_healer.paths import confine, first_protected, parent_dir
 
 CONFIG_FILES = (
     "pyproject.toml",
@@ -79,14 +84,15 @@ class FormatCode:
             return StepPlan(summary=f"{target.relative} does not exist: nothing to format")
         files = _files(ctx.root, target.relative, options.max_files, ctx.protected)
         if not files:
-            return StepPlan(summary=f"{target.relative} has no files to format: nothing to heal")
+            return StepPlan(
+                summary=f"{target.relative} has no tracked files to format: nothing to heal"
+            )
         with tempfile.TemporaryDirectory(prefix="auto-healer-fmt-") as scratch:
             _copy(ctx.root, Path(scratch), target.relative, files)
             await _run(options.argv(target.relative), Path(scratch), options.timeout_s)
             write: dict[str, bytes] = {}
             diffs: list[str] = []
-            for rel in files:
-                before = (ctx.root / rel).read_bytes()
+            for rel, before in files.items():
                 after = (Path(scratch) / rel).read_bytes()
                 if after != before:
                     write[rel] = after
@@ -101,37 +107,71 @@ class FormatCode:
         )
 
 
-def _files(root: Path, rel: str, max_files: int, protected: tuple[str, ...]) -> list[str]:
-    """Regular files under the target (links and protected paths left alone)."""
-    base = root / rel if rel != "." else root
-    if base.is_file():
-        return [rel]
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for name in filenames:
-            path = Path(dirpath, name)
-            relpath = path.relative_to(root).as_posix()
-            if path.is_symlink() or not path.is_file() or first_protected(relpath, protected):
-                continue
-            found.append(relpath)
-            if len(found) > max_files:
-                raise InjuryRejected(f"{rel} has more than max_files={max_files} files to format")
-    return sorted(found)
+def _files(root: Path, rel: str, max_files: int, protected: tuple[str, ...]) -> dict[str, bytes]:
+    """The tracked regular files under the target and their bytes (links, protected left alone).
+
+    `git ls-files` names them, so ignored and untracked files are never rewritten.
+    """
+    argv = ["git", "-c", "core.fsmonitor=false", "-C", str(root), "--literal-pathspecs"]
+    try:
+        done = subprocess.run(
+            [*argv, "ls-files", "-z", "--", rel], capture_output=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HealFailed(f"git ls-files failed: {exc}") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-2:]
+        raise HealFailed(f"git ls-files failed: {' | '.join(tail)}")
+    found: dict[str, bytes] = {}
+    for name in done.stdout.split(b"\0"):
+        path = os.fsdecode(name)
+        if not path or first_protected(path, protected):
+            continue
+        content = read_regular(root, path)
+        if content is None:
+            continue
+        found[path] = content
+        if len(found) > max_files:
+            raise InjuryRejected(f"{rel} has more than max_files={max_files} files to format")
+    return dict(sorted(found.items()))
 
 
-def _copy(root: Path, scratch: Path, rel: str, files: list[str]) -> None:
+def read_regular(root: Path, rel: str) -> bytes | None:
+    """The bytes of `rel` if it is a regular file reached without any symlink, else None.
+
+    A symlinked directory on the way is refused (`InjuryRejected`); a FIFO never blocks.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        with parent_dir(root, rel) as (dir_fd, name):
+            fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the file itself is a symlink
+            return None
+        raise HealFailed(f"cannot read {rel}: {exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read()
+
+
+def _copy(root: Path, scratch: Path, rel: str, files: dict[str, bytes]) -> None:
     """Copy the files and every formatter config file between the root and the target."""
-    dirs = [Path()] + [Path(*Path(rel).parts[: i + 1]) for i in range(len(Path(rel).parts))]
+    parts = Path(rel).parts if rel != "." else ()
+    if parts and (root / rel).is_file():
+        parts = parts[:-1]  # a file: the directories above it
+    dirs = [Path(*parts[:i]) for i in range(len(parts) + 1)]
     for directory in dirs:
         for name in CONFIG_FILES:
-            src = root / directory / name
-            if src.is_file() and not src.is_symlink():
+            content = read_regular(root, (directory / name).as_posix())
+            if content is not None:
                 (scratch / directory).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, scratch / directory / name)
-    for f in files:
+                (scratch / directory / name).write_bytes(content)
+    for f, content in files.items():
         (scratch / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / f, scratch / f)
+        (scratch / f).write_bytes(content)
 
 
 async def _run(argv: list[str], cwd: Path, timeout_s: float) -> None:
