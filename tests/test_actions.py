@@ -211,3 +211,17 @@ def test_format_options_reject_a_shell_string() -> None:
         FormatCodeOptions(command=[])
     with pytest.raises(ValueError, match="argv"):
         FormatCodeOptions(command=["ruff", ""])
+
+
+def test_every_builtin_action_is_known_whichever_module_was_imported_first() -> None:
+    """Importing one action module first does not hide the other built-in actions."""
+    import subprocess
+    import sys
+
+    code = (
+        "import auto_healer.actions.format_code\n"
+        "from auto_healer.actions import action_names\n"
+        "print(action_names())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['delete_directory', 'escalate', 'format_code']"

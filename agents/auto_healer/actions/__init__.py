@@ -101,9 +101,10 @@ def action_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    if not _REGISTRY:
-        from auto_healer.actions import (  # noqa: F401  (importing registers them)
-            delete_directory,
-            escalate,
-            format_code,
-        )
+    """Register the built-in actions (importing a module registers it; imports are cached, so
+    this is cheap, and importing one action first cannot hide the others)."""
+    from auto_healer.actions import (  # noqa: F401
+        delete_directory,
+        escalate,
+        format_code,
+    )
