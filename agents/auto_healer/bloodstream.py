@@ -7,6 +7,7 @@ NATS hiccup is logged and counted, never raised into the heal loop.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,11 @@ TRANSIENT_NATS = (
 )
 
 
+def redact_url(url: str) -> str:
+    """Server URLs without user:password@ (safe for logs and errors)."""
+    return re.sub(r"(?<=://)[^/@,]+@", "", url)
+
+
 def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any]:
     """nats-py `connect()` keyword arguments from settings: servers, auth, TLS, reconnect."""
     opts: dict[str, Any] = {
@@ -80,8 +86,11 @@ def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any
     return opts
 
 
-async def connect(settings: Settings, url: str, *, name: str, **callbacks: Any) -> Any:
-    """Connect with logging of disconnects and reconnects (and any extra callbacks)."""
+async def connect(
+    settings: Settings, url: str, *, name: str, initial_attempts: int = 5, **callbacks: Any
+) -> Any:
+    """Connect, giving up after `initial_attempts` tries (a clear error for a wrong URL or
+    credentials), then reconnect forever; disconnects and reconnects are logged."""
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -89,7 +98,8 @@ async def connect(settings: Settings, url: str, *, name: str, **callbacks: Any) 
 
     async def reconnected() -> None:
         log.info(
-            "nats_reconnected", server=str(nc.connected_url.netloc if nc.connected_url else "")
+            "nats_reconnected",
+            server=redact_url(str(nc.connected_url.geturl() if nc.connected_url else "")),
         )
 
     async def error(exc: Exception) -> None:
@@ -102,9 +112,13 @@ async def connect(settings: Settings, url: str, *, name: str, **callbacks: Any) 
     }
     cbs.update(callbacks)
     try:
-        nc = await nats.connect(**connect_options(settings, url, name=name), **cbs)
-    except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
-        raise ConfigError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from None
+        opts = connect_options(settings, url, name=name)
+        nc = await nats.connect(**{**opts, "max_reconnect_attempts": initial_attempts}, **cbs)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise ConfigError(f"cannot connect to NATS at {redact_url(url)}: {why}") from None
+    # nats-py reads this option on every reconnect: from now on, never give up.
+    nc.options["max_reconnect_attempts"] = opts["max_reconnect_attempts"]
     return nc
 
 

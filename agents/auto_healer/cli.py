@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from auto_healer import __version__
+from auto_healer.bloodstream import redact_url
 from auto_healer.contracts import parse_injury, read_injuries
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.logs import configure_logging
@@ -117,7 +118,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     sent = asyncio.run(
         publish_injuries(settings, url, good, msg_id=args.msg_id, jetstream=args.wait_ack)
     )
-    print(f"published {sent} injuries to {url}", file=sys.stderr)
+    print(f"published {sent} injuries to {redact_url(url)}", file=sys.stderr)
     return EXIT_OK
 
 

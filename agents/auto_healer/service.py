@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from auto_healer.agent import Agent
-from auto_healer.bloodstream import connect
+from auto_healer.bloodstream import connect, redact_url
 from auto_healer.checkout import open_checkout
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
 from auto_healer.embedded import LOOPBACK, NatsServer
@@ -59,7 +59,7 @@ async def serve(
         agent = Agent(settings, healer, nc, pager=pager)
         log.info(
             "agent_starting",
-            nats_url=url,
+            nats_url=redact_url(url),
             repo=healer.repo_key,
             branch=checkout.branch,
             jetstream=settings.jetstream,

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from auto_healer.bloodstream import connect
+from auto_healer.bloodstream import connect, redact_url
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
 from auto_healer.settings import Settings
 
@@ -79,7 +79,11 @@ async def tail(
 
     try:
         await nc.subscribe(subject, cb=show)
-        print(f"# listening on {subject} at {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        print(
+            f"# listening on {subject} at {redact_url(url)} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
         await seen.wait()
     finally:
         await nc.drain()
