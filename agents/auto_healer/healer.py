@@ -105,15 +105,9 @@ class Healer:
     async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """Dedup by id, throttle storms, then heal; the store's failures are transient."""
         injury, coord = parsed.injury, self.coordinator
-        commit = await coord.healed_commit(parsed.id)
-        if commit:
-            return self._outcome(
-                parsed,
-                playbook,
-                Kind.SKIPPED,
-                f"already healed by commit {commit[:12]}",
-                commit=commit,
-            )
+        healed = await self._already_healed(parsed, playbook)
+        if healed:
+            return healed
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
         throttle = playbook.throttle
         if throttle and not await coord.claim_window(window, throttle.window_s, parsed.id):
@@ -134,6 +128,13 @@ class Healer:
             log.warning("coordination_bookkeeping_failed", error=str(exc))
         return outcome
 
+    async def _already_healed(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome | None:
+        commit = await self.coordinator.healed_commit(parsed.id)
+        if not commit:
+            return None
+        reason = f"already healed by commit {commit[:12]}"
+        return self._outcome(parsed, playbook, Kind.SKIPPED, reason, commit=commit)
+
     async def _heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Run the playbook under the path lock, retrying transient failures."""
         attempts = 0
@@ -141,15 +142,9 @@ class Healer:
             # The checkout first, then the shared path lock: a busy replica holds no KV locks
             # for the heals still queued behind its checkout.
             async with self._lock, self.coordinator.path_lock(lock_key) as lease:
-                commit = await self.coordinator.healed_commit(parsed.id)
-                if commit:  # healed by another delivery while this one waited for the locks
-                    return self._outcome(
-                        parsed,
-                        playbook,
-                        Kind.SKIPPED,
-                        f"already healed by commit {commit[:12]}",
-                        commit=commit,
-                    )
+                healed = await self._already_healed(parsed, playbook)
+                if healed:  # by another delivery while this one waited for the locks
+                    return healed
                 async for attempt in self._retrying(playbook):
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
