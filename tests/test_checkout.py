@@ -89,18 +89,28 @@ def test_sync_brings_the_checkout_to_the_remote_head(tmp_path: Path, repo: Repo)
     assert checkout.is_clean()
 
 
+def test_sync_keeps_a_users_untracked_files(repo: Repo) -> None:
+    """An untracked file in a user's checkout (an injuries file) survives sync and restore."""
+    _, work = repo
+    checkout = Checkout.open(work)
+    (work / "injuries.json").write_text("[]")
+    base = checkout.sync()
+    checkout.restore(base)
+    assert (work / "injuries.json").read_text() == "[]"
+
+
 def test_sync_refuses_to_discard_local_work(repo: Repo) -> None:
     """Uncommitted changes or unpushed commits are never reset: a retryable TransientError."""
     _, work = repo
     checkout = Checkout.open(work)
-    (work / "scratch.txt").write_text("mine")
+    (work / "pyproject.toml").write_text("mine")
     with pytest.raises(TransientError, match="uncommitted changes"):
         checkout.sync()
     git(work, "add", "-A")
     git(work, "-c", "user.name=me", "-c", "user.email=me@me", "commit", "-qm", "local")
     with pytest.raises(TransientError, match="1 commits not on origin/main"):
         checkout.sync()
-    assert (work / "scratch.txt").read_text() == "mine"
+    assert (work / "pyproject.toml").read_text() == "mine"
 
 
 def test_commit_carries_trailers_and_identity(repo: Repo) -> None:

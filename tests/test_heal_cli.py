@@ -298,3 +298,18 @@ def test_markdown_report_escapes_table_cells() -> None:
     row = next(line for line in out.splitlines() if line.startswith("| REJECTED"))
     assert "bad \\| path second line" in row
     assert row.count(" | ") == 3
+
+
+def test_injuries_file_inside_the_checkout_is_left_alone(
+    repo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An injuries file in the checkout (an Actions artifact) neither blocks the heal nor is
+    committed."""
+    remote, work = repo
+    injuries = write_injuries(work / "injuries.json", injury("core/src/random_stuff/"))
+    code, report, err = heal_cli(capsys, str(injuries), "--repo", str(work))
+    assert code == 0, err
+    assert report is not None
+    assert report["outcomes"][0]["outcome"] == "healed"
+    assert injuries.exists()
+    assert "injuries.json" not in remote_files(remote)

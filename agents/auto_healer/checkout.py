@@ -141,13 +141,19 @@ class Checkout:
     # --- the heal cycle ---------------------------------------------------------------------
 
     def sync(self) -> str:
-        """Bring the checkout to the remote head, clean; return that commit."""
+        """Bring the checkout to the remote head; return that commit.
+
+        Our own clone is also cleaned. A user's checkout (`--repo`) keeps its untracked files
+        (an injuries file, build output): only the heal's own paths are ever staged.
+        """
         self._fetch()
         upstream = f"{self.remote}/{self.branch}"
         if not self.owned:
             # Transient, not a configuration error: an agent retries once the work is put away.
-            if self.repo.is_dirty(untracked_files=True):
-                raise TransientError(f"{self.root}: has uncommitted changes; commit or stash them")
+            if self.has_local_changes():
+                raise TransientError(
+                    f"{self.root}: has uncommitted changes to tracked files; commit or stash them"
+                )
             local = f"refs/heads/{self.branch}"
             if self.repo.git.rev_parse("--verify", "-q", local, with_exceptions=False):
                 ahead = self.repo.git.rev_list("--count", f"{upstream}..{local}")
@@ -158,7 +164,8 @@ class Checkout:
                     )
         self._git("checkout", "-q", "-B", self.branch, upstream)
         self._git("reset", "-q", "--hard", upstream)
-        self._git("clean", "-q", "-fd")
+        if self.owned:
+            self._git("clean", "-q", "-fd")
         return self.head()
 
     def head(self) -> str:
@@ -235,12 +242,18 @@ class Checkout:
         return True
 
     def restore(self, base: str) -> None:
-        """Leave the checkout clean at `base` after a failed or cut-off heal."""
+        """Leave the checkout clean at `base` after a failed or cut-off heal (a user's untracked
+        files are theirs: only our own clone is cleaned of them)."""
         self._git("reset", "-q", "--hard", base)
-        self._git("clean", "-q", "-fd")
+        if self.owned:
+            self._git("clean", "-q", "-fd")
 
     def is_clean(self) -> bool:
         return not self.repo.is_dirty(untracked_files=True)
+
+    def has_local_changes(self) -> bool:
+        """Uncommitted changes to tracked files (untracked files do not count)."""
+        return bool(self.repo.is_dirty(untracked_files=False))
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -28,9 +28,9 @@ def heal_once(
     pager = Pager.from_settings(settings, dry_run=settings.dry_run)
     checkout = open_checkout(settings)
     try:
-        if not settings.dry_run and not checkout.owned and not checkout.is_clean():
+        if not settings.dry_run and not checkout.owned and checkout.has_local_changes():
             raise ConfigError(
-                f"{checkout.root}: has uncommitted changes; commit or stash them first"
+                f"{checkout.root}: has uncommitted changes to tracked files; commit or stash them"
             )
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
         outcomes, deliveries = asyncio.run(
