@@ -35,6 +35,7 @@ ENV PLAYBOOKS_DIR=/etc/auto-healer/playbooks \
     XDG_STATE_HOME=/var/lib/auto-healer \
     HOME=/var/lib/auto-healer \
     METRICS_PORT=9464 \
+    METRICS_HOST=0.0.0.0 \
     LOG_FORMAT=json
 
 VOLUME ["/var/lib/auto-healer"]

@@ -343,3 +343,27 @@ def test_heal_branch_names_are_always_valid_refs(injury_id: str) -> None:
     ref = f"refs/heads/auto-heal/{safe_ref(injury_id)}"
     done = subprocess.run(["git", "check-ref-format", ref], capture_output=True)
     assert done.returncode == 0, ref
+
+
+def test_two_processes_never_share_one_clone(tmp_path: Path, repo: Repo) -> None:
+    """A second process cloning the same URL into the same WORK_DIR is refused, clearly."""
+    import subprocess
+    import sys
+
+    remote, _ = repo
+    first = Checkout.clone(str(remote), tmp_path / "w")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom auto_healer.checkout import Checkout\n"
+        "from auto_healer.errors import ConfigError\n"
+        "try:\n    Checkout.clone(sys.argv[1], Path(sys.argv[2]))\n"
+        "except ConfigError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(remote), str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "in use by another auto-healer process" in out
+    assert "WORK_DIR" in out
+    first.close()

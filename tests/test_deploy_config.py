@@ -230,3 +230,11 @@ def test_playbooks_load_from_a_configmap_style_mount(tmp_path: Path) -> None:
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(cm['data'])} playbooks valid" in result.stdout
+
+
+def test_containers_serve_probes_beyond_loopback() -> None:
+    """In the image and the pod the metrics port listens on 0.0.0.0, so the kubelet can probe."""
+    configmap = yaml.safe_load((ROOT / "deploy" / "k8s" / "configmap.yaml").read_text())
+    assert configmap["data"]["METRICS_HOST"] == "0.0.0.0"
+    assert "PAGER_WEBHOOK_URL" not in configmap["data"]  # it comes with its key, from the Secret
+    assert "METRICS_HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()

@@ -171,3 +171,30 @@ async def test_a_refused_page_in_the_outbox_is_dead_lettered_not_resent(
     assert [r.status for r in receiver.requests] == [500, 400]
     letters = (tmp_path / "pager" / "dead-letter.jsonl").read_text().splitlines()
     assert json.loads(letters[0])["status"] == 400
+
+
+def test_two_processes_never_drain_one_outbox(tmp_path: Path) -> None:
+    """A second process on the same PAGER_OUTBOX_PATH is refused, so no page is sent twice."""
+    import subprocess
+    import sys
+
+    from auto_healer.pager import Pager
+    from auto_healer.settings import load_settings
+
+    outbox = tmp_path / "pager" / "outbox.jsonl"
+    settings = load_settings(
+        pager_webhook_url="http://127.0.0.1:9/x", pager_format="generic", pager_outbox_path=outbox
+    )
+    first = Pager(settings, dry_run=False)
+    code = (
+        "import sys\nfrom auto_healer.pager import Pager\nfrom auto_healer.settings import "
+        "load_settings\nfrom auto_healer.errors import ConfigError\n"
+        "s = load_settings(pager_webhook_url='http://127.0.0.1:9/x', pager_format='generic', "
+        "pager_outbox_path=sys.argv[1])\n"
+        "try:\n    Pager(s, dry_run=False)\nexcept ConfigError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(outbox)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "in use by another auto-healer process" in out
+    assert first is not None

@@ -18,6 +18,7 @@ import git
 from auto_healer.errors import ConfigError, HealFailed, TransientError
 from auto_healer.paths import confine, remove_tree, replace_file
 from auto_healer.settings import Settings
+from auto_healer.statelock import StateLock
 
 # Stderr fragments of git failures that may pass: a moved remote, the network, a lock.
 _TRANSIENT = re.compile(
@@ -117,6 +118,11 @@ class Checkout:
         """Clone `url` into `work_dir` (or reuse an earlier clone of it there)."""
         name = safe_ref(url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
         dest = work_dir / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+        lock = StateLock(
+            dest.with_name(dest.name + ".lock"),
+            what=f"the clone {dest}",
+            hint="give each replica its own WORK_DIR",
+        )
         try:
             if (dest / ".git").is_dir():
                 repo = git.Repo(dest)
@@ -127,16 +133,23 @@ class Checkout:
                     url, dest, env=_GIT_ENV, kill_after_timeout=NETWORK_TIMEOUT_S
                 )
         except git.GitCommandError as exc:
+            lock.release()
             raise git_error(exc, "clone") from None
         if branch is None:
             head = repo.git.symbolic_ref(
                 "refs/remotes/origin/HEAD", "--short", with_exceptions=False
             )
             branch = head.removeprefix("origin/") if head else repo.active_branch.name
-        return cls(repo, branch=branch, owned=True, identity=identity, remote="origin")
+        checkout = cls(repo, branch=branch, owned=True, identity=identity, remote="origin")
+        checkout._lock = lock
+        return checkout
+
+    _lock: StateLock | None = None
 
     def close(self) -> None:
         self.repo.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # --- the heal cycle ---------------------------------------------------------------------
 

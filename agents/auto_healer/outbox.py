@@ -34,6 +34,7 @@ from tenacity import (
 )
 
 from auto_healer.settings import Settings
+from auto_healer.statelock import StateLock
 
 log = structlog.get_logger("auto_healer.outbox")
 
@@ -228,6 +229,11 @@ class Courier:
     def __init__(self, settings: Settings, request: Callable[[StoredPage], HttpRequest]) -> None:
         self.settings, self._request = settings, request  # `request` adds the secrets
         state = settings.pager_outbox_path
+        self._lock = StateLock(
+            state.with_name(".lock"),
+            what=f"the pager outbox {state}",
+            hint="give each process its own PAGER_OUTBOX_PATH",
+        )
         self.outbox = Outbox(state)
         self.ledger = Ledger(state.with_name("sent.jsonl"))
         self.dead_letter_path = state.with_name("dead-letter.jsonl")
@@ -247,6 +253,7 @@ class Courier:
                 await self._drainer
             self._drainer = None
         await self._client.aclose()
+        self._lock.release()
 
     async def deliver(self, page: StoredPage, *, durable: bool) -> Delivery:
         """Send with retries; when the pager stays down, queue (durable) or give it back."""
