@@ -90,7 +90,7 @@ class AgentProcess:
         raise AssertionError(f"{self.name} not ready:\n{self.logs()}")
 
     def checkout(self) -> Path:
-        return next((self.dir / "work").iterdir())
+        return next(p for p in (self.dir / "work").iterdir() if p.is_dir())
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")

@@ -63,7 +63,7 @@ def test_auto_heal_cannot_loop() -> None:
     cond = " ".join(heal["if"].split())
     for guard in (
         "github.event.workflow_run.conclusion == 'success'",
-        "github.event.workflow_run.event != 'pull_request'",
+        "github.event.workflow_run.event == 'push'",
         "github.event.workflow_run.head_commit.author.name != 'auto-healer'",
         "!contains(github.event.workflow_run.head_commit.message, 'Healed-By: auto-healer')",
         "github.event.workflow_run.head_repository.full_name == github.repository",

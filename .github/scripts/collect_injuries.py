@@ -61,8 +61,12 @@ def from_artifact(run_id: str) -> tuple[str, str]:
         result = gh("run", "download", run_id, "--repo", env("GITHUB_REPOSITORY"), *name)
         if result.returncode != 0:
             return "", f"run {run_id} has no artifact '{env('AUDIT_ARTIFACT')}': nothing to heal"
-        files = sorted(p for p in Path(tmp).rglob("*") if p.suffix in (".json", ".jsonl"))
-        return "\n".join(p.read_text(encoding="utf-8") for p in files), ""
+        # Only the injuries: other JSON files an audit may upload (a summary) are not injuries.
+        files = sorted(
+            p for p in Path(tmp).rglob("*") if p.name == "injuries.json" or p.suffix == ".jsonl"
+        )
+        injuries = [i for p in files for i in parse(p.read_text(encoding="utf-8"))]
+        return json.dumps(injuries), ""
 
 
 def main() -> int:

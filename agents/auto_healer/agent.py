@@ -210,25 +210,34 @@ class Agent:
         self._spawn(self._process(msg.data, msg.headers))
 
     async def _pull_loop(self, psub: Any) -> None:
-        """Fetch as many messages as there are free slots, and no more (none waits unhandled)."""
-        while True:
+        """Fetch as many messages as there are free slots, and no more (none waits unhandled).
+
+        The stop is checked after every wait: nats-py's fetch may swallow a cancellation.
+        """
+        while not self.stopping.is_set():
             await self._slots.acquire()
             slots = 1
             while slots < self.settings.max_in_flight and not self._slots.locked():
                 await self._slots.acquire()
                 slots += 1
-            try:
-                msgs = await psub.fetch(batch=slots, timeout=1.0)
-            except nats.errors.TimeoutError:
-                msgs = []
-            except Exception as exc:  # reconnecting, server restarting: wait and go on
-                log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
-                msgs = []
-                await asyncio.sleep(0.5)
+            msgs: list[Any] = []
+            if not self.stopping.is_set():
+                try:
+                    msgs = await psub.fetch(batch=slots, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    pass
+                except Exception as exc:  # reconnecting, server restarting: wait and go on
+                    log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+                    await asyncio.sleep(0.5)
             for _ in range(slots - len(msgs)):
                 self._slots.release()
             for msg in msgs:
-                self._spawn(self._process_js(msg))
+                if self.stopping.is_set():  # fetched as the stop came: hand it back at once
+                    self._slots.release()
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                else:
+                    self._spawn(self._process_js(msg))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -18,7 +18,7 @@ import structlog
 from auto_healer import __version__
 from auto_healer.bloodstream import redact_url
 from auto_healer.contracts import parse_injury, read_injuries
-from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.logs import configure_logging
 from auto_healer.oneshot import heal_once
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
@@ -261,12 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(env.log_format if env else "auto", env.log_level if env else "info")
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, InjuryRejected) as exc:
         print(f"auto-healer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except InjuryRejected as exc:
+    except (TransientError, HealFailed) as exc:  # e.g. the remote is unreachable at start-up
         print(f"auto-healer: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
     return code

@@ -45,7 +45,17 @@ def heal_once(
     print(render(outcomes, fmt, escalations_to=where, pages=pages))
     _github_step_outputs(outcomes, where)
     refused = deliveries.count(Delivery.DEAD_LETTERED)
-    return exit_ok([consequence(o) for o in outcomes], pages_refused=refused)
+    # A runner's state dir is thrown away after the job: pages waiting in its outbox would be
+    # lost without a word, so there they fail the job instead.
+    ephemeral = os.environ.get("GITHUB_ACTIONS") == "true"
+    stranded = pager.pending if pager is not None and not pager.dry_run and ephemeral else 0
+    if stranded:
+        print(
+            f"auto-healer: {stranded} page(s) could not be delivered and this runner's "
+            "outbox is discarded after the job",
+            file=sys.stderr,
+        )
+    return exit_ok([consequence(o) for o in outcomes], pages_refused=refused + stranded)
 
 
 async def _heal_and_page(

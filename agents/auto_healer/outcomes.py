@@ -168,7 +168,7 @@ def announce(settle: Settle) -> bool:
 
 
 def exit_ok(consequences: list[Consequence], *, pages_refused: int) -> bool:
-    """The one-shot's exit status: every outcome fine, and no page refused by the pager."""
+    """The one-shot's exit status: every outcome fine, and no page refused or stranded."""
     return all(c.ok for c in consequences) and pages_refused == 0
 
 
