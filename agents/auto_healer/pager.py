@@ -208,6 +208,9 @@ def build_body(
     return event.model_dump(mode="json", by_alias=True, exclude=None if links else {"links"})
 
 
+PLANNED_KEPT = 10_000  # the requests a dry-run keeps to show (memory stays bounded)
+
+
 class Pager:
     """Decides and sends the pages of outcomes; see the module docstring for the guarantees."""
 
@@ -296,10 +299,11 @@ class Pager:
         )
         page = StoredPage(injury_id=ident[0], action=action.value, dedup_key=key, body=body, at=now)
         mine = self._mark(key, action.value, now)
-        if self._courier is None:
-            self._planned_ids.add(ident)
-            key_shown = REDACTED if self._routing_key else None
-            self._planned.append(wire_request(_redact_url(self.url), body, key_shown))
+        if self._courier is None:  # a long dry-run agent keeps the first plans only
+            if len(self._planned) < PLANNED_KEPT:
+                self._planned_ids.add(ident)
+                key_shown = REDACTED if self._routing_key else None
+                self._planned.append(wire_request(_redact_url(self.url), body, key_shown))
             return Delivery.PLANNED
         self._inflight.add(ident)
         try:
