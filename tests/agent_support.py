@@ -151,3 +151,12 @@ def seed_dirs(work: Path, names: Iterable[str]) -> None:
 
 def remote_tree(remote: Path) -> list[str]:
     return git(remote, "ls-tree", "-r", "--name-only", "main").split()
+
+
+async def consumer_info(url: str) -> Any:
+    """The state of the agents' durable consumer `auto-healer`, read on a fresh connection."""
+    nc = await nats.connect(url)
+    try:
+        return await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")
+    finally:
+        await nc.drain()

@@ -11,7 +11,7 @@ import nats
 import pytest
 from auto_healer.embedded import NatsServer
 
-from tests.agent_support import AgentProcess, Events, remote_tree, seed_dirs
+from tests.agent_support import AgentProcess, Events, consumer_info, remote_tree, seed_dirs
 from tests.conftest import git, injury
 
 pytestmark = pytest.mark.timeout(120)
@@ -185,14 +185,11 @@ async def test_no_injury_lost_when_nats_restarts(
         await _publish(
             nats_server.url, *[_payload(f"core/src/{n}/") for n in names[6:]], jetstream=True
         )
-        nc = await nats.connect(nats_server.url)
-        js = nc.jetstream()
         for _ in range(300):
-            c = await js.consumer_info("AURA_INJURIES", "auto-healer")
+            c = await consumer_info(nats_server.url)
             if c.num_pending == 0 and c.num_ack_pending == 0:
                 break
             await asyncio.sleep(0.1)
-        await nc.drain()
         assert (c.num_pending, c.num_ack_pending) == (0, 0)
         git(work, "pull", "-q")
         assert not [n for n in names if (work / "core" / "src" / n).exists()]
@@ -257,9 +254,7 @@ async def test_heal_cut_off_by_deadline_is_redelivered_and_checkout_clean(
         await asyncio.sleep(1.0)
         assert await asyncio.to_thread(agent.terminate) == 0
         assert git(agent.checkout(), "status", "--porcelain") == ""
-        nc = await nats.connect(nats_server.url)
-        c = await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")
-        await nc.drain()
+        c = await consumer_info(nats_server.url)
         assert c.num_pending + c.num_ack_pending + c.num_redelivered >= 1
         assert c.delivered.stream_seq == 1 and c.ack_floor.stream_seq == 0
     finally:

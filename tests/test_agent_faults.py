@@ -11,17 +11,10 @@ from pathlib import Path
 import nats
 from auto_healer.embedded import NatsServer, free_port
 
-from tests.agent_support import AgentProcess, Events
+from tests.agent_support import AgentProcess, Events, consumer_info
 from tests.conftest import injury
 from tests.pager_receiver import Receiver
 from tests.test_agent import _payload, _publish, _slow_playbooks
-
-
-async def _consumer(url: str) -> object:
-    nc = await nats.connect(url)
-    info = await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")
-    await nc.drain()
-    return info
 
 
 async def test_heal_longer_than_ack_wait_is_not_redelivered(
@@ -49,9 +42,9 @@ async def test_heal_longer_than_ack_wait_is_not_redelivered(
         await events.wait_for(1, timeout_s=30)
         await asyncio.sleep(2.0)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
-        c = await _consumer(nats_server.url)
-        assert c.num_redelivered == 0  # type: ignore[attr-defined]
-        assert c.num_ack_pending == 0  # type: ignore[attr-defined]
+        c = await consumer_info(nats_server.url)
+        assert c.num_redelivered == 0
+        assert c.num_ack_pending == 0
     finally:
         await events.close()
         agent.kill()
@@ -84,8 +77,8 @@ async def test_heal_is_announced_and_resolve_queued_while_pager_is_down(
         while not receiver.delivered and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert [p["event_action"] for p in receiver.delivered] == ["resolve"]
-        c = await _consumer(nats_server.url)
-        assert (c.num_pending, c.num_ack_pending) == (0, 0)  # type: ignore[attr-defined]
+        c = await consumer_info(nats_server.url)
+        assert (c.num_pending, c.num_ack_pending) == (0, 0)
     finally:
         await events.close()
         receiver.stop()
@@ -147,9 +140,9 @@ async def test_sigterm_takes_no_new_injury(
         assert time.monotonic() - started < 10
         await asyncio.sleep(0.5)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
-        c = await _consumer(nats_server.url)
-        assert c.ack_floor.stream_seq == 1  # type: ignore[attr-defined]
-        assert c.num_pending + c.num_ack_pending == 1  # type: ignore[attr-defined]
+        c = await consumer_info(nats_server.url)
+        assert c.ack_floor.stream_seq == 1
+        assert c.num_pending + c.num_ack_pending == 1
     finally:
         await events.close()
         agent.kill()

@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 from auto_healer.embedded import NatsServer, free_port
 
-from tests.agent_support import AgentProcess, Events
+from tests.agent_support import AgentProcess, Events, consumer_info
 from tests.conftest import injury
 from tests.pager_receiver import Receiver
 
@@ -93,9 +93,7 @@ async def test_jetstream_naks_while_pager_down_and_pages_once_when_back(
         await asyncio.sleep(1.0)
         assert len(receiver.delivered) == 1
         assert [e["event_type"] for e in events.items] == ["injury_escalated"]
-        nc = await nats.connect(nats_server.url)
-        c = await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")
-        await nc.drain()
+        c = await consumer_info(nats_server.url)
         assert (c.num_pending, c.num_ack_pending) == (0, 0)
         assert c.num_redelivered >= 0 and c.delivered.consumer_seq >= 2
     finally:
