@@ -6,9 +6,10 @@ import ssl
 from pathlib import Path
 
 import pytest
-from auto_healer.bloodstream import connect, connect_options, redact_url
+from auto_healer.bloodstream import connect, connect_options
 from auto_healer.embedded import NatsServer
 from auto_healer.errors import ConfigError
+from auto_healer.logs import redact_url
 from auto_healer.settings import load_settings
 
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -7,7 +7,6 @@ NATS hiccup is logged and counted, never raised into the heal loop.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from tenacity import (
 
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.errors import ConfigError
+from auto_healer.logs import redact_url
 from auto_healer.metrics import Metrics
 from auto_healer.settings import Settings
 
@@ -51,11 +51,6 @@ TRANSIENT_NATS = (
     nats.errors.FlushTimeoutError,
     nats.errors.ConnectionReconnectingError,
 )
-
-
-def redact_url(url: str) -> str:
-    """Server URLs without user:password@ (safe for logs and errors)."""
-    return re.sub(r"(?<=://)[^/@,]+@", "", url)
 
 
 def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any]:
@@ -122,6 +117,14 @@ async def connect(
     return nc
 
 
+async def injury_stream(js: JetStreamContext) -> str | None:
+    """The name of the stream that captures `aura.hive.injury`, if there is one."""
+    try:
+        return str(await js.find_stream_name_by_subject(SUBJECT_INJURY))
+    except NotFoundError:
+        return None
+
+
 async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: float) -> str:
     """Make sure a stream captures injuries, plus the dead-letter stream and the durable consumer.
 
@@ -129,10 +132,7 @@ async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: 
     injuries across a restart; one that cannot (memory storage, sealed) is a clear error and is
     never changed. Returns the name of the injury stream.
     """
-    try:
-        stream = await js.find_stream_name_by_subject(SUBJECT_INJURY)
-    except NotFoundError:
-        stream = None
+    stream = await injury_stream(js)
     if stream is None:
         stream = STREAM
         await js.add_stream(
@@ -204,13 +204,12 @@ async def open_intake(
     are used (an existing consumer may differ from the settings).
     """
     if dry_run:
-        try:
-            stream = await js.find_stream_name_by_subject(SUBJECT_INJURY)
-        except NotFoundError:
+        stream = await injury_stream(js)
+        if stream is None:
             raise ConfigError(
                 f"no stream captures {SUBJECT_INJURY}; a dry-run creates none "
                 "(run without --dry-run once, or without --jetstream)"
-            ) from None
+            )
         psub = await js.pull_subscribe(
             SUBJECT_INJURY,
             durable=None,

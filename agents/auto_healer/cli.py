@@ -16,10 +16,9 @@ from pathlib import Path
 import structlog
 
 from auto_healer import __version__
-from auto_healer.bloodstream import redact_url
 from auto_healer.contracts import parse_injury, read_injuries
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
-from auto_healer.logs import configure_logging
+from auto_healer.logs import configure_logging, redact_url
 from auto_healer.oneshot import heal_once
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -30,6 +29,7 @@ from auto_healer.checkout import Checkout, safe_ref
 from auto_healer.contracts import ParsedInjury, parse_injury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected, normalise
 from auto_healer.playbooks import Playbook, Playbooks
@@ -301,7 +301,7 @@ def repo_key(checkout: Checkout) -> str:
         url = str(checkout.repo.remotes[checkout.remote].url)
     except (IndexError, ValueError):
         return str(checkout.root)
-    return re.sub(r"(?<=://)[^/@]+@", "", url)
+    return redact_url(url)
 
 
 def _path(parsed: ParsedInjury) -> str:

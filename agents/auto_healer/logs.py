@@ -4,6 +4,7 @@ JSON lines otherwise, always on stderr so stdout stays the report."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Literal, TextIO, cast
 
@@ -44,3 +45,8 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+def redact_url(url: str) -> str:
+    """URLs (one, or a comma-separated list) without user:password@: safe for logs and events."""
+    return re.sub(r"(?<=://)[^/@,]+@", "", url)

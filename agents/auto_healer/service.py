@@ -13,12 +13,13 @@ from typing import Any
 import structlog
 
 from auto_healer.agent import Agent
-from auto_healer.bloodstream import connect, redact_url
+from auto_healer.bloodstream import connect
 from auto_healer.checkout import open_checkout
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
 from auto_healer.embedded import LOOPBACK, NatsServer
 from auto_healer.errors import ConfigError
 from auto_healer.healer import Healer
+from auto_healer.logs import redact_url
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir

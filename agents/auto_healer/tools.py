@@ -9,8 +9,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from auto_healer.bloodstream import connect, redact_url
+from auto_healer.bloodstream import connect
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
+from auto_healer.logs import redact_url
 from auto_healer.settings import Settings
 
 
