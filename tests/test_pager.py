@@ -14,7 +14,7 @@ import structlog
 from auto_healer.contracts import parse_injury_obj
 from auto_healer.errors import ConfigError
 from auto_healer.outcomes import Kind, Outcome, PageAction, consequence
-from auto_healer.pager import Delivery, Pager, dedup_key
+from auto_healer.pager import Pager, PageResult, dedup_key
 from auto_healer.settings import Settings, load_settings
 
 from tests.conftest import injury
@@ -164,8 +164,8 @@ async def test_a_storm_of_1000_identical_injuries_pages_once(
     started = time.monotonic()
     results = await asyncio.gather(*(pager.notify(o, PageAction.TRIGGER) for o in storm))
     assert time.monotonic() - started < 1.0
-    assert results.count(Delivery.SENT) == 1
-    assert results.count(Delivery.GROUPED) == 999
+    assert results.count(PageResult.SENT) == 1
+    assert results.count(PageResult.GROUPED) == 999
     assert len(receiver.requests) == 1
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from auto_healer.outcomes import Kind, PageAction
-from auto_healer.pager import Delivery, Pager
+from auto_healer.pager import Pager, PageResult
 
 from tests.pager_receiver import Answer, Receiver
 from tests.test_pager import KEY, outcome, settings_for
@@ -43,9 +43,9 @@ async def test_receiver_down_then_up_every_page_arrives_once(
         receiver.stop()
         problems = [outcome(path=f"core/src/dir{i}/") for i in range(5)]
         for o in problems:
-            assert await p.notify(o, PageAction.TRIGGER) == Delivery.QUEUED
+            assert await p.notify(o, PageAction.TRIGGER) == PageResult.QUEUED
         healed = outcome(Kind.HEALED, "pushed", path="core/src/dir0/", timestamp=2.0)
-        assert await p.notify(healed, PageAction.RESOLVE) == Delivery.QUEUED
+        assert await p.notify(healed, PageAction.RESOLVE) == PageResult.QUEUED
         assert p.pending == 6
         await asyncio.sleep(2.0)  # "a minute" down, with the drainer retrying meanwhile
         receiver.start()
@@ -73,7 +73,7 @@ async def test_outbox_survives_a_restart_and_is_sent_exactly_once(
     receiver.stop()
     problems = [outcome(path=f"core/src/dir{i}/") for i in range(3)]
     for o in problems:
-        assert await first.notify(o, PageAction.TRIGGER) == Delivery.QUEUED
+        assert await first.notify(o, PageAction.TRIGGER) == PageResult.QUEUED
     await first.aclose()  # the process ends with the pager still down
     outbox_text = (tmp_path / "pager" / "outbox.jsonl").read_text()
     assert len(outbox_text.splitlines()) == 3
@@ -86,7 +86,7 @@ async def test_outbox_survives_a_restart_and_is_sent_exactly_once(
     try:
         await eventually(lambda: second.pending == 0)
         for o in problems:
-            assert await second.notify(o, PageAction.TRIGGER) == Delivery.DUPLICATE
+            assert await second.notify(o, PageAction.TRIGGER) == PageResult.DUPLICATE
     finally:
         await second.aclose()
     third = Pager(settings, dry_run=False)
@@ -130,7 +130,7 @@ async def test_a_storm_while_the_pager_is_down_queues_one_page(
         receiver.stop()
         storm = [outcome(timestamp=1735920000.0 + i / 1000) for i in range(1000)]
         results = await asyncio.gather(*(p.notify(o, PageAction.TRIGGER) for o in storm))
-        assert Counter(results) == {Delivery.QUEUED: 1, Delivery.GROUPED: 999}
+        assert Counter(results) == {PageResult.QUEUED: 1, PageResult.GROUPED: 999}
         receiver.start()
         await eventually(lambda: p.pending == 0)
     finally:
@@ -146,7 +146,7 @@ async def test_a_long_retry_after_is_honoured_by_the_outbox(
     await p.start()
     try:
         receiver.script(Answer(429, headers={"Retry-After": "1"}))
-        assert await p.notify(outcome(), PageAction.TRIGGER) == Delivery.QUEUED
+        assert await p.notify(outcome(), PageAction.TRIGGER) == PageResult.QUEUED
         await eventually(lambda: p.pending == 0)
     finally:
         await p.aclose()
@@ -163,7 +163,7 @@ async def test_a_refused_page_in_the_outbox_is_dead_lettered_not_resent(
     await p.start()
     try:
         receiver.script(Answer(500), Answer(400, body='{"errors":["payload invalid"]}'))
-        assert await p.notify(outcome(), PageAction.TRIGGER) == Delivery.QUEUED
+        assert await p.notify(outcome(), PageAction.TRIGGER) == PageResult.QUEUED
         await eventually(lambda: p.pending == 0)
         await asyncio.sleep(0.2)
     finally:

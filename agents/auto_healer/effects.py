@@ -20,7 +20,7 @@ from auto_healer.outcomes import (
     page_durably,
     settlement,
 )
-from auto_healer.pager import Delivery, Pager
+from auto_healer.pager import Pager, PageResult
 from auto_healer.report import outcome_dict
 
 
@@ -66,7 +66,7 @@ class Effects:
                 durable=page_durably(c, can_redeliver=redeliverable),
             )
             self.metrics.pages.labels(delivery=delivery.value).inc()
-            delivered = delivery is not Delivery.UNDELIVERED
+            delivered = delivery is not PageResult.UNDELIVERED
         dead_lettered = True
         if c.dead_letter and not self.dry_run:
             dead_lettered = await self._dead_letter(outcome, data, headers)

@@ -14,7 +14,7 @@ from auto_healer.contracts import ParsedInjury
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
 from auto_healer.outcomes import Kind, Outcome, consequence, exit_ok
-from auto_healer.pager import Delivery, Pager
+from auto_healer.pager import Pager, PageResult
 from auto_healer.playbooks import load_playbooks
 from auto_healer.report import Format, render, summary
 from auto_healer.settings import Settings
@@ -44,7 +44,7 @@ def heal_once(
     pages = pager.planned_requests() if pager is not None and pager.dry_run else None
     print(render(outcomes, fmt, escalations_to=where, pages=pages))
     _github_step_outputs(outcomes, where)
-    refused = deliveries.count(Delivery.DEAD_LETTERED)
+    refused = deliveries.count(PageResult.DEAD_LETTERED)
     # A runner's state dir is thrown away after the job: pages waiting in its outbox would be
     # lost without a word, so there they fail the job instead.
     ephemeral = os.environ.get("GITHUB_ACTIONS") == "true"
@@ -64,11 +64,11 @@ async def _heal_and_page(
     pager: Pager | None,
     *,
     repo: str | None,
-) -> tuple[list[Outcome], list[Delivery]]:
+) -> tuple[list[Outcome], list[PageResult]]:
     """Heal every entry; with a pager, page each outcome as it comes (trigger or resolve)."""
     if pager is None:
         return await _heal_all(healer, entries, dry_run=healer.dry_run), []
-    deliveries: list[Delivery] = []
+    deliveries: list[PageResult] = []
 
     async def page(outcome: Outcome) -> None:
         deliveries.append(await pager.notify(outcome, consequence(outcome).page, repo=repo))
@@ -83,9 +83,9 @@ async def _heal_and_page(
     return outcomes, deliveries
 
 
-def _pages_summary(pager: Pager, deliveries: Sequence[Delivery]) -> str:
+def _pages_summary(pager: Pager, deliveries: Sequence[PageResult]) -> str:
     """Where escalations went: the pager's host (never its key) and what became of each page."""
-    counts = Counter(d.value for d in deliveries if d is not Delivery.NONE)
+    counts = Counter(d.value for d in deliveries if d is not PageResult.NONE)
     done = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to page"
     if pager.dry_run:
         return f"{pager.destination} (dry-run, nothing sent: {done})"

@@ -1,4 +1,4 @@
-"""Delivery of pages that loses nothing and sends nothing twice.
+"""PageResult of pages that loses nothing and sends nothing twice.
 
 `Courier` retries transient failures only (429 honouring `Retry-After`, 5xx, timeouts,
 connection errors); a refused page (other 4xx) is logged with the answer and dead-lettered. When
@@ -45,7 +45,7 @@ LEDGER_KEEP = 50_000
 RESPONSE_SHOWN_CHARS = 2000
 
 
-class Delivery(StrEnum):
+class PageResult(StrEnum):
     """What became of one page."""
 
     SENT = "sent"
@@ -255,11 +255,11 @@ class Courier:
         await self._client.aclose()
         self._lock.release()
 
-    async def deliver(self, page: StoredPage, *, durable: bool) -> Delivery:
+    async def deliver(self, page: StoredPage, *, durable: bool) -> PageResult:
         """Send with retries; when the pager stays down, queue (durable) or give it back."""
         if durable and len(self.outbox):  # keep the order: queue behind pages still waiting
             self.outbox.add(page)
-            return Delivery.QUEUED
+            return PageResult.QUEUED
         try:
             async for attempt in self._retrying():
                 with attempt:
@@ -267,16 +267,16 @@ class Courier:
         except (_Answered, httpx.TransportError) as exc:
             if isinstance(exc, _Answered) and not exc.transient:
                 self._dead_letter(page, exc)
-                return Delivery.DEAD_LETTERED
+                return PageResult.DEAD_LETTERED
             error = str(exc) or type(exc).__name__
             log.warning("page_not_delivered", dedup_key=page.dedup_key, error=error)
             self._not_before_s = time.monotonic() + (_retry_after(exc) or 0.0)
             if not durable:
-                return Delivery.UNDELIVERED
+                return PageResult.UNDELIVERED
             self.outbox.add(page)
-            return Delivery.QUEUED
+            return PageResult.QUEUED
         self._sent(page)
-        return Delivery.SENT
+        return PageResult.SENT
 
     async def flush(self) -> bool:
         """One pass over the outbox, oldest first, one attempt each; True when it is empty."""

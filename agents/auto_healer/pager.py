@@ -23,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from auto_healer import __version__
 from auto_healer.contracts import Severity
 from auto_healer.errors import ConfigError, InjuryRejected
-from auto_healer.outbox import Courier, Delivery, HttpRequest, StoredPage
+from auto_healer.outbox import Courier, HttpRequest, PageResult, StoredPage
 from auto_healer.outcomes import Outcome, PageAction
 from auto_healer.paths import normalise
 from auto_healer.settings import Settings
 
-__all__ = ["Delivery", "Pager", "dedup_key"]
+__all__ = ["PageResult", "Pager", "dedup_key"]
 log = structlog.get_logger("auto_healer.pager")
 
 REDACTED = "**********"
@@ -278,22 +278,22 @@ class Pager:
 
     async def notify(
         self, outcome: Outcome, action: PageAction, *, repo: str | None = None, durable: bool = True
-    ) -> Delivery:
-        """Page (trigger or resolve) for one outcome; `Delivery` says what became of it."""
+    ) -> PageResult:
+        """Page (trigger or resolve) for one outcome; `PageResult` says what became of it."""
         if action is PageAction.NONE or outcome.injury is None:
-            return Delivery.NONE
+            return PageResult.NONE
         inj, repo = outcome.injury.injury, _clean_repo(repo)
         key = dedup_key(inj.injury_type, inj.affected_path, repo)
         ident = (outcome.injury.id, action.value)
         # Everything up to the send is decided without an await: concurrent calls see it.
         if self._is_duplicate(ident):
-            return Delivery.DUPLICATE
+            return PageResult.DUPLICATE
         before, now = self._groups.get(key), time.time()
         if self._suppressed(before, action, now):
             if before is not None and action is PageAction.TRIGGER:
                 self._groups[key] = replace(before, grouped=before.grouped + 1)
             log.info("page_grouped", dedup_key=key, action=action.value)
-            return Delivery.GROUPED
+            return PageResult.GROUPED
         body = build_body(
             self.settings, outcome, action, key, repo, before.grouped if before else 0
         )
@@ -304,14 +304,14 @@ class Pager:
                 self._planned_ids.add(ident)
                 key_shown = REDACTED if self._routing_key else None
                 self._planned.append(wire_request(_redact_url(self.url), body, key_shown))
-            return Delivery.PLANNED
+            return PageResult.PLANNED
         self._inflight.add(ident)
         try:
             async with self._key_locks.setdefault(key, asyncio.Lock()):  # trigger, then resolve
                 delivery = await self._courier.deliver(page, durable=durable)
         finally:
             self._inflight.discard(ident)
-        if delivery is Delivery.UNDELIVERED and self._groups.get(key) is mine:
+        if delivery is PageResult.UNDELIVERED and self._groups.get(key) is mine:
             # The caller naks: the redelivery must page, not be grouped.
             if before is None:
                 del self._groups[key]
