@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import structlog
 from auto_healer.contracts import parse_injury_obj
+from auto_healer.decision import Context, PageAction, decide
 from auto_healer.errors import ConfigError
-from auto_healer.outcomes import Kind, Outcome, PageAction, consequence
+from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pager import Pager, PageResult, dedup_key
 from auto_healer.settings import Settings, load_settings
 
@@ -123,7 +124,7 @@ async def test_later_heal_resolves_the_same_incident(pager: Pager, receiver: Rec
     """A trigger and a later healed injury with the same key share one dedup_key; resolve."""
     await pager.notify(outcome(auto_heal=False), PageAction.TRIGGER)
     healed = outcome(Kind.HEALED, "pushed abc to main", timestamp=1735920099.0)
-    assert consequence(healed).page is PageAction.RESOLVE
+    assert decide(healed, Context(pager=True)).page is PageAction.RESOLVE
     assert await pager.notify(healed, PageAction.RESOLVE) == "sent"
     trigger, resolve = (r.json for r in receiver.requests)
     assert resolve == {
@@ -151,7 +152,7 @@ async def test_none_action_and_unparseable_payloads_page_nothing(
     """PageAction.NONE and a rejected payload without an injury are never paged."""
     assert await pager.notify(outcome(Kind.SKIPPED, "healthy"), PageAction.NONE) == "none"
     rejected = Outcome(Kind.REJECTED, "payload is not valid JSON", raw=b"{")
-    assert consequence(rejected).page is PageAction.NONE
+    assert decide(rejected, Context(pager=True)).page is PageAction.NONE
     assert await pager.notify(rejected, PageAction.TRIGGER) == "none"
     assert receiver.requests == []
 

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from auto_healer.outcomes import Kind, PageAction
+from auto_healer.decision import PageAction
+from auto_healer.outcomes import Kind
 from auto_healer.pager import Pager, PageResult
 
 from tests.pager_receiver import Answer, Receiver

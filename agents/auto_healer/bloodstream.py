@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,21 +82,39 @@ def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any
     return opts
 
 
+def _noop() -> None:
+    return None
+
+
 async def connect(
-    settings: Settings, url: str, *, name: str, initial_attempts: int = 5, **callbacks: Any
+    settings: Settings,
+    url: str,
+    *,
+    name: str,
+    initial_attempts: int = 5,
+    on_disconnected: Callable[[], None] = _noop,
+    on_reconnected: Callable[[], None] = _noop,
+    on_closed: Callable[[], None] = _noop,
 ) -> Any:
     """Connect, giving up after `initial_attempts` tries (a clear error for a wrong URL or
-    credentials), then reconnect forever; disconnects and reconnects are logged."""
+    credentials), then reconnect forever; disconnects, reconnects and a close are logged and
+    reported to the `on_*` callbacks (the agent's liveness)."""
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
             log.warning("nats_disconnected")
+            on_disconnected()
 
     async def reconnected() -> None:
         log.info(
             "nats_reconnected",
             server=redact_url(str(nc.connected_url.geturl() if nc.connected_url else "")),
         )
+        on_reconnected()
+
+    async def closed() -> None:
+        log.warning("nats_connection_closed")
+        on_closed()
 
     async def error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc) or type(exc).__name__)
@@ -103,9 +122,9 @@ async def connect(
     cbs: dict[str, Any] = {
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
+        "closed_cb": closed,
         "error_cb": error,
     }
-    cbs.update(callbacks)
     try:
         opts = connect_options(settings, url, name=name)
         nc = await nats.connect(**{**opts, "max_reconnect_attempts": initial_attempts}, **cbs)

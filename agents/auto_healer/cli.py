@@ -17,7 +17,7 @@ import structlog
 
 from auto_healer import __version__
 from auto_healer.contracts import parse_injury, read_injuries
-from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.logs import configure_logging, redact_url
 from auto_healer.oneshot import heal_once
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, InjuryRejected) as exc:
         print(f"auto-healer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (TransientError, HealFailed) as exc:  # e.g. the remote is unreachable at start-up
+    except (TransientError, HealFailed, LinkLost) as exc:  # e.g. the remote is unreachable
         print(f"auto-healer: error: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:

@@ -1,106 +1,100 @@
-"""What follows an outcome, carried out: the page, the dead letter, the outcome event and the
-settling of the message, in that order, as `outcomes` decides them."""
+"""A decision, carried out: the page, the dead letter, the outcome event and the settling of
+the message, in that order. Nothing here decides; `decision` did."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from auto_healer.bloodstream import DEAD_LETTER_SUBJECT, Publisher
 from auto_healer.contracts import DomainEvent, event_subject
+from auto_healer.decision import Decision, PageAction, Settle
 from auto_healer.metrics import Metrics
-from auto_healer.outcomes import (
-    Outcome,
-    PageAction,
-    Settle,
-    announce,
-    consequence,
-    nak_delay_s,
-    page_durably,
-    settlement,
-)
+from auto_healer.outcomes import Outcome
 from auto_healer.pager import Pager, PageResult
 from auto_healer.report import outcome_dict
+from auto_healer.sources import Delivery
+
+log = structlog.get_logger("auto_healer.effects")
+
+
+@dataclass(frozen=True)
+class Done:
+    """What was actually done for one outcome (the event reports this, not the intention)."""
+
+    page: PageResult
+    dead_lettered: bool | None  # None: no dead letter was due
+    settle: Settle
+    announced: bool
 
 
 class Effects:
-    """Carries out the consequence of each outcome for the agent."""
+    """Carries out decisions for the agent: one call per delivery, one settlement each."""
 
     def __init__(
-        self,
-        publisher: Publisher,
-        pager: Pager | None,
-        metrics: Metrics,
-        *,
-        js: Any,
-        repo_key: str,
-        dry_run: bool,
+        self, publisher: Publisher, pager: Pager | None, metrics: Metrics, *, js: Any, repo: str
     ) -> None:
         self.publisher, self.pager, self.metrics = publisher, pager, metrics
-        self.js, self.repo_key, self.dry_run = js, repo_key, dry_run
+        self.js, self.repo = js, repo
 
-    async def carry_out(
-        self,
-        outcome: Outcome,
-        data: bytes,
-        headers: Mapping[str, str] | None,
-        msg: Any,
-        deliveries: int,
-        *,
-        max_deliver: int,
-    ) -> None:
-        """Carry out what `outcomes` decided: page, dead letter, event, then ack/nak/term."""
-        redeliverable = msg is not None and deliveries < max_deliver
-        c = consequence(
-            outcome,
-            can_redeliver=redeliverable,
-            out_of_deliveries=msg is not None and not redeliverable,
-        )
-        delivered = True
-        if c.page is not PageAction.NONE and self.pager is not None:
-            delivery = await self.pager.notify(
-                outcome,
-                c.page,
-                repo=self.repo_key,
-                durable=page_durably(c, can_redeliver=redeliverable),
+    async def carry_out(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> Done:
+        """Page, dead-letter, announce, then settle the delivery exactly once."""
+        page = PageResult.NONE
+        if decision.page is not PageAction.NONE and self.pager is not None:
+            page = await self.pager.notify(
+                outcome, decision.page, repo=self.repo, durable=decision.page_durable
             )
-            self.metrics.pages.labels(delivery=delivery.value).inc()
-            delivered = delivery is not PageResult.UNDELIVERED
-        dead_lettered = True
-        if c.dead_letter and not self.dry_run:
-            dead_lettered = await self._dead_letter(outcome, data, headers)
-        settle = settlement(
-            c, can_redeliver=redeliverable, page_delivered=delivered, dead_lettered=dead_lettered
+            self.metrics.pages.labels(delivery=page.value).inc()
+        dead_lettered: bool | None = None
+        if decision.dead_letter:
+            dead_lettered = await self._dead_letter(outcome, delivery)
+        settle = decision.final(
+            paged=page is not PageResult.UNDELIVERED, dead_lettered=dead_lettered is not False
         )
-        if announce(settle):
+        announced = decision.announce(settle)
+        done = Done(page, dead_lettered, settle, announced)
+        if announced:
             await self.publisher.publish(
-                event_subject(c.event_type), self._event(outcome, c.event_type, c.success)
+                event_subject(decision.event_type), self._event(outcome, decision, done)
             )
-        if msg is None:
-            return
-        if settle is Settle.ACK or self.dry_run:  # a dry-run's private consumer keeps nothing
-            await msg.ack()
-        elif settle is Settle.TERM:
-            await msg.term()
-        else:
-            await msg.nak(delay=nak_delay_s(deliveries))
+        await self._settle(delivery, decision, settle)
+        return done
 
-    async def _dead_letter(
-        self, outcome: Outcome, data: bytes, headers: Mapping[str, str] | None
-    ) -> bool:
-        dl_headers = {
+    async def _settle(self, delivery: Delivery, decision: Decision, settle: Settle) -> None:
+        try:
+            if settle is Settle.ACK:
+                await delivery.settler.ack()
+            elif settle is Settle.TERM:
+                await delivery.settler.term()
+            else:
+                await delivery.settler.nak(decision.nak_delay_s)
+        except Exception as exc:  # the server forgot it or the connection is gone: redelivered
+            log.warning("settle_failed", settle=settle.value, error=str(exc) or type(exc).__name__)
+
+    async def _dead_letter(self, outcome: Outcome, delivery: Delivery) -> bool:
+        headers = {
             "Auto-Healer-Reason": outcome.reason[:1000].replace("\n", " "),
             "Auto-Healer-Outcome": outcome.kind.value,
+            "Auto-Healer-Subject": delivery.subject,
         }
-        if headers and headers.get("Nats-Msg-Id"):
-            dl_headers["Auto-Healer-Injury-Id"] = headers["Nats-Msg-Id"]
-        return await self.publisher.publish(DEAD_LETTER_SUBJECT, data, dl_headers, js=self.js)
+        if outcome.injury_id:
+            headers["Auto-Healer-Injury-Id"] = outcome.injury_id
+        return await self.publisher.publish(DEAD_LETTER_SUBJECT, delivery.data, headers, js=self.js)
 
-    def _event(self, outcome: Outcome, event_type: str, success: bool) -> dict[str, Any]:
+    def _event(self, outcome: Outcome, decision: Decision, done: Done) -> dict[str, Any]:
         metadata = outcome_dict(outcome)
-        metadata["repo"] = self.repo_key
+        metadata["repo"] = self.repo
+        metadata["escalation"] = decision.page.value
+        metadata["page"] = done.page.value
+        metadata["dead_lettered"] = bool(done.dead_lettered)
+        metadata["settle"] = done.settle.value
         event = DomainEvent(
-            success=success, event_type=event_type, timestamp=time.time(), metadata=metadata
+            success=decision.success,
+            event_type=decision.event_type,
+            timestamp=time.time(),
+            metadata=metadata,
         )
         return event.model_dump(exclude_none=True)

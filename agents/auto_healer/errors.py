@@ -8,7 +8,8 @@ or give up.
     ├── ConfigError        bad settings or playbooks: fix and restart (exit 2)
     ├── InjuryRejected     the input is invalid or unsafe: never retried, nothing touched
     ├── TransientError     worth retrying (remote moved, network hiccup, timeout)
-    └── HealFailed         the heal could not be done (formatter broke, git refused)
+    ├── HealFailed         the heal could not be done (formatter broke, git refused)
+    └── LinkLost           the bloodstream connection is gone for good: restart the agent
 """
 
 from __future__ import annotations
@@ -32,3 +33,7 @@ class TransientError(HealerError):
 
 class HealFailed(HealerError):
     """The heal could not be completed and retrying will not help."""
+
+
+class LinkLost(HealerError):
+    """The NATS connection closed or stayed down too long; only a restart helps."""

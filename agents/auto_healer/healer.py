@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from tenacity import (
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout, safe_ref
-from auto_healer.contracts import ParsedInjury, parse_injury
+from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.logs import redact_url
@@ -57,19 +57,12 @@ class Healer:
         self.repo_key = repo_key(checkout)
         self._head_cache: tuple[float, str] | None = None
 
-    async def handle_message(self, data: bytes, headers: Mapping[str, str] | None) -> Outcome:
-        """Parse a raw bloodstream message and heal it; a bad payload becomes `rejected`."""
-        try:
-            parsed = parse_injury(data, headers)
-        except InjuryRejected as exc:
-            return Outcome(Kind.REJECTED, str(exc), raw=data, dry_run=self.dry_run)
-        return await self.handle(parsed)
-
     async def handle(self, parsed: ParsedInjury) -> Outcome:
         """Decide and carry out the heal of one valid injury; always returns an outcome."""
         with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
             outcome = await self._handle(parsed)
-            log.info(
+            bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
+            (log.warning if bad else log.info)(
                 "injury_outcome",
                 outcome=outcome.kind.value,
                 reason=outcome.reason,

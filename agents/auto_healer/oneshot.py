@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from auto_healer.checkout import open_checkout
 from auto_healer.contracts import ParsedInjury
+from auto_healer.decision import Context, Decision, decide, exit_ok
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.healer import Healer
-from auto_healer.outcomes import Kind, Outcome, consequence, exit_ok
+from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pager import Pager, PageResult
 from auto_healer.playbooks import load_playbooks
 from auto_healer.report import Format, render, summary
@@ -33,16 +34,20 @@ def heal_once(
                 f"{checkout.root}: has uncommitted changes to tracked files; commit or stash them"
             )
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
+        # The report is an escalation channel too: without a pager it lists what to look at.
+        context = Context(dry_run=settings.dry_run, pager=True)
         outcomes, deliveries = asyncio.run(
-            _heal_and_page(healer, entries, pager, repo=healer.repo_key)
+            _heal_and_page(healer, entries, pager, repo=healer.repo_key, context=context)
         )
+        decisions = [decide(o, context) for o in outcomes]
     finally:
         checkout.close()
     where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
     if pager is not None:
         where = _pages_summary(pager, deliveries)
     pages = pager.planned_requests() if pager is not None and pager.dry_run else None
-    print(render(outcomes, fmt, escalations_to=where, pages=pages))
+    escalations = [d.page.value for d in decisions]
+    print(render(outcomes, fmt, escalations_to=where, pages=pages, escalations=escalations))
     _github_step_outputs(outcomes, where)
     refused = deliveries.count(PageResult.DEAD_LETTERED)
     # A runner's state dir is thrown away after the job: pages waiting in its outbox would be
@@ -55,7 +60,7 @@ def heal_once(
             "outbox is discarded after the job",
             file=sys.stderr,
         )
-    return exit_ok([consequence(o) for o in outcomes], pages_refused=refused + stranded)
+    return exit_ok(decisions, pages_refused=refused + stranded)
 
 
 async def _heal_and_page(
@@ -64,6 +69,7 @@ async def _heal_and_page(
     pager: Pager | None,
     *,
     repo: str | None,
+    context: Context,
 ) -> tuple[list[Outcome], list[PageResult]]:
     """Heal every entry; with a pager, page each outcome as it comes (trigger or resolve)."""
     if pager is None:
@@ -71,7 +77,8 @@ async def _heal_and_page(
     deliveries: list[PageResult] = []
 
     async def page(outcome: Outcome) -> None:
-        deliveries.append(await pager.notify(outcome, consequence(outcome).page, repo=repo))
+        decision: Decision = decide(outcome, context)
+        deliveries.append(await pager.notify(outcome, decision.page, repo=repo))
 
     await pager.start()
     try:

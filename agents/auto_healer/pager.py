@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from auto_healer import __version__
 from auto_healer.contracts import Severity
+from auto_healer.decision import PageAction
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.outbox import Courier, HttpRequest, PageResult, StoredPage
-from auto_healer.outcomes import Outcome, PageAction
+from auto_healer.outcomes import Outcome
 from auto_healer.paths import normalise
 from auto_healer.settings import Settings
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from auto_healer.outcomes import Kind, Outcome, consequence
+from auto_healer.outcomes import Kind, Outcome
 
 Format = Literal["text", "json", "markdown"]
 FILES_SHOWN = 20
@@ -28,8 +28,9 @@ _LABEL = {
 }
 
 
-def outcome_dict(outcome: Outcome) -> dict[str, Any]:
-    """The JSON-ready form of one outcome (also the metadata of outcome events)."""
+def outcome_dict(outcome: Outcome, escalation: str | None = None) -> dict[str, Any]:
+    """The JSON-ready form of one outcome (also the metadata of outcome events); `escalation`
+    is what the decision told a human (trigger, resolve or none), when known."""
     injury = outcome.injury
     return {
         "injury_id": outcome.injury_id,
@@ -53,7 +54,7 @@ def outcome_dict(outcome: Outcome) -> dict[str, Any]:
         "commit_message": outcome.commit_message,
         "dry_run": outcome.dry_run,
         "attempts": outcome.attempts,
-        "escalation": consequence(outcome).page.value,
+        **({"escalation": escalation} if escalation is not None else {}),
     }
 
 
@@ -68,14 +69,16 @@ def render(
     *,
     escalations_to: str,
     pages: Sequence[dict[str, Any]] | None = None,
+    escalations: Sequence[str] | None = None,
 ) -> str:
     """Render a whole run; `escalations_to` says where escalations went, `pages` (dry-run) the
-    requests the pager would have sent, secrets redacted."""
+    requests the pager would have sent, secrets redacted, `escalations` each outcome's page."""
     if fmt == "json":
+        told = list(escalations) if escalations is not None else [None] * len(outcomes)
         doc = {
             "summary": summary(outcomes),
             "escalations_to": escalations_to,
-            "outcomes": [outcome_dict(o) for o in outcomes],
+            "outcomes": [outcome_dict(o, e) for o, e in zip(outcomes, told, strict=True)],
         }
         if pages is not None:
             doc["pages"] = list(pages)

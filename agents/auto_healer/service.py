@@ -1,28 +1,39 @@
-"""Assembles and runs the cluster agent from settings: NATS (given or embedded), checkout,
-coordinator, pager, healer. `auto-healer run` calls `serve()`."""
+"""Assembles and runs the cluster agent from settings: NATS (given or embedded), the source,
+checkout, coordinator, pager, healer, effects. `auto-healer run` calls `serve()`."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from auto_healer.admission import Gate
 from auto_healer.agent import Agent
-from auto_healer.bloodstream import connect
+from auto_healer.bloodstream import Publisher, connect, open_intake
 from auto_healer.checkout import open_checkout
+from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
+from auto_healer.effects import Effects
 from auto_healer.embedded import LOOPBACK, NatsServer
 from auto_healer.errors import ConfigError
 from auto_healer.healer import Healer
+from auto_healer.heartbeat import Heart
+from auto_healer.liveness import Liveness
 from auto_healer.logs import redact_url
+from auto_healer.metrics import Metrics
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
+from auto_healer.signing import verify
+from auto_healer.sources import Source
+from auto_healer.sources.nats_core import CoreSource
+from auto_healer.sources.nats_js import JetStreamSource
 
 log = structlog.get_logger("auto_healer.service")
 
@@ -48,7 +59,15 @@ async def serve(
             stack.callback(server.stop)
             url = server.url
             log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
-        nc = await connect(settings, url, name=f"auto-healer-{socket.gethostname()}-{os.getpid()}")
+        liveness = Liveness(max_disconnected_s=settings.nats_max_disconnected_s)
+        nc = await connect(
+            settings,
+            url,
+            name=f"auto-healer-{socket.gethostname()}-{os.getpid()}",
+            on_disconnected=liveness.disconnected,
+            on_reconnected=liveness.reconnected,
+            on_closed=liveness.closed,
+        )
         checkout = open_checkout(settings)
         stack.callback(checkout.close)
         coordinator = await _coordinator(settings, nc)
@@ -57,7 +76,23 @@ async def serve(
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)
-        agent = Agent(settings, healer, nc, pager=pager)
+        metrics = Metrics()
+        js = nc.jetstream() if settings.jetstream else None
+        source = await _source(settings, nc, js)
+        agent = Agent(
+            source=source,
+            healer=healer,
+            effects=Effects(Publisher(nc, metrics), pager, metrics, js=js, repo=healer.repo_key),
+            gate=Gate(_verifier(settings)),
+            link=nc,
+            liveness=liveness,
+            metrics=metrics,
+            max_in_flight=settings.max_in_flight,
+            grace_period_s=settings.grace_period_s,
+            heart=Heart(nc, metrics, settings.heartbeat_interval_s, lambda: agent.details()),
+            metrics_port=settings.metrics_port,
+            metrics_host=settings.metrics_host,
+        )
         log.info(
             "agent_starting",
             nats_url=redact_url(url),
@@ -71,6 +106,45 @@ async def serve(
             relay = asyncio.create_task(_relay(stop, agent.stopping))
             stack.callback(relay.cancel)
         await agent.run(install_signals=install_signals)
+
+
+class _BodySignature:
+    """Adapts `signing.verify` to the gate's verifier."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def verify(self, body: bytes, headers: Mapping[str, str] | None) -> None:
+        verify(body, headers, self.key)
+
+
+def _verifier(settings: Settings) -> _BodySignature | None:
+    key = settings.injury_signing_key
+    return _BodySignature(key.get_secret_value().encode()) if key else None
+
+
+async def _source(settings: Settings, nc: Any, js: Any) -> Source:
+    """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
+    if js is None:
+        return CoreSource(
+            nc, SUBJECT_INJURY, queue="" if settings.dry_run else settings.queue_group
+        )
+    try:
+        intake = await open_intake(
+            js,
+            dry_run=settings.dry_run,
+            max_deliver=settings.max_deliver,
+            ack_wait_s=settings.ack_wait_s,
+        )
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot set up JetStream intake: {exc or type(exc).__name__}; is JetStream "
+            "enabled, and may this user use the streams and consumer (see "
+            "deploy/nats/nats-server.conf)?"
+        ) from None
+    return JetStreamSource(intake)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

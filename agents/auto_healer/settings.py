@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(default=60.0, gt=0)  # JetStream redelivers after this
     max_in_flight: int = Field(default=8, ge=1, le=1024)
     grace_period_s: float = Field(default=30.0, ge=0)
+    # past this, a NATS connection that keeps failing to reconnect fails /healthz and exits
+    nats_max_disconnected_s: float = Field(default=300.0, gt=0)
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_token: SecretStr | None = None

@@ -1,0 +1,137 @@
+"""The one decision: what an outcome means for its message, the pager, the dead letters, the
+bloodstream and the exit status.
+
+`decide()` is pure: from an `Outcome` and the `Context` of its delivery (redeliverable, last
+attempt, dry-run, pager configured) it returns a `Decision`. `Effects` carries a decision out
+and re-decides nothing: the only choice left to it, whether everything it was told to keep
+(a page, a dead letter) was kept, is answered by `Decision.final()`, also here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from auto_healer.outcomes import Kind, Outcome
+
+
+class Settle(StrEnum):
+    """How a message is settled (a transport with nothing to settle ignores it)."""
+
+    ACK = "ack"
+    NAK = "nak"
+    TERM = "term"
+
+
+class PageAction(StrEnum):
+    """What the pager is told."""
+
+    NONE = "none"
+    TRIGGER = "trigger"
+    RESOLVE = "resolve"
+
+
+EVENT_TYPES = {
+    Kind.HEALED: "injury_healed",
+    Kind.PLANNED: "injury_heal_planned",
+    Kind.SKIPPED: "injury_skipped",
+    Kind.ESCALATED: "injury_escalated",
+    Kind.FAILED: "injury_heal_failed",
+    Kind.REJECTED: "injury_rejected",
+}
+NAK_BASE_S = 5.0
+NAK_MAX_S = 300.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the decision needs to know about the delivery and the agent."""
+
+    redeliverable: bool = False  # a nak brings the message back for another attempt
+    last_attempt: bool = False  # the transport's last delivery of a message it redelivers
+    attempt: int = 1
+    dry_run: bool = False
+    pager: bool = False  # a pager is configured
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything that follows from one outcome."""
+
+    event_type: str
+    success: bool  # the `success` flag of the outcome event
+    ok: bool  # counts as success for the one-shot's exit status
+    page: PageAction  # what the pager is told (NONE without a pager)
+    page_durable: bool  # a page the pager cannot take now goes to the outbox
+    dead_letter: bool
+    settle: Settle  # once every effect was carried out
+    retry_if_incomplete: bool  # a page or dead letter not kept brings the message back
+    nak_delay_s: float
+
+    def final(self, *, paged: bool = True, dead_lettered: bool = True) -> Settle:
+        """The settlement once the page and dead letter were tried.
+
+        What could not be kept yet (a trigger the pager refused for now, a dead letter not
+        written) brings the message back while it can come back; after that the outbox holds
+        the page and the log the failure.
+        """
+        if self.retry_if_incomplete and not (paged and dead_lettered):
+            return Settle.NAK
+        return self.settle
+
+    @staticmethod
+    def announce(settle: Settle) -> bool:
+        """An outcome is announced once, when it is final: never when its message comes back."""
+        return settle is not Settle.NAK
+
+
+def nak_delay_s(attempt: int) -> float:
+    """Back off redeliveries: 5 s, 10 s, 20 s ... up to five minutes."""
+    return float(min(NAK_MAX_S, NAK_BASE_S * 2 ** max(0, attempt - 1)))
+
+
+def decide(outcome: Outcome, ctx: Context) -> Decision:
+    """Decide settle, page, dead letter, event and exit status for one outcome.
+
+    A transient failure is nak'd while deliveries remain (JetStream) instead of paged now; on
+    the last delivery it is paged and dead-lettered. A dry-run never naks, terminates or
+    dead-letters: its private consumer keeps nothing, and it writes nothing shared.
+    """
+    kind = outcome.kind
+    redeliverable = ctx.redeliverable and not ctx.dry_run
+    page, settle, dead_letter = PageAction.NONE, Settle.ACK, False
+    if kind is Kind.HEALED:
+        page = PageAction.RESOLVE
+    elif kind is Kind.ESCALATED:
+        page = PageAction.TRIGGER
+    elif kind is Kind.FAILED:
+        if outcome.retryable and redeliverable:
+            settle = Settle.NAK
+        else:
+            page = PageAction.TRIGGER if outcome.page_on_failure else PageAction.NONE
+            dead_letter = outcome.retryable and ctx.last_attempt
+    elif kind is Kind.REJECTED:
+        # A payload that never became an injury has nobody to page about, only a dead letter;
+        # a valid injury refused for safety is paged as well.
+        page = PageAction.TRIGGER if outcome.injury is not None else PageAction.NONE
+        settle, dead_letter = Settle.TERM, True
+    if not ctx.pager:
+        page = PageAction.NONE
+    if ctx.dry_run:
+        settle, dead_letter = Settle.ACK, False
+    return Decision(
+        event_type=EVENT_TYPES[kind],
+        success=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED),
+        ok=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED, Kind.ESCALATED),
+        page=page,
+        page_durable=not redeliverable or page is not PageAction.TRIGGER,
+        dead_letter=dead_letter,
+        settle=settle,
+        retry_if_incomplete=redeliverable,
+        nak_delay_s=nak_delay_s(ctx.attempt),
+    )
+
+
+def exit_ok(decisions: list[Decision], *, pages_refused: int) -> bool:
+    """The one-shot's exit status: every outcome fine, and no page refused or stranded."""
+    return all(d.ok for d in decisions) and pages_refused == 0

@@ -1,0 +1,54 @@
+"""Core NATS intake: a queue-group subscription, each injury to one replica, at most once.
+
+Core NATS has nothing to settle and never redelivers: a delivery here has no settler and no
+further attempts. A dry-run replica listens beside the queue group, so the real replicas still
+get every injury.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from auto_healer.sources import Delivery, Slots, Submit
+
+
+class CoreSource:
+    """`aura.hive.injury` through a (queue-group) subscription."""
+
+    name = "nats-core"
+
+    def __init__(self, nc: Any, subject: str, *, queue: str) -> None:
+        self.nc, self.subject, self.queue = nc, subject, queue
+        self._sub: Any = None
+
+    async def start(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
+        async def on_msg(msg: Any) -> None:
+            await slots.reserve()  # held until the heal is done: back-pressure on the callback
+            if stopping.is_set():
+                slots.release()
+                return
+            submit(
+                Delivery(
+                    data=msg.data,
+                    subject=msg.subject,
+                    received_at=time.time(),
+                    headers=dict(msg.headers or {}),
+                )
+            )
+
+        self._sub = await self.nc.subscribe(
+            self.subject,
+            queue=self.queue,
+            cb=on_msg,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=1024 * 1024 * 1024,
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+    def describe(self) -> dict[str, object]:
+        return {"subject": self.subject, "queue_group": self.queue or None}

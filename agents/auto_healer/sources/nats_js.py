@@ -1,0 +1,110 @@
+"""JetStream intake: a durable pull consumer shared by every replica, at least once.
+
+A message is fetched only when a slot is free for it, and settled once, as the decision says:
+ack, nak with a delay, or term. A long heal extends its message (`in_progress`) so it is not
+redelivered to another replica meanwhile. A dry-run replica reads through a private consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import nats.errors
+import structlog
+
+from auto_healer.bloodstream import Intake
+from auto_healer.sources import Delivery, Slots, Submit
+
+log = structlog.get_logger("auto_healer.sources.nats_js")
+
+
+class JsSettler:
+    """Settles one JetStream message."""
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+
+    async def nak(self, delay_s: float) -> None:
+        await self.msg.nak(delay=delay_s if delay_s > 0 else None)
+
+    async def term(self) -> None:
+        await self.msg.term()
+
+    async def in_progress(self) -> None:
+        await self.msg.in_progress()
+
+
+def delivery_of(msg: Any, *, max_deliver: int, ack_wait_s: float) -> Delivery:
+    """A neutral delivery of a JetStream message: its attempt and stream time from metadata."""
+    meta = msg.metadata
+    return Delivery(
+        data=msg.data,
+        subject=msg.subject,
+        received_at=meta.timestamp.timestamp(),
+        headers=dict(msg.headers or {}),
+        attempt=int(meta.num_delivered),
+        max_attempts=max_deliver,
+        settler=JsSettler(msg),
+        keepalive_s=max(0.5, ack_wait_s / 3),
+    )
+
+
+class JetStreamSource:
+    """Pulls as many messages as there are free slots, and no more."""
+
+    name = "nats-jetstream"
+
+    def __init__(self, intake: Intake, *, fetch_timeout_s: float = 1.0) -> None:
+        self.intake = intake
+        self.fetch_timeout_s = fetch_timeout_s
+        self._loop: asyncio.Task[None] | None = None
+
+    async def start(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
+        self._loop = asyncio.create_task(self._pull(slots, submit, stopping))
+        self._loop.add_done_callback(lambda _t: stopping.set())  # a dead loop stops the agent
+
+    async def _pull(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
+        """The stop is checked after every wait: nats-py's fetch may swallow a cancellation."""
+        psub, intake = self.intake.psub, self.intake
+        while not stopping.is_set():
+            reserved = await slots.reserve(slots.size)
+            msgs: list[Any] = []
+            if not stopping.is_set():
+                try:
+                    msgs = await psub.fetch(batch=reserved, timeout=self.fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    pass
+                except Exception as exc:  # reconnecting, server restarting: wait and go on
+                    log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+                    await asyncio.sleep(0.5)
+            slots.release(reserved - len(msgs))
+            for msg in msgs:
+                if stopping.is_set():  # fetched as the stop came: hand it back at once
+                    slots.release()
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                    continue
+                submit(
+                    delivery_of(msg, max_deliver=intake.max_deliver, ack_wait_s=intake.ack_wait_s)
+                )
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()  # an unfinished fetch is redelivered after ack_wait
+            await asyncio.gather(self._loop, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.intake.psub.unsubscribe()
+
+    def describe(self) -> dict[str, object]:
+        i = self.intake
+        return {
+            "stream": i.stream,
+            "durable": i.durable,
+            "max_deliver": i.max_deliver,
+            "ack_wait_s": i.ack_wait_s,
+        }
