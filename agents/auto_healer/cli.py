@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--msg-id",
         action="store_true",
-        help="set Nats-Msg-Id to each injury's stable id (JetStream dedup)",
+        help="set Nats-Msg-Id to each injury's stable id (JetStream dedup); when signing "
+        "(INJURY_SIGNING_KEY) without it, each gets a random uuid4",
     )
     p.add_argument(
         "--wait-ack",

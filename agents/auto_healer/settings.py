@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     nats_tls_cert_file: Path | None = None
     nats_tls_key_file: Path | None = None
     injury_signing_key: SecretStr | None = None  # HMAC-SHA256; when set, unsigned is rejected
+    signature_max_age_s: float = Field(default=300.0, gt=0)  # older signed injuries are refused
+    signature_max_skew_s: float = Field(default=30.0, ge=0)  # allowed clock skew into the future
+    signature_accept_legacy: bool = False  # accept body-only sha256= signatures (migration)
 
     # the pager
     pager_format: Literal["pagerduty", "generic"] = "pagerduty"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from auto_healer.bloodstream import connect
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
 from auto_healer.logs import redact_url
 from auto_healer.settings import Settings
+from auto_healer.signing import signed_headers
 
 
 async def publish_injuries(
@@ -26,7 +28,8 @@ async def publish_injuries(
     """Publish injuries exactly as bee-keeper does (JSON on `aura.hive.injury`).
 
     With `msg_id`, each carries `Nats-Msg-Id` = its stable id, so JetStream drops republished
-    duplicates. With a signing key in the settings, each carries its HMAC signature.
+    duplicates. With a signing key in the settings, each is signed the v2 way (see
+    `auto_healer.signing`) and always has a msg-id: its stable id, else a random uuid4.
     """
     nc = await connect(settings, url, name="auto-healer-publish")
     key = settings.injury_signing_key
@@ -38,9 +41,12 @@ async def publish_injuries(
             if msg_id:
                 headers[MSG_ID_HEADER] = parsed.id
             if key is not None:
-                from auto_healer.signing import SIGNATURE_HEADER, sign
-
-                headers[SIGNATURE_HEADER] = sign(body, key.get_secret_value().encode())
+                headers = signed_headers(
+                    body,
+                    key.get_secret_value().encode(),
+                    headers,
+                    msg_id=parsed.id if msg_id else str(uuid.uuid4()),
+                )
             if js is not None:
                 await js.publish(SUBJECT_INJURY, body, headers=headers or None)
             else:
