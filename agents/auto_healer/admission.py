@@ -20,7 +20,9 @@ from auto_healer.sources import Delivery
 class Verifier(Protocol):
     """Checks a message's signature; raises `InjuryRejected` when it does not hold."""
 
-    def verify(self, body: bytes, headers: Mapping[str, str] | None) -> None: ...
+    def verify(
+        self, body: bytes, headers: Mapping[str, str] | None, *, redelivered: bool = False
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,9 @@ class Gate:
     def admit(self, delivery: Delivery) -> ParsedInjury | Rejection:
         try:
             if self.verifier is not None:
-                self.verifier.verify(delivery.data, delivery.headers)
+                # A redelivery of a message admitted once is not a replay, nor stale.
+                redelivered = delivery.attempt > 1
+                self.verifier.verify(delivery.data, delivery.headers, redelivered=redelivered)
             return parse_injury(delivery.data, delivery.headers)
         except InjuryRejected as exc:
             return Rejection(body_id(delivery), str(exc))

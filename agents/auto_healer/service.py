@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from auto_healer.metrics import Metrics
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
-from auto_healer.signing import verify
+from auto_healer.signing import verifier_from_settings
 from auto_healer.sources import Source
 from auto_healer.sources.nats_core import CoreSource
 from auto_healer.sources.nats_js import JetStreamSource
@@ -83,7 +82,7 @@ async def serve(
             source=source,
             healer=healer,
             effects=Effects(Publisher(nc, metrics), pager, metrics, js=js, repo=healer.repo_key),
-            gate=Gate(_verifier(settings)),
+            gate=Gate(verifier_from_settings(settings)),
             link=nc,
             liveness=liveness,
             metrics=metrics,
@@ -106,21 +105,6 @@ async def serve(
             relay = asyncio.create_task(_relay(stop, agent.stopping))
             stack.callback(relay.cancel)
         await agent.run(install_signals=install_signals)
-
-
-class _BodySignature:
-    """Adapts `signing.verify` to the gate's verifier."""
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-
-    def verify(self, body: bytes, headers: Mapping[str, str] | None) -> None:
-        verify(body, headers, self.key)
-
-
-def _verifier(settings: Settings) -> _BodySignature | None:
-    key = settings.injury_signing_key
-    return _BodySignature(key.get_secret_value().encode()) if key else None
 
 
 async def _source(settings: Settings, nc: Any, js: Any) -> Source:

@@ -26,7 +26,6 @@ constant-time; neither the key nor an expected signature ever appears in a messa
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -282,14 +281,3 @@ def verifier_from_settings(
         accept_legacy=settings.signature_accept_legacy,
         clock=clock,
     )
-
-
-@functools.lru_cache(maxsize=4)
-def _shared_verifier(key: bytes) -> Verifier:
-    return Verifier(key)
-
-
-def verify(body: bytes, headers: Mapping[str, str] | None, key: bytes) -> None:
-    """Deprecated: one process-wide `Verifier(key)` with default limits, kept until the agent
-    builds its own with `verifier_from_settings` (which honours the `SIGNATURE_*` settings)."""
-    _shared_verifier(key).verify(body, headers)
