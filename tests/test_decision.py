@@ -1,0 +1,161 @@
+"""The decision table: every kind of outcome in every delivery context, written out by hand."""
+# ruff: noqa: E501  (the decision table reads best one row a line)
+
+from __future__ import annotations
+
+import pytest
+from auto_healer.contracts import parse_injury_obj
+from auto_healer.decision import Context, PageAction, Settle, decide, exit_ok, nak_delay_s
+from auto_healer.outcomes import Kind, Outcome
+
+INJURY = parse_injury_obj(
+    {
+        "timestamp": 1735920000.0,
+        "injury_type": "unauthorized_directory",
+        "affected_path": "core/src/x/",
+        "severity": "high",
+        "recommended_action": "delete_directory",
+        "auto_heal": True,
+    }
+)
+A, N, T = Settle.ACK, Settle.NAK, Settle.TERM
+TRIG, RES, NO = PageAction.TRIGGER, PageAction.RESOLVE, PageAction.NONE
+
+# (kind, retryable, page_on_failure, injury?, redeliverable, last_attempt)
+#   -> (settle, page, page_durable, dead_letter, retry_if_incomplete, event, success, ok)
+TABLE = [
+    # A healed injury resolves its incident and is acked, wherever it came from.
+    ((Kind.HEALED, False, True, True, True, False), (A, RES, True, False, True, "injury_healed", True, True)),
+    ((Kind.HEALED, False, True, True, False, False), (A, RES, True, False, False, "injury_healed", True, True)),
+    ((Kind.HEALED, False, True, True, False, True), (A, RES, True, False, False, "injury_healed", True, True)),
+    ((Kind.PLANNED, False, True, True, True, False), (A, NO, True, False, True, "injury_heal_planned", True, True)),
+    ((Kind.SKIPPED, False, True, True, True, False), (A, NO, True, False, True, "injury_skipped", True, True)),
+    ((Kind.SKIPPED, False, True, True, False, True), (A, NO, True, False, False, "injury_skipped", True, True)),
+    # Escalation pages; a trigger that cannot be delivered waits for redelivery (not durable).
+    ((Kind.ESCALATED, False, True, True, True, False), (A, TRIG, False, False, True, "injury_escalated", False, True)),
+    ((Kind.ESCALATED, False, True, True, False, True), (A, TRIG, True, False, False, "injury_escalated", False, True)),
+    ((Kind.ESCALATED, False, True, True, False, False), (A, TRIG, True, False, False, "injury_escalated", False, True)),
+    # A transient failure comes back while it can; on the last delivery: paged + dead-lettered.
+    ((Kind.FAILED, True, True, True, True, False), (N, NO, True, False, True, "injury_heal_failed", False, False)),
+    ((Kind.FAILED, True, True, True, False, True), (A, TRIG, True, True, False, "injury_heal_failed", False, False)),
+    ((Kind.FAILED, True, True, True, False, False), (A, TRIG, True, False, False, "injury_heal_failed", False, False)),
+    ((Kind.FAILED, True, False, True, False, True), (A, NO, True, True, False, "injury_heal_failed", False, False)),
+    ((Kind.FAILED, True, False, True, True, False), (N, NO, True, False, True, "injury_heal_failed", False, False)),
+    # A permanent failure is paged at once (unless the playbook says report) and acked.
+    ((Kind.FAILED, False, True, True, True, False), (A, TRIG, False, False, True, "injury_heal_failed", False, False)),
+    ((Kind.FAILED, False, True, True, False, True), (A, TRIG, True, False, False, "injury_heal_failed", False, False)),
+    ((Kind.FAILED, False, False, True, True, False), (A, NO, True, False, True, "injury_heal_failed", False, False)),
+    # Rejected: terminated and dead-lettered; paged only when there is an injury to page about.
+    ((Kind.REJECTED, False, True, True, True, False), (T, TRIG, False, True, True, "injury_rejected", False, False)),
+    ((Kind.REJECTED, False, True, False, True, False), (T, NO, True, True, True, "injury_rejected", False, False)),
+    ((Kind.REJECTED, False, True, False, False, True), (T, NO, True, True, False, "injury_rejected", False, False)),
+    ((Kind.REJECTED, False, True, False, False, False), (T, NO, True, True, False, "injury_rejected", False, False)),
+]  # fmt: skip
+
+
+def _outcome(kind: Kind, retryable: bool, page_on_failure: bool, injury: bool) -> Outcome:
+    return Outcome(
+        kind,
+        "why",
+        injury=INJURY if injury else None,
+        retryable=retryable,
+        page_on_failure=page_on_failure,
+        raw=None if injury else b"{",
+    )
+
+
+@pytest.mark.parametrize(("given", "expected"), TABLE)
+def test_decision_table(given: tuple[object, ...], expected: tuple[object, ...]) -> None:
+    """Each row of the table is exactly what decide() returns (pager on, not a dry-run)."""
+    kind, retryable, on_failure, injury, redeliverable, last = given
+    outcome = _outcome(kind, retryable, on_failure, injury)  # type: ignore[arg-type]
+    ctx = Context(redeliverable=redeliverable, last_attempt=last, attempt=3, pager=True)  # type: ignore[arg-type]
+    d = decide(outcome, ctx)
+    got = (
+        d.settle,
+        d.page,
+        d.page_durable,
+        d.dead_letter,
+        d.retry_if_incomplete,
+        d.event_type,
+        d.success,
+        d.ok,
+    )
+    assert got == expected
+    assert d.nak_delay_s == 20.0
+
+
+@pytest.mark.parametrize(("given", "expected"), TABLE)
+def test_dry_run_never_naks_terms_or_dead_letters(
+    given: tuple[object, ...], expected: tuple[object, ...]
+) -> None:
+    """A dry-run acks everything, writes no dead letter, and its pages stay durable plans."""
+    kind, retryable, on_failure, injury, redeliverable, last = given
+    outcome = _outcome(kind, retryable, on_failure, injury)  # type: ignore[arg-type]
+    ctx = Context(redeliverable=redeliverable, last_attempt=last, dry_run=True, pager=True)  # type: ignore[arg-type]
+    d = decide(outcome, ctx)
+    assert (d.settle, d.dead_letter, d.retry_if_incomplete, d.page_durable) == (
+        A,
+        False,
+        False,
+        True,
+    )
+    assert d.event_type == expected[5]
+    assert d.final(paged=False, dead_lettered=False) is A
+
+
+@pytest.mark.parametrize(("given", "expected"), TABLE)
+def test_without_a_pager_nothing_is_paged(
+    given: tuple[object, ...], expected: tuple[object, ...]
+) -> None:
+    """With no pager configured the page is NONE; everything else is as in the table."""
+    kind, retryable, on_failure, injury, redeliverable, last = given
+    outcome = _outcome(kind, retryable, on_failure, injury)  # type: ignore[arg-type]
+    d = decide(outcome, Context(redeliverable=redeliverable, last_attempt=last, pager=False))  # type: ignore[arg-type]
+    assert d.page is NO
+    assert (d.settle, d.dead_letter, d.ok) == (expected[0], expected[3], expected[7])
+
+
+@pytest.mark.parametrize(
+    ("settle", "retry", "paged", "dead_lettered", "final"),
+    [
+        (A, True, True, True, A),
+        (A, True, False, True, N),
+        (A, True, True, False, N),
+        (T, True, True, False, N),
+        (T, True, False, False, N),
+        (A, False, False, True, A),
+        (T, False, True, False, T),
+        (N, True, True, True, N),
+        (N, False, True, True, N),
+    ],
+)
+def test_final_settlement(
+    settle: Settle, retry: bool, paged: bool, dead_lettered: bool, final: Settle
+) -> None:
+    """What could not be kept brings the message back only while it can come back."""
+    escalated = Outcome(Kind.ESCALATED, "x", injury=INJURY)
+    d = decide(escalated, Context(redeliverable=retry, pager=True))
+    d = type(d)(**{**d.__dict__, "settle": settle})
+    assert d.final(paged=paged, dead_lettered=dead_lettered) is final
+    assert d.announce(final) is (final is not N)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "delay"),
+    [(0, 5.0), (1, 5.0), (2, 10.0), (3, 20.0), (6, 160.0), (7, 300.0), (50, 300.0)],
+)
+def test_nak_delay_grows_and_is_capped(attempt: int, delay: float) -> None:
+    """Redeliveries back off 5 s, 10 s, 20 s ... up to five minutes."""
+    assert nak_delay_s(attempt) == delay
+
+
+def test_exit_status_needs_every_outcome_fine_and_no_page_refused() -> None:
+    """The one-shot exits 0 only when every decision is ok and no page was refused."""
+    ctx = Context(pager=True)
+    good = decide(Outcome(Kind.ESCALATED, "x", injury=INJURY), ctx)
+    bad = decide(Outcome(Kind.FAILED, "x", injury=INJURY), ctx)
+    assert exit_ok([good, good], pages_refused=0) is True
+    assert exit_ok([good, bad], pages_refused=0) is False
+    assert exit_ok([good], pages_refused=1) is False
+    assert exit_ok([], pages_refused=0) is True
