@@ -211,6 +211,7 @@ class Agent:
             log.warning(
                 "injury_rejected",
                 injury_id=admitted.injury_id,
+                subject=delivery.subject,
                 reason=admitted.reason[:500],
                 size=len(delivery.data),
             )
