@@ -121,7 +121,7 @@ class DomainEvent(_Contract):
 class Heartbeat(_Contract):
     """`aura.hive.heartbeat`: periodic liveness of one service."""
 
-    status: Literal["active", "draining", "stopping"]
+    status: Literal["active", "stopping"]
     timestamp: float
     service: str
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -14,6 +14,9 @@ or give up.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class HealerError(Exception):
     """Root of every error auto-healer raises on purpose."""
@@ -37,3 +40,9 @@ class HealFailed(HealerError):
 
 class LinkLost(HealerError):
     """The NATS connection closed or stayed down too long; only a restart helps."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest known name, or an empty string."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

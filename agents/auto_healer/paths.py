@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from auto_healer.errors import ConfigError, HealFailed, InjuryRejected
+from auto_healer.errors import HealFailed, InjuryRejected
 
 DEFAULT_PROTECTED = (".git", ".git/**", "**/.git", "**/.git/**", ".github", ".github/**")
 
@@ -81,13 +81,6 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 def glob_matches(pattern: str, path: str) -> bool:
     """Whether a checkout-relative POSIX path matches a glob."""
     return compile_glob(pattern).match(path) is not None
-
-
-def validate_globs(patterns: list[str]) -> list[str]:
-    """Compile every glob now so a bad one is a load-time error."""
-    for pattern in patterns:
-        compile_glob(pattern)
-    return patterns
 
 
 def literal_prefix(pattern: str) -> str:
@@ -314,11 +307,3 @@ def replace_file(root: Path, rel: str, content: bytes) -> None:
         raise HealFailed(f"cannot rewrite {rel}: it no longer exists") from None
     except OSError as exc:
         raise HealFailed(f"cannot rewrite {rel}: {exc}") from None
-
-
-def require_globs(patterns: list[str], where: str) -> list[str]:
-    """Validate globs for a config file, turning a bad one into a `ConfigError`."""
-    try:
-        return validate_globs(patterns)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None

@@ -8,7 +8,6 @@ injuries are each a `ConfigError` naming the file and line.
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ from pydantic import (
 
 from auto_healer.actions import ActionOptions, action_names, get_action
 from auto_healer.contracts import Injury, ParsedInjury, Severity
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, did_you_mean
 from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
 from auto_healer.yaml_lines import LineLoader, line_of
 
@@ -95,9 +94,7 @@ def _did_you_mean(msg: str, loc: Sequence[int | str], known: Sequence[str]) -> s
     """An 'unknown key' message with the closest known key, when one is close."""
     if msg != "Extra inputs are not permitted" or not loc:
         return msg[:1].lower() + msg[1:]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown key{hint} (known: {', '.join(known)})"
+    return f"unknown key{did_you_mean(str(loc[-1]), known)} (known: {', '.join(known)})"
 
 
 class Step(_Strict):
@@ -265,8 +262,7 @@ _KEYS = sorted(
 def _hint(msg: str, loc: Sequence[int | str]) -> str:
     msg = msg.removeprefix("Value error, ")
     if msg == "Extra inputs are not permitted" and loc:
-        close = difflib.get_close_matches(str(loc[-1]), _KEYS, n=1)
-        return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+        return f"unknown key{did_you_mean(str(loc[-1]), _KEYS)}"
     if (loc and loc[-1] == "action") or "unknown action" in msg:
         return f"{msg} (actions: {', '.join(action_names())})" if "known:" not in msg else msg
     return msg[0].lower() + msg[1:] if msg else msg

@@ -8,7 +8,6 @@ a network payload never chooses code to run.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar, runtime_checkable
@@ -16,7 +15,7 @@ from typing import ClassVar, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from auto_healer.contracts import ParsedInjury
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, did_you_mean
 from auto_healer.outcomes import FileChange
 
 
@@ -88,8 +87,7 @@ def get_action(name: str) -> Action[ActionOptions]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, _REGISTRY)
         known = ", ".join(sorted(_REGISTRY))
         raise ConfigError(f"unknown action {name!r}{hint} (known: {known})") from None
 
