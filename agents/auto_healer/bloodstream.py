@@ -34,6 +34,14 @@ from tenacity import (
 
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.errors import ConfigError
+from auto_healer.fit import (
+    fit_dead_letter,
+    fit_event,
+    header_size,
+    safe_header_key,
+    safe_header_value,
+    wire_size,
+)
 from auto_healer.logs import redact_url
 from auto_healer.metrics import Metrics
 from auto_healer.settings import Settings
@@ -260,12 +268,25 @@ async def open_intake(
 
 
 class Publisher:
-    """Publishes events with bounded retries; failures are logged and counted, never raised."""
+    """Publishes events and dead letters with bounded retries; failures are logged and counted,
+    never raised. Every message is first fitted to the connection's `max_payload` (truncated,
+    never dropped): one over it would make the server close the connection for good."""
 
     def __init__(self, nc: Any, metrics: Metrics, *, attempts: int = 3) -> None:
         self.nc = nc
         self.metrics = metrics
         self.attempts = attempts
+
+    async def publish_event(self, subject: str, doc: dict[str, Any]) -> bool:
+        """Publish an outcome event as JSON, its largest parts truncated if it is too big."""
+        return await self.publish(subject, doc)
+
+    async def publish_dead_letter(
+        self, subject: str, body: bytes, headers: dict[str, str], *, js: Any = None
+    ) -> bool:
+        """Publish a dead letter (through JetStream when `js` is given), its headers made safe
+        and its body cut to a prefix, with the original size and sha256, if it is too big."""
+        return await self.publish(subject, body, headers, js=js)
 
     async def publish(
         self,
@@ -275,10 +296,13 @@ class Publisher:
         *,
         js: Any = None,
     ) -> bool:
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        """Publish a dict as a fitted JSON event, bytes as a fitted dead letter; True if sent."""
         try:
+            data, fitted = self._fit(payload, headers)
+            if len(data) < (size := _size(payload)):
+                log.warning("nats_message_truncated", topic=subject, size=size, sent=len(data))
             try:  # the common case costs one call; the retry machinery runs only after a failure
-                await self._send(subject, data, headers, js)
+                await self._send(subject, data, fitted, js)
             except TRANSIENT_NATS:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(TRANSIENT_NATS),
@@ -287,7 +311,7 @@ class Publisher:
                     reraise=True,
                 ):
                     with attempt:
-                        await self._send(subject, data, headers, js)
+                        await self._send(subject, data, fitted, js)
         except Exception as exc:  # graceful degradation: the agent survives a lost event
             self.metrics.failed.labels(topic=subject).inc()
             log.warning("nats_publish_failed", topic=subject, error=str(exc) or repr(exc))
@@ -295,10 +319,36 @@ class Publisher:
         self.metrics.published.labels(topic=subject).inc()
         return True
 
+    def _fit(
+        self, payload: dict[str, Any] | bytes, headers: dict[str, str] | None
+    ) -> tuple[bytes, dict[str, str] | None]:
+        max_payload = int(self.nc.max_payload)
+        if isinstance(payload, bytes):
+            body, fitted = fit_dead_letter(payload, headers or {}, max_payload)
+            return body, fitted or None
+        if not headers:
+            return fit_event(payload, max_payload), None
+        safe = {safe_header_key(k): safe_header_value(v) for k, v in headers.items()}
+        return fit_event(payload, max_payload - header_size(safe)), safe
+
     async def _send(
         self, subject: str, data: bytes, headers: dict[str, str] | None, js: Any
     ) -> None:
+        # nats-py checks the body alone; the server counts the headers too, and closes the
+        # connection when the sum is over: refuse this one message instead.
+        if wire_size(data, headers) > self.nc.max_payload:
+            raise nats.errors.MaxPayloadError
         if js is not None:
             await js.publish(subject, data, headers=headers)
         else:
             await self.nc.publish(subject, data, headers=headers)
+
+
+def _size(payload: dict[str, Any] | bytes) -> int:
+    """The size a payload would have had unfitted (a dict as compact JSON; -1 if it has none)."""
+    if isinstance(payload, bytes):
+        return len(payload)
+    try:
+        return len(json.dumps(payload, default=str, separators=(",", ":")).encode())
+    except (ValueError, RecursionError):  # circular or absurdly deep: fit_event cuts it
+        return -1
