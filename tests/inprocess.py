@@ -76,6 +76,14 @@ class RecordingPublisher:
         self.sent.append(Sent(subject, payload, headers))
         return True
 
+    async def publish_event(self, subject: str, doc: dict[str, Any]) -> bool:
+        return await self.publish(subject, doc)
+
+    async def publish_dead_letter(
+        self, subject: str, body: bytes, headers: dict[str, str], *, js: Any = None
+    ) -> bool:
+        return await self.publish(subject, body, headers, js=js)
+
     def events(self) -> list[dict[str, Any]]:
         return [s.payload for s in self.sent if s.subject.startswith("aura.hive.events.")]
 

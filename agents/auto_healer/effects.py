@@ -57,7 +57,7 @@ class Effects:
         announced = decision.announce(settle)
         done = Done(page, dead_lettered, settle, announced)
         if announced:
-            await self.publisher.publish(
+            await self.publisher.publish_event(
                 event_subject(decision.event_type), self._event(outcome, decision, done)
             )
         await self._settle(delivery, decision, settle)
@@ -76,13 +76,15 @@ class Effects:
 
     async def _dead_letter(self, outcome: Outcome, delivery: Delivery) -> bool:
         headers = {
-            "Auto-Healer-Reason": outcome.reason[:1000].replace("\n", " "),
+            "Auto-Healer-Reason": outcome.reason,  # made header-safe and capped by `fit`
             "Auto-Healer-Outcome": outcome.kind.value,
             "Auto-Healer-Subject": delivery.subject,
         }
         if outcome.injury_id:
             headers["Auto-Healer-Injury-Id"] = outcome.injury_id
-        return await self.publisher.publish(DEAD_LETTER_SUBJECT, delivery.data, headers, js=self.js)
+        return await self.publisher.publish_dead_letter(
+            DEAD_LETTER_SUBJECT, delivery.data, headers, js=self.js
+        )
 
     def _event(self, outcome: Outcome, decision: Decision, done: Done) -> dict[str, Any]:
         metadata = outcome_dict(outcome)
