@@ -169,7 +169,7 @@ def test_injuries_from_stdin_as_json_lines(
     """`-` reads JSON Lines from stdin."""
     _, work = repo
     lines = "\n".join(json.dumps(i) for i in (injury(STUFF), injury("core/src/none")))
-    monkeypatch.setattr("sys.stdin", io.StringIO(lines + "\n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines.encode() + b"\n")))
     code, report, _ = heal_cli(capsys, "-", "--repo", str(work))
     assert code == 0
     assert report is not None
@@ -221,7 +221,7 @@ def test_a_failing_formatter_exits_1_and_leaves_everything_clean(
 @pytest.mark.parametrize(
     ("content", "repo_arg", "books", "message"),
     [
-        (None, None, PLAYBOOKS, "cannot read"),
+        (None, None, PLAYBOOKS, "no such file"),
         ("\n", None, PLAYBOOKS, "empty"),
         ("ok", "/nonexistent/checkout", PLAYBOOKS, "not a git checkout"),
         ("ok", None, Path("/nonexistent/books"), "playbooks directory does not exist"),

@@ -18,6 +18,7 @@ import structlog
 from auto_healer import __version__
 from auto_healer.contracts import parse_injury, read_injuries
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
+from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
 from auto_healer.oneshot import heal_once
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
@@ -57,7 +58,10 @@ def cmd_match(args: argparse.Namespace) -> int:
     """Print the playbook an injury would run: exit 0 if one matches, 1 if none does."""
     settings = _settings(args)
     playbooks = load_playbooks(settings.playbooks_dir)
-    parsed = parse_injury(_read_input(args.injury).encode())
+    try:
+        parsed = parse_injury(read_text(args.injury).encode())
+    except InjuryRejected as exc:
+        raise InjuryRejected(f"{input_name(args.injury)}: {exc}") from None
     playbook = playbooks.match(parsed.injury)
     if playbook is None:
         print(f"no playbook matches injury_type {parsed.injury.injury_type!r}")
@@ -87,9 +91,9 @@ def cmd_heal(args: argparse.Namespace) -> int:
     """Heal the injuries of a file once, print the report, exit by outcome."""
     settings = _settings(args)
     try:
-        entries = read_injuries(_read_input(args.injuries))
+        entries = read_injuries(read_text(args.injuries))
     except InjuryRejected as exc:
-        raise ConfigError(f"{args.injuries}: {exc}") from None
+        raise ConfigError(f"{input_name(args.injuries)}: {exc}") from None
     fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
     return EXIT_OK if heal_once(settings, entries, fmt) else EXIT_PROBLEM
 
@@ -108,10 +112,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from auto_healer.tools import publish_injuries
 
     settings = _settings(args)
-    entries = read_injuries(_read_input(args.injuries))
+    name = input_name(args.injuries)
+    try:
+        entries = read_injuries(read_text(args.injuries))
+    except InjuryRejected as exc:
+        raise ConfigError(f"{name}: {exc}") from None
     bad = [e for e in entries if isinstance(e, InjuryRejected)]
     if bad:
-        raise ConfigError("; ".join(str(e) for e in bad))
+        raise ConfigError(f"{name}: " + "; ".join(str(e) for e in bad))
     good = [e for e in entries if not isinstance(e, InjuryRejected)]
     url = settings.nats_url or "nats://127.0.0.1:4222"
     sent = asyncio.run(
@@ -136,15 +144,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from auto_healer.demo import run_demo
 
     return run_demo(_settings(args))
-
-
-def _read_input(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -225,7 +225,8 @@ def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
     """Injuries from a JSON document (one object or a list) or JSON Lines.
 
     Each entry is validated on its own: a bad one is an `InjuryRejected` in its place, so
-    nothing else in the file is lost. Only an empty input raises.
+    nothing else in the file is lost. Only an empty input raises. JSON Lines are split on `\n`
+    (a `\r` before it is JSON whitespace) and nowhere else: a raw U+2028 in a string is data.
     """
     try:
         doc = loads(text)
@@ -233,19 +234,35 @@ def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
         results: list[ParsedInjury | InjuryRejected] = []
         for i, entry in enumerate(entries, 1):
             try:
-                results.append(parse_injury_obj(entry))
+                results.append(_read_entry(entry))
             except InjuryRejected as exc:
                 results.append(InjuryRejected(f"entry {i}: {exc}"))
         return results
     except (ValueError, RecursionError):  # not one JSON document: JSON Lines
         pass
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip(" \t\r")]
     if not lines:
         raise InjuryRejected("no injuries: the input is empty")
     out: list[ParsedInjury | InjuryRejected] = []
     for n, line in lines:
         try:
-            out.append(parse_injury(line.encode()))
+            out.append(parse_injury(_utf8(line)))
         except InjuryRejected as exc:
             out.append(InjuryRejected(f"line {n}: {exc}"))
     return out
+
+
+def _read_entry(payload: Any) -> ParsedInjury:
+    """One entry of a JSON document, held to the size limit of a message on the bloodstream."""
+    parsed = parse_injury_obj(payload)
+    size = len(canonical_json(parsed.raw))
+    if size > MAX_PAYLOAD_BYTES:
+        raise InjuryRejected(f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES} limit")
+    return parsed
+
+
+def _utf8(line: str) -> bytes:
+    try:
+        return line.encode()
+    except UnicodeEncodeError as exc:  # text decoded with surrogateescape
+        raise InjuryRejected(f"not UTF-8 text (at character {exc.start + 1})") from None

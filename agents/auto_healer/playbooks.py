@@ -229,6 +229,11 @@ def load_playbook(path: Path) -> Playbook:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:  # a control byte; its str() spans two lines
+        raise ConfigError(
+            f"{path}: cannot read playbook: {exc.reason} (#x{exc.character:04x} at offset "
+            f"{exc.position})"
+        ) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read playbook: {exc}") from None
     if not isinstance(data, dict):
