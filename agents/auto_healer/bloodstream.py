@@ -25,12 +25,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import retry_if_exception_type
 
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.errors import ConfigError
@@ -44,6 +39,7 @@ from auto_healer.fit import (
 )
 from auto_healer.logs import redact_url
 from auto_healer.metrics import Metrics
+from auto_healer.retry import RetryPolicy
 from auto_healer.settings import Settings
 
 log = structlog.get_logger("auto_healer.bloodstream")
@@ -52,6 +48,7 @@ STREAM = "AURA_INJURIES"
 DURABLE = "auto-healer"
 DEAD_LETTER_STREAM = "AURA_DEAD_LETTERS"
 DEAD_LETTER_SUBJECT = "aura.hive.dead_letter.injury"
+PUBLISH_RETRY = RetryPolicy(attempts=3, backoff_s=0.1, max_backoff_s=2.0)
 TRANSIENT_NATS = (
     nats.errors.ConnectionClosedError,
     nats.errors.TimeoutError,
@@ -304,12 +301,10 @@ class Publisher:
             try:  # the common case costs one call; the retry machinery runs only after a failure
                 await self._send(subject, data, fitted, js)
             except TRANSIENT_NATS:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(TRANSIENT_NATS),
-                    stop=stop_after_attempt(max(1, self.attempts - 1)),
-                    wait=wait_exponential_jitter(initial=0.1, max=2.0),
-                    reraise=True,
-                ):
+                retrying = PUBLISH_RETRY.retrying(
+                    retry_if_exception_type(TRANSIENT_NATS), attempts=max(1, self.attempts - 1)
+                )
+                async for attempt in retrying:
                     with attempt:
                         await self._send(subject, data, fitted, js)
         except Exception as exc:  # graceful degradation: the agent survives a lost event

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from auto_healer.outcomes import Kind, Outcome
+from auto_healer.retry import RetryPolicy
 
 
 class Settle(StrEnum):
@@ -39,8 +40,7 @@ EVENT_TYPES = {
     Kind.FAILED: "injury_heal_failed",
     Kind.REJECTED: "injury_rejected",
 }
-NAK_BASE_S = 5.0
-NAK_MAX_S = 300.0
+NAK_BACKOFF = RetryPolicy(backoff_s=5.0, max_backoff_s=300.0)  # the transport redelivers
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Decision:
 
 def nak_delay_s(attempt: int) -> float:
     """Back off redeliveries: 5 s, 10 s, 20 s ... up to five minutes."""
-    return float(min(NAK_MAX_S, NAK_BASE_S * 2 ** max(0, attempt - 1)))
+    return NAK_BACKOFF.delay_s(attempt)
 
 
 def decide(outcome: Outcome, ctx: Context) -> Decision:

@@ -16,13 +16,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout, safe_ref
@@ -187,14 +181,8 @@ class Healer:
 
     @staticmethod
     def _retrying(playbook: Playbook) -> AsyncRetrying:
-        return AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(playbook.retry.attempts),
-            wait=wait_exponential(
-                multiplier=playbook.retry.backoff_s, max=playbook.retry.max_backoff_s
-            )
-            + wait_random(0, playbook.retry.backoff_s),
-            reraise=True,
+        return playbook.retry.retrying(
+            retry_if_exception_type(TransientError),
             before_sleep=lambda rs: log.warning(
                 "heal_retry",
                 attempt=rs.attempt_number,

@@ -29,6 +29,7 @@ from auto_healer.actions import ActionOptions, action_names, get_action
 from auto_healer.contracts import Injury, ParsedInjury, Severity
 from auto_healer.errors import ConfigError, did_you_mean
 from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
+from auto_healer.retry import RetryPolicy
 from auto_healer.yaml_lines import LineLoader, line_of
 
 TEMPLATE_FIELDS = (
@@ -129,7 +130,7 @@ class Step(_Strict):
         return self._options
 
 
-class Retry(_Strict):
+class Retry(RetryPolicy):
     """How often and how patiently to retry transient failures (jittered exponential backoff)."""
 
     attempts: int = Field(default=3, ge=1, le=20)
