@@ -21,7 +21,7 @@ from auto_healer.jsonl import append_jsonl, read_jsonl
 from auto_healer.logs import configure_logging, public_url, redact_secrets, redact_url
 from auto_healer.outbox import Ledger, Outbox, StoredPage
 from auto_healer.outcomes import Kind, Outcome
-from auto_healer.pager import Pager, PageResult
+from auto_healer.pager import Pager, PageResult, dedup_key
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -108,6 +108,13 @@ async def test_a_surrogate_page_is_queued_kept_over_a_restart_and_sent_once(
     files_text(tmp_path / "pager")
 
 
+def test_a_long_dedup_key_with_a_lone_surrogate_is_hashed() -> None:
+    """A key over 255 characters is hashed even when it holds a lone surrogate."""
+    key = dedup_key("t", "a/b", "https://git.example/" + LONE * 100)
+    assert len(key) <= 255
+    assert key != dedup_key("t", "a/b", "https://git.example/" + LONE * 99 + "x")
+
+
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_a_log_line_with_any_string_never_raises(
     fmt: Any, capsys: pytest.CaptureFixture[str]
@@ -175,8 +182,7 @@ def test_a_token_as_url_username_is_never_shown(tmp_path: Path) -> None:
     """A token in the webhook URL's user part is hidden in the plan, the destination, errors."""
     token = "ghp_T0KENinTHEuserPART"
     p = Pager(settings_for(f"http://{token}@127.0.0.1:9/x?k=v", tmp_path), dry_run=True)
-    with structlog.testing.capture_logs():
-        asyncio.run(p.notify(outcome(), PageAction.TRIGGER))
+    asyncio.run(p.notify(outcome(), PageAction.TRIGGER))
     shown = json.dumps(p.planned_requests()) + p.destination
     assert token not in shown
     assert "127.0.0.1:9/x?k=**********" in shown
