@@ -16,12 +16,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Answer:
-    """One scripted answer: status, extra headers, body, and a delay before answering."""
+    """One scripted answer: status, extra headers, body (or an echo), and a delay before it."""
 
     status: int = 202
     headers: dict[str, str] = field(default_factory=dict)
     body: str = '{"status": "success", "message": "Event processed"}'
     delay_s: float = 0.0
+    echo: bool = False  # answer with the request as received (line, headers, body), like a proxy
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class Receiver:
                         )
                     )
                 body = answer.body.encode()
+                if answer.echo:
+                    head = f"{self.requestline}\r\n{self.headers}".encode()
+                    body = head + raw
                 try:
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():

@@ -5,7 +5,8 @@ connection errors); a refused page (other 4xx) is logged with the answer and dea
 the pager stays down, a durable page goes to the outbox, drained in the background and after a
 restart. The ledger of (injury id, action) sent keeps any page from going out twice. All three
 are append-only JSON Lines files, fsync'd on every write; the outbox is rewritten atomically to
-empty once drained. A stored body has no routing key: secrets are added on the wire only.
+empty once drained. A stored body has no routing key: secrets are added on the wire only, and
+what the pager answers is redacted (`logs.redact_secrets`) before it is logged or stored.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +33,8 @@ from tenacity import (
     wait_random,
 )
 
+from auto_healer.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
+from auto_healer.logs import redact_secrets, url_secrets
 from auto_healer.settings import Settings
 from auto_healer.statelock import StateLock
 
@@ -43,6 +45,7 @@ HttpRequest = dict[str, Any]  # method, url, headers, json: as shown by a dry-ru
 Ident = tuple[str, str]  # (injury id, action): a page is sent at most once per ident
 LEDGER_KEEP = 50_000
 RESPONSE_SHOWN_CHARS = 2000
+RESPONSE_READ_CHARS = 64_000  # redacted whole, then cut to RESPONSE_SHOWN_CHARS
 
 
 class PageResult(StrEnum):
@@ -73,47 +76,6 @@ class StoredPage(BaseModel):
     @property
     def ident(self) -> Ident:
         return (self.injury_id, self.action)
-
-
-def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records, one JSON document a line, and fsync before returning."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a JSON Lines file; a torn line (a crash mid-write) is skipped and logged."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return
-    for line in filter(str.strip, text.splitlines()):
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("state_line_unreadable", path=str(path))
-            continue
-        if isinstance(doc, dict):
-            yield doc
-
-
-def rewrite_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Replace a file atomically: a crash leaves either the old or the new content."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    append_jsonl(tmp, records)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_pages(path: Path) -> Iterator[StoredPage]:
@@ -215,11 +177,6 @@ def parse_retry_after(value: str | None) -> float | None:
     return None
 
 
-def _log_retry(rs: RetryCallState) -> None:
-    exc = rs.outcome.exception() if rs.outcome else None
-    log.warning("page_retry", attempt=rs.attempt_number, error=str(exc) or type(exc).__name__)
-
-
 class Courier:
     """Posts pages to one webhook; owns the outbox, the ledger, the dead letters and the drainer.
 
@@ -228,6 +185,11 @@ class Courier:
 
     def __init__(self, settings: Settings, request: Callable[[StoredPage], HttpRequest]) -> None:
         self.settings, self._request = settings, request  # `request` adds the secrets
+        key = settings.pager_routing_key
+        self._secrets = [
+            *url_secrets(settings.pager_webhook_url or ""),
+            *([key.get_secret_value()] if key else []),
+        ]
         state = settings.pager_outbox_path
         self._lock = StateLock(
             state.with_name(".lock"),
@@ -268,8 +230,7 @@ class Courier:
             if isinstance(exc, _Answered) and not exc.transient:
                 self._dead_letter(page, exc)
                 return PageResult.DEAD_LETTERED
-            error = str(exc) or type(exc).__name__
-            log.warning("page_not_delivered", dedup_key=page.dedup_key, error=error)
+            log.warning("page_not_delivered", dedup_key=page.dedup_key, **self._failure(exc))
             self._not_before_s = time.monotonic() + (_retry_after(exc) or 0.0)
             if not durable:
                 return PageResult.UNDELIVERED
@@ -291,7 +252,9 @@ class Courier:
                         self.outbox.done(self._dead_letter(page, exc))
                         continue
                     self._not_before_s = time.monotonic() + (_retry_after(exc) or 0.0)
-                    log.info("outbox_pager_still_down", pending=len(self.outbox), error=str(exc))
+                    log.info(
+                        "outbox_pager_still_down", pending=len(self.outbox), **self._failure(exc)
+                    )
                     return False
                 self.outbox.done(self._sent(page, from_outbox=True))
             return True
@@ -300,11 +263,26 @@ class Courier:
         """One HTTP attempt; raises `_Answered` or `httpx.TransportError` unless 2xx."""
         req = self._request(page)
         resp = await self._client.post(
-            req["url"], headers=req["headers"], content=json.dumps(req["json"]).encode()
+            req["url"],
+            headers=req["headers"],
+            # ASCII: a lone surrogate goes out as a (valid) JSON escape, never as bad UTF-8.
+            content=json.dumps(req["json"], ensure_ascii=True).encode(),
         )
         if not resp.is_success:
             after = parse_retry_after(resp.headers.get("Retry-After"))
-            raise _Answered(resp.status_code, resp.text[:RESPONSE_SHOWN_CHARS], after)
+            shown = redact_secrets(resp.text[:RESPONSE_READ_CHARS], self._secrets)
+            raise _Answered(resp.status_code, shown[:RESPONSE_SHOWN_CHARS], after)
+
+    def _failure(self, exc: BaseException | None) -> dict[str, Any]:
+        """The log fields of a failed attempt: the error and any answer, secrets redacted."""
+        error = redact_secrets(str(exc) or type(exc).__name__, self._secrets)
+        if isinstance(exc, _Answered):
+            return {"error": error, "status": exc.status, "response": exc.body}
+        return {"error": error}
+
+    def _log_retry(self, rs: RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        log.warning("page_retry", attempt=rs.attempt_number, **self._failure(exc))
 
     def _retrying(self) -> AsyncRetrying:
         s = self.settings
@@ -324,7 +302,7 @@ class Courier:
             wait=wait,
             stop=stop_after_attempt(s.pager_attempts),
             reraise=True,
-            before_sleep=_log_retry,
+            before_sleep=self._log_retry,
         )
 
     def _sent(self, page: StoredPage, *, from_outbox: bool = False) -> StoredPage:
