@@ -162,10 +162,14 @@ def loads(data: str | bytes) -> Any:
 
 
 def canonical_json(payload: Any) -> bytes:
-    """One byte string per JSON value, whatever the key order or spacing it arrived with."""
+    """One byte string per JSON value, whatever the key order or spacing it arrived with.
+
+    A lone surrogate (legal in JSON as an escape) passes through as its surrogate bytes, so
+    such a payload still has a stable id instead of being refused.
+    """
     return json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    ).encode("utf-8", "surrogatepass")
 
 
 def injury_id(payload: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> str:

@@ -24,17 +24,11 @@ from typing import Any, Literal
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from auto_healer.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
 from auto_healer.logs import redact_secrets, url_secrets
+from auto_healer.retry import RetryPolicy
 from auto_healer.settings import Settings
 from auto_healer.statelock import StateLock
 
@@ -286,8 +280,12 @@ class Courier:
 
     def _retrying(self) -> AsyncRetrying:
         s = self.settings
-        jitter = wait_random(0, s.pager_backoff_s)
-        backoff = wait_exponential(multiplier=s.pager_backoff_s, max=s.pager_max_backoff_s) + jitter
+        policy = RetryPolicy(
+            attempts=s.pager_attempts,
+            backoff_s=s.pager_backoff_s,
+            max_backoff_s=s.pager_max_backoff_s,
+        )
+        backoff = policy.wait()
 
         def retry(exc: BaseException) -> bool:
             # A Retry-After beyond the backoff cap is honoured by the outbox, not by blocking.
@@ -297,13 +295,7 @@ class Courier:
             after = _retry_after(rs.outcome.exception() if rs.outcome else None)
             return backoff(rs) if after is None else after
 
-        return AsyncRetrying(
-            retry=retry_if_exception(retry),
-            wait=wait,
-            stop=stop_after_attempt(s.pager_attempts),
-            reraise=True,
-            before_sleep=self._log_retry,
-        )
+        return policy.retrying(retry_if_exception(retry), wait=wait, before_sleep=self._log_retry)
 
     def _sent(self, page: StoredPage, *, from_outbox: bool = False) -> StoredPage:
         record = self.ledger.record(page, "sent")
