@@ -129,3 +129,45 @@ def test_any_message_is_settled_once_announced_once_and_changes_nothing(
         assert len(events) == 1
         assert events[0]["metadata"]["settle"] == settler.calls[0]
     assert commit_count(remote) == commits
+
+
+@pytest.mark.parametrize("redeliverable", [False, True])
+async def test_no_page_is_lost_for_a_lone_surrogate_while_the_pager_fails(
+    repo: tuple[Path, Path], tmp_path: Path, redeliverable: bool
+) -> None:
+    """An auto_heal=false injury holding "\\udc80" while the pager answers 500: queued (core)
+    or nak'd (JetStream), then delivered once with the text intact."""
+    from auto_healer.pager import Pager
+
+    from tests.pager_receiver import Answer, Receiver
+    from tests.test_pager import settings_for
+
+    _remote, work = repo
+    receiver = Receiver().start()
+    receiver.script(*[Answer(500)] * 3)
+    pager = Pager(settings_for(receiver.url, tmp_path), dry_run=False)
+    await pager.start()
+    try:
+        body = b'{"timestamp": 1.0, "injury_type": "unauthorized_directory", "affected_path": '
+        body += b'"core/src/x/", "severity": "high", "recommended_action": "delete_directory", '
+        body += b'"auto_heal": false, "note": "bad \\udc80 text"}'
+        d, settler = delivery(body, max_attempts=5 if redeliverable else None)
+        pub = await run_agent(work, [d], pager=pager)
+        if redeliverable:
+            assert settler.calls == ["nak:5"]  # the trigger waits for the redelivery
+            assert pub.events() == []
+            again, settler2 = delivery(body, attempt=2, max_attempts=5)
+            pub = await run_agent(work, [again], pager=pager)
+            assert settler2.calls == ["ack"]
+        else:
+            assert settler.calls == ["ack"]
+            assert pager.pending == 1  # in the durable outbox
+            assert await pager.flush()
+        [event] = pub.events()
+        assert event["metadata"]["injury"]["note"] == "bad \udc80 text"
+        delivered = receiver.delivered
+        assert len(delivered) == 1
+        assert delivered[0]["payload"]["custom_details"]["injury"]["note"] == "bad \udc80 text"
+    finally:
+        await pager.aclose()
+        receiver.stop()
