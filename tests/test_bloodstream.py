@@ -18,12 +18,12 @@ SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 async def test_token_auth_connects_and_a_wrong_token_is_a_clear_error(tmp_path: Path) -> None:
     """NATS_TOKEN authenticates against a real token-protected server; a wrong one is refused."""
     with NatsServer(tmp_path / "nats", extra_args=("--auth", "t0ken-s3cret")) as server:
-        nc = await connect(load_settings(nats_token="t0ken-s3cret"), server.url, name="t")
+        nc = await connect(load_settings(nats_token="t0ken-s3cret").nats, server.url, name="t")
         assert nc.is_connected
         await nc.close()
         with pytest.raises(ConfigError, match="cannot connect to NATS") as err:
             await connect(
-                load_settings(nats_token="wrong"), server.url, name="t", initial_attempts=1
+                load_settings(nats_token="wrong").nats, server.url, name="t", initial_attempts=1
             )
         assert "t0ken" not in str(err.value)
 
@@ -33,7 +33,7 @@ async def test_credentials_in_the_url_never_reach_an_error(tmp_path: Path) -> No
     with NatsServer(tmp_path / "nats", extra_args=("--user", "u", "--pass", "p4ss")) as server:
         url = f"nats://u:wrong-pass@127.0.0.1:{server.port}"
         with pytest.raises(ConfigError) as err:
-            await connect(load_settings(), url, name="t", initial_attempts=1)
+            await connect(load_settings().nats, url, name="t", initial_attempts=1)
         assert "wrong-pass" not in str(err.value)
         assert f"nats://127.0.0.1:{server.port}" in str(err.value)
 
@@ -48,7 +48,7 @@ def test_options_cover_server_lists_creds_nkeys_and_tls(tmp_path: Path) -> None:
         nats_nkey_seed_file=seed,
         nats_tls_ca_file=SYSTEM_CA,
     )
-    opts = connect_options(settings, "nats://127.0.0.1:1, nats://127.0.0.1:2", name="x")
+    opts = connect_options(settings.nats, "nats://127.0.0.1:1, nats://127.0.0.1:2", name="x")
     assert opts["servers"] == ["nats://127.0.0.1:1", "nats://127.0.0.1:2"]
     assert (opts["user"], opts["password"]) == ("bee", "pw")
     assert opts["user_credentials"] == str(creds)

@@ -16,7 +16,7 @@ from auto_healer.decision import Context, PageAction, decide
 from auto_healer.errors import ConfigError
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pager import Pager, PageResult, dedup_key
-from auto_healer.settings import Settings, load_settings
+from auto_healer.settings import PagerSettings, load_settings
 
 from tests.conftest import injury
 from tests.pager_receiver import Answer, Receiver
@@ -32,7 +32,7 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def settings_for(url: str, tmp_path: Path, **overrides: Any) -> Settings:
+def settings_for(url: str, tmp_path: Path, **overrides: Any) -> PagerSettings:
     """Pager settings with short timeouts, waits and windows so the tests stay fast."""
     values: dict[str, Any] = {
         "pager_webhook_url": url,
@@ -44,7 +44,7 @@ def settings_for(url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "pager_drain_interval_s": 0.05,
         "pager_outbox_path": tmp_path / "pager" / "outbox.jsonl",
     }
-    return load_settings(**{**values, **overrides})
+    return load_settings(**{**values, **overrides}).pager
 
 
 @pytest.fixture
@@ -326,8 +326,8 @@ async def test_dry_run_sends_nothing_and_redacts_the_key(
 
 def test_pager_is_none_without_a_webhook(tmp_path: Path) -> None:
     """No PAGER_WEBHOOK_URL, no pager; a non-http URL or a missing routing key is an error."""
-    assert Pager.from_settings(load_settings(), dry_run=False) is None
-    assert Pager.from_settings(load_settings(pager_webhook_url=" "), dry_run=False) is None
+    assert Pager.from_settings(load_settings().pager, dry_run=False) is None
+    assert Pager.from_settings(load_settings(pager_webhook_url=" ").pager, dry_run=False) is None
     with pytest.raises(ConfigError, match="PAGER_ROUTING_KEY"):
         Pager.from_settings(
             settings_for("http://127.0.0.1:9/", tmp_path, pager_routing_key=None), dry_run=False

@@ -185,13 +185,13 @@ def test_two_processes_never_drain_one_outbox(tmp_path: Path) -> None:
     outbox = tmp_path / "pager" / "outbox.jsonl"
     settings = load_settings(
         pager_webhook_url="http://127.0.0.1:9/x", pager_format="generic", pager_outbox_path=outbox
-    )
+    ).pager
     first = Pager(settings, dry_run=False)
     code = (
         "import sys\nfrom auto_healer.pager import Pager\nfrom auto_healer.settings import "
         "load_settings\nfrom auto_healer.errors import ConfigError\n"
         "s = load_settings(pager_webhook_url='http://127.0.0.1:9/x', pager_format='generic', "
-        "pager_outbox_path=sys.argv[1])\n"
+        "pager_outbox_path=sys.argv[1]).pager\n"
         "try:\n    Pager(s, dry_run=False)\nexcept ConfigError as e:\n    print(e)\n"
     )
     out = subprocess.run(

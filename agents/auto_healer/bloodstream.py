@@ -40,7 +40,7 @@ from auto_healer.fit import (
 from auto_healer.logs import redact_url
 from auto_healer.metrics import Metrics
 from auto_healer.retry import RetryPolicy
-from auto_healer.settings import Settings
+from auto_healer.settings import NatsSettings
 
 log = structlog.get_logger("auto_healer.bloodstream")
 
@@ -59,7 +59,7 @@ TRANSIENT_NATS = (
 )
 
 
-def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any]:
+def connect_options(settings: NatsSettings, url: str, *, name: str) -> dict[str, Any]:
     """nats-py `connect()` keyword arguments from settings: servers, auth, TLS, reconnect."""
     opts: dict[str, Any] = {
         "servers": [u.strip() for u in url.split(",") if u.strip()],
@@ -69,20 +69,20 @@ def connect_options(settings: Settings, url: str, *, name: str) -> dict[str, Any
         "connect_timeout": 5,
         "allow_reconnect": True,
     }
-    if settings.nats_user:
-        opts["user"] = settings.nats_user
-        if settings.nats_password:
-            opts["password"] = settings.nats_password.get_secret_value()
-    if settings.nats_token:
-        opts["token"] = settings.nats_token.get_secret_value()
-    if settings.nats_creds_file:
-        opts["user_credentials"] = str(settings.nats_creds_file)
-    if settings.nats_nkey_seed_file:
-        opts["nkeys_seed"] = str(settings.nats_nkey_seed_file)
-    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
-        ctx = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
-        if settings.nats_tls_cert_file:
-            ctx.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+    if settings.user:
+        opts["user"] = settings.user
+        if settings.password:
+            opts["password"] = settings.password.get_secret_value()
+    if settings.token:
+        opts["token"] = settings.token.get_secret_value()
+    if settings.creds_file:
+        opts["user_credentials"] = str(settings.creds_file)
+    if settings.nkey_seed_file:
+        opts["nkeys_seed"] = str(settings.nkey_seed_file)
+    if settings.tls_ca_file or settings.tls_cert_file:
+        ctx = ssl.create_default_context(cafile=settings.tls_ca_file)
+        if settings.tls_cert_file:
+            ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
         opts["tls"] = ctx
     return opts
 
@@ -92,7 +92,7 @@ def _noop() -> None:
 
 
 async def connect(
-    settings: Settings,
+    settings: NatsSettings,
     url: str,
     *,
     name: str,

@@ -17,7 +17,7 @@ import git
 
 from auto_healer.errors import ConfigError, HealFailed, TransientError
 from auto_healer.paths import confine, remove_tree, replace_file
-from auto_healer.settings import Settings
+from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
 # Stderr fragments of git failures that may pass: a moved remote, the network, a lock.
@@ -307,16 +307,16 @@ class Checkout:
             raise git_error(exc, doing or args[0]) from None
 
 
-def open_checkout(settings: Settings) -> Checkout:
+def open_checkout(settings: GitSettings) -> Checkout:
     """The checkout the settings name: a URL to clone, or an existing path (default: here)."""
-    identity = Identity(settings.git_author_name, settings.git_author_email)
+    identity = Identity(settings.author_name, settings.author_email)
     if settings.repo_url:
         return Checkout.clone(
-            settings.repo_url, settings.work_dir, branch=settings.git_branch, identity=identity
+            settings.repo_url, settings.work_dir, branch=settings.branch, identity=identity
         )
     return Checkout.open(
         settings.repo_path or Path.cwd(),
-        branch=settings.git_branch,
+        branch=settings.branch,
         identity=identity,
-        remote=settings.git_remote,
+        remote=settings.remote,
     )

@@ -26,8 +26,8 @@ def heal_once(
 ) -> bool:
     """Heal, page and print the report; True when every outcome is fine (exit 0)."""
     playbooks = load_playbooks(settings.playbooks_dir)
-    pager = Pager.from_settings(settings, dry_run=settings.dry_run)
-    checkout = open_checkout(settings)
+    pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
+    checkout = open_checkout(settings.git)
     try:
         if not settings.dry_run and not checkout.owned and checkout.has_local_changes():
             raise ConfigError(

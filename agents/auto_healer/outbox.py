@@ -29,7 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from auto_healer.jsonl import append_jsonl, read_jsonl, rewrite_jsonl
 from auto_healer.logs import redact_secrets, url_secrets
 from auto_healer.retry import RetryPolicy
-from auto_healer.settings import Settings
+from auto_healer.settings import PagerSettings
 from auto_healer.statelock import StateLock
 
 log = structlog.get_logger("auto_healer.outbox")
@@ -177,14 +177,16 @@ class Courier:
     A single process must own a state directory: two would both drain the same outbox.
     """
 
-    def __init__(self, settings: Settings, request: Callable[[StoredPage], HttpRequest]) -> None:
+    def __init__(
+        self, settings: PagerSettings, request: Callable[[StoredPage], HttpRequest]
+    ) -> None:
         self.settings, self._request = settings, request  # `request` adds the secrets
-        key = settings.pager_routing_key
+        key = settings.routing_key
         self._secrets = [
-            *url_secrets(settings.pager_webhook_url or ""),
+            *url_secrets(settings.webhook_url or ""),
             *([key.get_secret_value()] if key else []),
         ]
-        state = settings.pager_outbox_path
+        state = settings.outbox_path
         self._lock = StateLock(
             state.with_name(".lock"),
             what=f"the pager outbox {state}",
@@ -193,7 +195,7 @@ class Courier:
         self.outbox = Outbox(state)
         self.ledger = Ledger(state.with_name("sent.jsonl"))
         self.dead_letter_path = state.with_name("dead-letter.jsonl")
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(settings.pager_timeout_s))
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s))
         self._drainer: asyncio.Task[None] | None = None
         self._drain_lock = asyncio.Lock()
         self._not_before_s = 0.0  # monotonic; set by a Retry-After the drainer must honour
@@ -281,15 +283,15 @@ class Courier:
     def _retrying(self) -> AsyncRetrying:
         s = self.settings
         policy = RetryPolicy(
-            attempts=s.pager_attempts,
-            backoff_s=s.pager_backoff_s,
-            max_backoff_s=s.pager_max_backoff_s,
+            attempts=s.attempts,
+            backoff_s=s.backoff_s,
+            max_backoff_s=s.max_backoff_s,
         )
         backoff = policy.wait()
 
         def retry(exc: BaseException) -> bool:
             # A Retry-After beyond the backoff cap is honoured by the outbox, not by blocking.
-            return _transient(exc) and (_retry_after(exc) or 0.0) <= s.pager_max_backoff_s
+            return _transient(exc) and (_retry_after(exc) or 0.0) <= s.max_backoff_s
 
         def wait(rs: RetryCallState) -> float:
             after = _retry_after(rs.outcome.exception() if rs.outcome else None)
@@ -313,12 +315,12 @@ class Courier:
     async def _drain_loop(self) -> None:
         """Drain the outbox now, then every interval (longer while the pager stays down)."""
         s = self.settings
-        delay_s = s.pager_drain_interval_s
+        delay_s = s.drain_interval_s
         while True:
             try:
                 ok = await self.flush()
             except Exception:  # e.g. a full disk must not end the drainer: log, retry later
                 log.exception("outbox_drain_error")
                 ok = False
-            delay_s = s.pager_drain_interval_s if ok else min(delay_s * 2, s.pager_max_backoff_s)
+            delay_s = s.drain_interval_s if ok else min(delay_s * 2, s.max_backoff_s)
             await asyncio.sleep(max(delay_s, self._not_before_s - time.monotonic()))

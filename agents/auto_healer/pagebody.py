@@ -20,7 +20,7 @@ from auto_healer.errors import InjuryRejected
 from auto_healer.outbox import HttpRequest
 from auto_healer.outcomes import Outcome
 from auto_healer.paths import normalise
-from auto_healer.settings import Settings
+from auto_healer.settings import PagerSettings
 
 SUMMARY_MAX_CHARS = 1024
 DEDUP_KEY_MAX_CHARS = 255
@@ -104,7 +104,7 @@ def wire_request(url: str, body: dict[str, Any], routing_key: str | None) -> Htt
 
 
 def build_body(
-    settings: Settings,
+    settings: PagerSettings,
     outcome: Outcome,
     action: PageAction,
     key: str,
@@ -126,7 +126,7 @@ def build_body(
         grouped_count=grouped,
         injury=parsed.raw,
     )
-    if settings.pager_format == "generic":
+    if settings.format == "generic":
         return GenericEvent(
             event_action=act,
             dedup_key=key,
@@ -146,7 +146,7 @@ def build_body(
         summary = summary[: SUMMARY_MAX_CHARS - 1] + "…"
     payload = PagerDutyPayload(
         summary=summary,
-        source=settings.pager_source,
+        source=settings.source,
         severity=PD_SEVERITY[inj.severity],
         timestamp=when,
         component=inj.affected_path,

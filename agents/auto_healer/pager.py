@@ -24,7 +24,7 @@ from auto_healer.logs import REDACTED, mask_url, public_url, redact_url
 from auto_healer.outbox import Courier, HttpRequest, PageResult, StoredPage
 from auto_healer.outcomes import Outcome
 from auto_healer.pagebody import build_body, dedup_key, wire_request
-from auto_healer.settings import Settings
+from auto_healer.settings import PagerSettings
 
 __all__ = ["PageResult", "Pager", "dedup_key"]
 log = structlog.get_logger("auto_healer.pager")
@@ -55,18 +55,18 @@ PLANNED_KEPT = 10_000  # the requests a dry-run keeps to show (memory stays boun
 class Pager:
     """Decides and sends the pages of outcomes; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: Settings, *, dry_run: bool) -> None:
-        url = (settings.pager_webhook_url or "").strip()
+    def __init__(self, settings: PagerSettings, *, dry_run: bool) -> None:
+        url = (settings.webhook_url or "").strip()
         if not _is_http_url(url):
             raise ConfigError(
                 f"PAGER_WEBHOOK_URL must be an http(s) URL with a host: {mask_url(url)!r}"
             )
-        pagerduty = settings.pager_format == "pagerduty"
-        if pagerduty and settings.pager_routing_key is None:
+        pagerduty = settings.format == "pagerduty"
+        if pagerduty and settings.routing_key is None:
             raise ConfigError("PAGER_FORMAT=pagerduty needs PAGER_ROUTING_KEY")
         self.settings, self.dry_run, self.url = settings, dry_run, url
-        self.destination = f"{settings.pager_format} webhook at {public_url(url)}"
-        self._routing_key = settings.pager_routing_key if pagerduty else None
+        self.destination = f"{settings.format} webhook at {public_url(url)}"
+        self._routing_key = settings.routing_key if pagerduty else None
         self._planned: list[dict[str, Any]] = []
         self._planned_ids: set[tuple[str, str]] = set()
         self._inflight: set[tuple[str, str]] = set()
@@ -83,9 +83,9 @@ class Pager:
                 self._mark(page.dedup_key, page.action, page.at)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, dry_run: bool) -> Pager | None:
+    def from_settings(cls, settings: PagerSettings, *, dry_run: bool) -> Pager | None:
         """The pager of these settings, or None when PAGER_WEBHOOK_URL is unset."""
-        if not (settings.pager_webhook_url or "").strip():
+        if not (settings.webhook_url or "").strip():
             return None
         return cls(settings, dry_run=dry_run)
 
@@ -112,7 +112,7 @@ class Pager:
     @property
     def state_path(self) -> str:
         """The outbox file (the ledger and dead letters are beside it)."""
-        return str(self.settings.pager_outbox_path)
+        return str(self.settings.outbox_path)
 
     @property
     def tracked_problems(self) -> int:
@@ -185,8 +185,8 @@ class Pager:
             return not group.open  # nothing open for this key: already resolved
         s = self.settings
         return group.open and (
-            now - group.first_page_s < s.pager_group_window_s
-            or now - group.last_page_s < s.pager_repeat_interval_s
+            now - group.first_page_s < s.group_window_s
+            or now - group.last_page_s < s.repeat_interval_s
         )
 
     def _prune(self, now: float) -> None:
@@ -195,7 +195,7 @@ class Pager:
         Such a group groups nothing any more; only a repeated resolve would still be suppressed,
         and PagerDuty ignores a resolve of a resolved incident. Open problems are all kept.
         """
-        age = max(self.settings.pager_group_window_s, self.settings.pager_repeat_interval_s)
+        age = max(self.settings.group_window_s, self.settings.repeat_interval_s)
         if now - self._pruned_at < age:
             return
         self._pruned_at = now

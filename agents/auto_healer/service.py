@@ -58,20 +58,20 @@ async def serve(
             stack.callback(server.stop)
             url = server.url
             log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
-        liveness = Liveness(max_disconnected_s=settings.nats_max_disconnected_s)
+        liveness = Liveness(max_disconnected_s=settings.nats.max_disconnected_s)
         nc = await connect(
-            settings,
+            settings.nats,
             url,
             name=f"auto-healer-{socket.gethostname()}-{os.getpid()}",
             on_disconnected=liveness.disconnected,
             on_reconnected=liveness.reconnected,
             on_closed=liveness.closed,
         )
-        checkout = open_checkout(settings)
+        checkout = open_checkout(settings.git)
         stack.callback(checkout.close)
         coordinator = await _coordinator(settings, nc)
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
-        pager = Pager.from_settings(settings, dry_run=settings.dry_run)
+        pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)

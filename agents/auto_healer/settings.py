@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -24,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from auto_healer.contracts import describe_validation_error
 from auto_healer.errors import ConfigError
 
+_P = TypeVar("_P", bound="_Part")
 SHIPPED_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
 
@@ -31,6 +34,62 @@ def default_state_dir() -> Path:
     """Where auto-healer keeps state: `$XDG_STATE_HOME/auto-healer` or `~/.local/state/...`."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "auto-healer"
+
+
+class _Part(BaseModel):
+    """One concern's slice of the settings, handed to the class that needs only it."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class NatsSettings(_Part):
+    """How to reach the bloodstream (the agent and the client commands)."""
+
+    url: str | None
+    user: str | None
+    password: SecretStr | None
+    token: SecretStr | None
+    nkey_seed_file: Path | None
+    creds_file: Path | None
+    tls_ca_file: Path | None
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    max_disconnected_s: float
+
+
+class PagerSettings(_Part):
+    """Where and how to page a human."""
+
+    format: Literal["pagerduty", "generic"]
+    webhook_url: str | None
+    routing_key: SecretStr | None
+    source: str
+    timeout_s: float
+    attempts: int
+    backoff_s: float
+    max_backoff_s: float
+    group_window_s: float
+    repeat_interval_s: float
+    drain_interval_s: float
+    outbox_path: Path
+
+
+class GitSettings(_Part):
+    """Which checkout to heal, and as whom."""
+
+    repo_path: Path | None
+    repo_url: str | None
+    branch: str | None
+    remote: str
+    work_dir: Path
+    author_name: str
+    author_email: str
+
+
+def _part(settings: BaseModel, prefix: str, model: type[_P]) -> _P:
+    """The fields of `settings` named `<prefix><field>`, as `model`."""
+    values = {name: getattr(settings, prefix + name) for name in model.model_fields}
+    return model(**values)
 
 
 class Settings(BaseSettings):
@@ -111,6 +170,26 @@ class Settings(BaseSettings):
         if value == Path("playbooks") and not value.is_dir() and SHIPPED_PLAYBOOKS.is_dir():
             return SHIPPED_PLAYBOOKS
         return value
+
+    @property
+    def nats(self) -> NatsSettings:
+        return _part(self, "nats_", NatsSettings)
+
+    @property
+    def pager(self) -> PagerSettings:
+        return _part(self, "pager_", PagerSettings)
+
+    @property
+    def git(self) -> GitSettings:
+        return GitSettings(
+            repo_path=self.repo_path,
+            repo_url=self.repo_url,
+            branch=self.git_branch,
+            remote=self.git_remote,
+            work_dir=self.work_dir,
+            author_name=self.git_author_name,
+            author_email=self.git_author_email,
+        )
 
     @model_validator(mode="after")
     def _one_repo(self) -> Settings:

@@ -31,7 +31,7 @@ async def publish_injuries(
     duplicates. With a signing key in the settings, each is signed the v2 way (see
     `auto_healer.signing`) and always has a msg-id: its stable id, else a random uuid4.
     """
-    nc = await connect(settings, url, name="auto-healer-publish")
+    nc = await connect(settings.nats, url, name="auto-healer-publish")
     key = settings.injury_signing_key
     try:
         js = nc.jetstream() if jetstream else None
@@ -72,7 +72,7 @@ async def tail(
     settings: Settings, url: str, subject: str, *, raw: bool = False, count: int | None = None
 ) -> None:
     """Print every message on `subject` until interrupted (or `count` messages)."""
-    nc = await connect(settings, url, name="auto-healer-tail")
+    nc = await connect(settings.nats, url, name="auto-healer-tail")
     seen = asyncio.Event()
     received = 0
 
