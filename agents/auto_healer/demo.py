@@ -118,8 +118,7 @@ async def _plan(settings: Settings, work: Path, injuries: list[ParsedInjury]) ->
 
 
 async def _loop(settings: Settings, tmp: Path, remote: Path, injuries: list[ParsedInjury]) -> None:
-    import nats
-
+    from auto_healer.bloodstream import connect
     from auto_healer.service import serve
     from auto_healer.tools import publish_injuries
 
@@ -140,7 +139,7 @@ async def _loop(settings: Settings, tmp: Path, remote: Path, injuries: list[Pars
         )
         stop = asyncio.Event()
         agent = asyncio.create_task(serve(agent_settings, install_signals=False, stop=stop))
-        nc = await nats.connect(server.url)
+        nc = await connect(agent_settings.nats, server.url, name="auto-healer-demo")
         seen = asyncio.Event()
         count = 0
 

@@ -1,0 +1,26 @@
+"""The layout's one rule that code can check: only the transports know NATS."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "agents" / "auto_healer"
+ALLOWED = {"bloodstream.py", "coordination.py"}
+
+
+def test_only_sources_bloodstream_and_coordination_import_nats() -> None:
+    """No module outside sources/, bloodstream and coordination imports nats."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] == "sources" or rel.name in ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{rel}: {n}" for n in names if n == "nats" or n.startswith("nats.")]
+    assert offenders == []
