@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from auto_healer.errors import InjuryRejected
+from auto_healer.paths import normalise
 
 SUBJECT_AUDIT = "aura.hive.audit"
 SUBJECT_INJURY = "aura.hive.injury"
@@ -197,6 +198,8 @@ class ParsedInjury(BaseModel):
     id: str
     injury: Injury
     raw: dict[str, Any]
+    path: str | None = None  # `affected_path` in normal form, once; None when its shape is unsafe
+    path_error: str | None = None  # why it is unsafe (the healer refuses such an injury)
 
 
 def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> ParsedInjury:
@@ -211,7 +214,11 @@ def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> 
         parsed_id = injury_id(payload, headers)
     except (TypeError, ValueError, RecursionError) as exc:  # NaN, bytes, absurd nesting
         raise InjuryRejected(f"payload is not canonical JSON: {exc}") from None
-    return ParsedInjury(id=parsed_id, injury=injury, raw=payload)
+    try:
+        path, path_error = normalise(injury.affected_path), None
+    except InjuryRejected as exc:
+        path, path_error = None, str(exc)
+    return ParsedInjury(id=parsed_id, injury=injury, raw=payload, path=path, path_error=path_error)
 
 
 def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> ParsedInjury:

@@ -25,7 +25,7 @@ from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
-from auto_healer.paths import first_protected, normalise
+from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
 
 log = structlog.get_logger("auto_healer.healer")
@@ -268,8 +268,9 @@ class Healer:
 
 def _precheck(parsed: ParsedInjury, playbook: Playbook) -> None:
     """Refuse a malformed or protected path up front (the actions check again, fully)."""
-    rel = normalise(parsed.injury.affected_path)
-    hit = first_protected(rel, playbook.protected_globs) if rel != "." else None
+    if parsed.path is None:
+        raise InjuryRejected(parsed.path_error or "affected_path is unsafe")
+    hit = first_protected(parsed.path, playbook.protected_globs) if parsed.path != "." else None
     if hit:
         raise InjuryRejected(
             f"affected_path {parsed.injury.affected_path!r} is protected by {hit!r}"
@@ -287,7 +288,7 @@ def repo_key(checkout: Checkout) -> str:
 
 def _path(parsed: ParsedInjury) -> str:
     """The affected path in normal form, so `./a//b/` and `a/b` are one key (after precheck)."""
-    return normalise(parsed.injury.affected_path)
+    return parsed.path or parsed.injury.affected_path
 
 
 async def _in_thread(func: Callable[..., T], *args: Any) -> T:
