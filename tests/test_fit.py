@@ -47,7 +47,7 @@ def small_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 async def open_publisher(url: str) -> tuple[Any, Any, Publisher]:
     """A connection made as the agent makes it, its JetStream (streams set up), a Publisher."""
-    nc = await connect(load_settings(), url, name="fit-test")
+    nc = await connect(load_settings().nats, url, name="fit-test")
     js = nc.jetstream()
     await ensure_streams(js, max_deliver=3, ack_wait_s=30.0)
     return nc, js, Publisher(nc, Metrics())

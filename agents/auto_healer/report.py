@@ -8,6 +8,7 @@ escalated.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -26,6 +27,15 @@ _LABEL = {
     Kind.FAILED: "FAILED",
     Kind.REJECTED: "REJECTED",
 }
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escape_surrogates(text: str) -> str:
+    """Lone surrogates (legal JSON escapes, not encodable text) written back as `\\udXXX`:
+    valid inside JSON strings and printable on any terminal."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def outcome_dict(outcome: Outcome, escalation: str | None = None) -> dict[str, Any]:
@@ -82,10 +92,10 @@ def render(
         }
         if pages is not None:
             doc["pages"] = list(pages)
-        return json.dumps(doc, indent=2, ensure_ascii=False)
+        return escape_surrogates(json.dumps(doc, indent=2, ensure_ascii=False))
     if fmt == "markdown":
-        return _markdown(outcomes, escalations_to) + _pages(pages, "markdown")
-    return _text(outcomes, escalations_to) + _pages(pages, "text")
+        return escape_surrogates(_markdown(outcomes, escalations_to) + _pages(pages, "markdown"))
+    return escape_surrogates(_text(outcomes, escalations_to) + _pages(pages, "text"))
 
 
 def _pages(pages: Sequence[dict[str, Any]] | None, fmt: Format) -> str:
