@@ -82,9 +82,14 @@ def diff_lines(mutant: str) -> list[str]:
 def report(skip: list[str]) -> int:
     """Print the score of each module and every survivor; return the number of survivors."""
     statuses: dict[str, str] = {}
+    skipped = 0
     for line in mutmut("results", "--all", "true").splitlines():
         name, sep, status = line.strip().rpartition(": ")
-        if sep and not any(fnmatch.fnmatch(name, pattern) for pattern in skip):
+        if not sep:
+            continue
+        if any(fnmatch.fnmatch(name, pattern) for pattern in skip):
+            skipped += 1
+        else:
             statuses[name] = status
     if not statuses:
         raise SystemExit("mutmut reported no mutants: is the MUTATE list right?")
@@ -96,6 +101,8 @@ def report(skip: list[str]) -> int:
         print(f"  {module}: {counts['killed']} / {total - counts['killed']} / {total}", end="")
         others = {s: c for s, c in counts.items() if s not in ("killed", "survived")}
         print(f"  (not killed: {others})" if others else "")
+    if skipped:
+        print(f"  ({skipped} mutants matching {' '.join(skip)} not counted)")
     print(f"\n{len(survivors)} surviving mutants:")
     for name in survivors:
         print(f"  {name} [{statuses[name]}]")
