@@ -4,7 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check bench schema clean
+# `make mutation`: the modules mutated, the fast in-process tests run against each mutant, and
+# mutants not counted (read_injuries is tested elsewhere, with its own tests).
+MUTATE         ?= agents/auto_healer/outcomes.py agents/auto_healer/contracts.py
+MUTATION_TESTS ?= tests/test_contracts.py tests/test_outcomes_table.py
+MUTATION_SKIP  ?= auto_healer.contracts.x_read_injuries__mutmut_*
+
+.PHONY: demo test check bench schema mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -26,6 +32,9 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+mutation: $(STAMP)
+	$(BIN)/python -m bench.mutation $(MUTATE) --tests $(MUTATION_TESTS) --skip '$(MUTATION_SKIP)'
 
 schema: $(STAMP)
 	$(BIN)/auto-healer schema > schema/playbook.schema.json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -10,12 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import nats
 from auto_healer.embedded import free_port
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PLAYBOOKS, git
 
@@ -89,6 +92,17 @@ class AgentProcess:
             time.sleep(0.1)
         raise AssertionError(f"{self.name} not ready:\n{self.logs()}")
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of one metric's samples (with these labels) on /metrics; 0 if it has none."""
+        status, text = self.get("/metrics")
+        assert status == 200, f"{self.name} /metrics answered {status}"
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
     def checkout(self) -> Path:
         return next(p for p in (self.dir / "work").iterdir() if p.is_dir())
 
@@ -112,8 +126,10 @@ class Events:
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
         self.nc: Any = None
+        self.subject = ""
 
     async def start(self, url: str, subject: str = "aura.hive.events.>") -> Events:
+        self.subject = subject
         self.nc = await nats.connect(url)
 
         async def on(msg: Any) -> None:
@@ -125,10 +141,19 @@ class Events:
         return self
 
     async def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.items) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        """Wait until at least `count` messages arrived; on timeout raise saying what did."""
+        await wait_until(
+            lambda: len(self.items) >= count,
+            timeout_s,
+            f"{count} messages on {self.subject}",
+            seen=self.seen,
+        )
         return self.items
+
+    def seen(self) -> str:
+        """What arrived so far, by event type (or subject), for failure messages."""
+        kinds = Counter(e.get("event_type", e["subject"]) for e in self.items)
+        return f"{len(self.items)} arrived: {dict(kinds)}"
 
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.items if e["event_type"] == event_type]
@@ -136,6 +161,31 @@ class Events:
     async def close(self) -> None:
         if self.nc is not None:
             await self.nc.drain()
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    *,
+    seen: Callable[[], object] | None = None,
+    interval_s: float = 0.05,
+) -> None:
+    """Poll `predicate` (plain or async) until it is true; on timeout raise naming `what`.
+
+    `seen` describes the state at the timeout, so a failure says what was observed instead.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            state = f"; saw {seen()}" if seen is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{state}")
+        await asyncio.sleep(interval_s)
 
 
 def seed_dirs(work: Path, names: Iterable[str]) -> None:

@@ -11,7 +11,14 @@ import nats
 import pytest
 from auto_healer.embedded import NatsServer
 
-from tests.agent_support import AgentProcess, Events, consumer_info, remote_tree, seed_dirs
+from tests.agent_support import (
+    AgentProcess,
+    Events,
+    consumer_info,
+    remote_tree,
+    seed_dirs,
+    wait_until,
+)
 from tests.conftest import git, injury
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,7 +57,8 @@ async def test_two_replicas_share_work_each_injury_once(
             a.wait_ready()
         await _publish(nats_server.url, *[_payload(f"core/src/{n}/") for n in names])
         await events.wait_for(len(names), timeout_s=60)
-        await asyncio.sleep(0.5)  # a duplicate would arrive now
+        # Absence can't be awaited: a duplicate heal would be announced within this window.
+        await asyncio.sleep(0.5)
         healed = events.of_type("injury_healed")
         assert len(events.items) == len(names), events.items
         assert len(healed) == len(names)
@@ -148,8 +156,10 @@ async def test_jetstream_redelivers_after_agent_killed_mid_heal(
             _payload("core/src/messy.py", injury_type="unformatted_code"),
             jetstream=True,
         )
-        await asyncio.sleep(1.5)  # the slow replica has it and is formatting
-        slow.kill()
+        await wait_until(
+            lambda: slow.metric("auto_healer_in_flight") == 1, 20, "the slow replica to take it"
+        )
+        slow.kill()  # mid-heal: its formatter waits a minute
         fast = AgentProcess(
             tmp_path, "fast", nats_server.url, remote, jetstream=True, playbooks=pb, env=env
         ).wait_ready()
@@ -180,17 +190,19 @@ async def test_no_injury_lost_when_nats_restarts(
             nats_server.url, *[_payload(f"core/src/{n}/") for n in names[:6]], jetstream=True
         )
         nats_server.stop()
-        await asyncio.sleep(1.0)
+        await wait_until(
+            lambda: agent.get("/readyz")[0] == 503, 20, "the agent to notice the outage"
+        )
         nats_server.start()
         await _publish(
             nats_server.url, *[_payload(f"core/src/{n}/") for n in names[6:]], jetstream=True
         )
-        for _ in range(300):
+
+        async def drained() -> bool:
             c = await consumer_info(nats_server.url)
-            if c.num_pending == 0 and c.num_ack_pending == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert (c.num_pending, c.num_ack_pending) == (0, 0)
+            return (c.num_pending, c.num_ack_pending) == (0, 0)
+
+        await wait_until(drained, 30, "every injury acked", seen=agent.logs)
         git(work, "pull", "-q")
         assert not [n for n in names if (work / "core" / "src" / n).exists()]
         log = git(remote, "log", "--format=%s", "main").splitlines()
@@ -219,7 +231,7 @@ async def test_sigterm_finishes_in_flight_and_exits_clean(
         await _publish(
             nats_server.url, _payload("core/src/messy.py", injury_type="unformatted_code")
         )
-        await asyncio.sleep(0.7)
+        await wait_until(lambda: agent.metric("auto_healer_in_flight") == 1, 20, "a heal in flight")
         assert await asyncio.to_thread(agent.terminate) == 0
         await events.wait_for(1, timeout_s=5)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
@@ -251,7 +263,7 @@ async def test_heal_cut_off_by_deadline_is_redelivered_and_checkout_clean(
             _payload("core/src/messy.py", injury_type="unformatted_code"),
             jetstream=True,
         )
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.metric("auto_healer_in_flight") == 1, 20, "a heal in flight")
         assert await asyncio.to_thread(agent.terminate) == 0
         assert git(agent.checkout(), "status", "--porcelain") == ""
         c = await consumer_info(nats_server.url)

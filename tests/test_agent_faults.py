@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import nats
+from auto_healer.bloodstream import DEAD_LETTER_SUBJECT
 from auto_healer.embedded import NatsServer, free_port
 
-from tests.agent_support import AgentProcess, Events, consumer_info
+from tests.agent_support import AgentProcess, Events, consumer_info, wait_until
 from tests.conftest import injury
 from tests.pager_receiver import Receiver
 from tests.test_agent import _payload, _publish, _slow_playbooks
@@ -40,6 +41,8 @@ async def test_heal_longer_than_ack_wait_is_not_redelivered(
             jetstream=True,
         )
         await events.wait_for(1, timeout_s=30)
+        # Absence can't be awaited: a redelivery during the heal would be announced (skipped, as
+        # a duplicate) within this window, longer than ack_wait.
         await asyncio.sleep(2.0)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
         c = await consumer_info(nats_server.url)
@@ -73,9 +76,7 @@ async def test_heal_is_announced_and_resolve_queued_while_pager_is_down(
         await events.wait_for(1, timeout_s=20)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
         receiver.start()
-        deadline = time.monotonic() + 20
-        while not receiver.delivered and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: receiver.delivered, 20, "the queued resolve", seen=agent.logs)
         assert [p["event_action"] for p in receiver.delivered] == ["resolve"]
         c = await consumer_info(nats_server.url)
         assert (c.num_pending, c.num_ack_pending) == (0, 0)
@@ -97,16 +98,23 @@ async def test_poison_is_not_dropped_when_its_dead_letter_cannot_be_written(
         js = nc.jetstream()
         await js.delete_stream("AURA_DEAD_LETTERS")
         await js.publish("aura.hive.injury", b'{"not": "an injury"}')
-        await asyncio.sleep(1.5)
+        await wait_until(
+            lambda: (
+                agent.metric("aura_nats_events_failed_total", topic=DEAD_LETTER_SUBJECT) >= 1
+                and agent.metric("auto_healer_in_flight") == 0
+            ),
+            20,
+            "the dead letter to fail and the poison to be settled",
+        )
         c = await js.consumer_info("AURA_INJURIES", "auto-healer")
         assert c.ack_floor.stream_seq == 0  # not terminated
         await js.add_stream(name="AURA_DEAD_LETTERS", subjects=["aura.hive.dead_letter.>"])
-        for _ in range(150):
-            info = await js.stream_info("AURA_DEAD_LETTERS")
-            if info.state.messages:
-                break
-            await asyncio.sleep(0.1)
-        assert info.state.messages == 1
+
+        async def lettered() -> int:
+            return (await js.stream_info("AURA_DEAD_LETTERS")).state.messages
+
+        await wait_until(lettered, 20, "the dead letter to be written", seen=agent.logs)
+        assert await lettered() == 1
         dead = await js.get_last_msg("AURA_DEAD_LETTERS", "aura.hive.dead_letter.injury")
         assert dead.data == b'{"not": "an injury"}'
         await nc.drain()
@@ -134,10 +142,13 @@ async def test_sigterm_takes_no_new_injury(
         first = _payload("core/src/messy.py", injury_type="unformatted_code")
         second = json.dumps(injury("core/src/app.py", injury_type="unformatted_code")).encode()
         await _publish(nats_server.url, first, second, jetstream=True)
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: agent.metric("auto_healer_in_flight") == 1, 20, "a heal in flight")
         started = time.monotonic()
         assert await asyncio.to_thread(agent.terminate) == 0
         assert time.monotonic() - started < 10
+        await events.wait_for(1, timeout_s=5)
+        # Absence can't be awaited: an event the agent published before exiting may still be on
+        # its way to this subscriber for a moment.
         await asyncio.sleep(0.5)
         assert [e["event_type"] for e in events.items] == ["injury_healed"]
         c = await consumer_info(nats_server.url)

@@ -14,7 +14,7 @@ import nats
 from auto_healer.bloodstream import ensure_streams
 from auto_healer.embedded import NatsServer
 
-from tests.agent_support import AgentProcess, Events, remote_tree
+from tests.agent_support import AgentProcess, Events, remote_tree, wait_until
 from tests.conftest import git, injury
 from tests.test_agent import _payload, _publish
 
@@ -59,6 +59,7 @@ async def test_msg_id_dedups_and_dry_run_takes_nothing_from_real_replicas(
             nats_server.url, data, data, data, jetstream=True, msg_ids=["bee-1", "bee-1", "bee-1"]
         )
         await events.wait_for(1)
+        # Absence can't be awaited: a message that escaped dedup would be planned in this window.
         await asyncio.sleep(1.0)
         assert [e["event_type"] for e in events.items] == ["injury_heal_planned"]
         assert events.items[0]["metadata"]["injury_id"] == "bee-1"
@@ -89,7 +90,11 @@ async def test_heartbeat_metrics_and_probes(
         assert beat["service"] == "auto-healer" and beat["status"] == "active"
         assert {"cpu_percent", "memory_mb", "in_flight"} <= set(beat["metadata"])
         assert agent.get("/healthz")[0] == 200 and agent.get("/readyz")[0] == 200
-        await asyncio.sleep(0.3)
+        await wait_until(
+            lambda: agent.metric("auto_healer_injuries_total", outcome="escalated") == 1,
+            10,
+            "the escalation to be counted",
+        )
         status, text = agent.get("/metrics")
         assert status == 200
         for name in (

@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 from auto_healer.embedded import NatsServer, free_port
 
-from tests.agent_support import AgentProcess, Events, consumer_info
+from tests.agent_support import AgentProcess, Events, consumer_info, wait_until
 from tests.conftest import injury
 from tests.pager_receiver import Receiver
 
@@ -36,13 +36,6 @@ async def _publish(url: str, payload: dict[str, object], *, jetstream: bool) -> 
     await nc.drain()
 
 
-async def _wait(predicate: object, timeout_s: float = 30.0) -> None:
-    for _ in range(int(timeout_s * 10)):
-        if predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.1)
-
-
 async def test_escalation_pages_then_heal_resolves(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
@@ -55,9 +48,9 @@ async def test_escalation_pages_then_heal_resolves(
         await _publish(
             nats_server.url, injury("core/src/random_stuff/", auto_heal=False), jetstream=False
         )
-        await _wait(lambda: len(receiver.delivered) >= 1)
+        await wait_until(lambda: len(receiver.delivered) >= 1, 30, "the trigger", seen=agent.logs)
         await _publish(nats_server.url, injury("core/src/random_stuff/"), jetstream=False)
-        await _wait(lambda: len(receiver.delivered) >= 2)
+        await wait_until(lambda: len(receiver.delivered) >= 2, 30, "the resolve", seen=agent.logs)
         trigger, resolve = receiver.delivered
         assert trigger["event_action"] == "trigger"
         assert trigger["routing_key"] == "R0UTING-KEY-SECRET"
@@ -86,16 +79,28 @@ async def test_jetstream_naks_while_pager_down_and_pages_once_when_back(
     try:
         agent.wait_ready()
         await _publish(nats_server.url, injury("core/src/legacy/", auto_heal=False), jetstream=True)
-        await asyncio.sleep(2.0)
+        await wait_until(
+            lambda: (
+                agent.metric("auto_healer_pages_total", delivery="undelivered") >= 1
+                and agent.metric("auto_healer_in_flight") == 0
+            ),
+            20,
+            "the page to fail and the injury to be settled",
+        )
+        # Absence can't be awaited: an outcome announced by mistake would arrive in this window.
+        await asyncio.sleep(0.5)
         assert events.items == []  # nak'd: no outcome announced yet
         receiver.start()
-        await _wait(lambda: len(events.items) >= 1, timeout_s=20)
+        await events.wait_for(1, timeout_s=20)
+        # Absence can't be awaited: a second page or event would arrive in this window.
         await asyncio.sleep(1.0)
         assert len(receiver.delivered) == 1
         assert [e["event_type"] for e in events.items] == ["injury_escalated"]
         c = await consumer_info(nats_server.url)
         assert (c.num_pending, c.num_ack_pending) == (0, 0)
-        assert c.num_redelivered >= 0 and c.delivered.consumer_seq >= 2
+        # The one message was delivered again after its nak: one stream message, two deliveries.
+        assert (c.delivered.stream_seq, c.ack_floor.stream_seq) == (1, 1)
+        assert c.delivered.consumer_seq >= 2
     finally:
         await events.close()
         receiver.stop()
@@ -115,9 +120,14 @@ async def test_core_mode_outbox_delivers_after_pager_comes_back(
         await _publish(
             nats_server.url, injury("core/src/legacy/", auto_heal=False), jetstream=False
         )
-        await asyncio.sleep(1.5)
+        await wait_until(
+            lambda: agent.metric("auto_healer_pages_total", delivery="queued") == 1,
+            20,
+            "the page to be queued in the outbox",
+        )
         receiver.start()
-        await _wait(lambda: len(receiver.delivered) >= 1, timeout_s=20)
+        await wait_until(lambda: receiver.delivered, 20, "the page from the outbox")
+        # Absence can't be awaited: a duplicate page would arrive in this window.
         await asyncio.sleep(1.0)
         assert len(receiver.delivered) == 1
         assert receiver.delivered[0]["event_action"] == "trigger"

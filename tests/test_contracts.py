@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from typing import Any
 
@@ -14,9 +15,11 @@ from auto_healer.contracts import (
     Heartbeat,
     Injury,
     Severity,
+    canonical_json,
     describe_validation_error,
     event_subject,
     injury_id,
+    loads,
     model_for_subject,
     parse_injury,
     parse_injury_obj,
@@ -104,6 +107,150 @@ def test_severity_error_lists_the_allowed_values() -> None:
     """A bad severity says which values are allowed."""
     with pytest.raises(InjuryRejected, match="low, medium, high, critical"):
         parse_injury_obj(injury("a", severity="urgent"))
+
+
+@pytest.mark.parametrize("timestamp", [0, 0.0, 0.5, 1])
+def test_timestamps_from_zero_up_are_accepted(timestamp: float) -> None:
+    """The Unix epoch itself and fractions of a second are valid timestamps."""
+    assert parse_injury_obj(injury("a", timestamp=timestamp)).injury.timestamp == timestamp
+
+
+def test_negative_timestamp_error_says_what_is_valid() -> None:
+    """A negative timestamp is rejected saying a finite, non-negative Unix time is expected."""
+    with pytest.raises(InjuryRejected) as exc:
+        parse_injury_obj(injury("a", timestamp=-0.5))
+    assert str(exc.value) == (
+        "invalid injury: field 'timestamp': value error, must be a finite, non-negative unix time"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("injury_type", "A-z_0.9:x"),
+        ("injury_type", "t" * 200),
+        ("affected_path", "p" * 4096),
+        ("recommended_action", ""),
+        ("recommended_action", "r" * 200),
+    ],
+)
+def test_field_limits_are_inclusive(field: str, value: str) -> None:
+    """Every allowed character of injury_type and each maximum length itself are accepted."""
+    assert getattr(parse_injury_obj({**injury("a"), field: value}).injury, field) == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("injury_type", ""),
+        ("injury_type", "t" * 201),
+        ("injury_type", "a/b"),
+        ("affected_path", "p" * 4097),
+        ("recommended_action", "r" * 201),
+    ],
+)
+def test_field_limits_reject_one_past(field: str, value: str) -> None:
+    """One character past a limit, or outside injury_type's alphabet, is rejected by name."""
+    with pytest.raises(InjuryRejected, match=f"field '{field}'"):
+        parse_injury_obj({**injury("a"), field: value})
+
+
+def test_severity_may_be_given_as_the_enum() -> None:
+    """Code that builds an injury may pass the Severity enum itself, not only its JSON string."""
+    fields = {**injury("a"), "severity": Severity.CRITICAL}
+    assert Injury.model_validate(fields).severity is Severity.CRITICAL
+
+
+@pytest.mark.parametrize(("payload", "kind"), [([1], "list"), ("x", "str"), (None, "NoneType")])
+def test_non_object_payload_error_names_its_type(payload: object, kind: str) -> None:
+    """A payload that is not a JSON object is rejected naming what it is instead."""
+    with pytest.raises(InjuryRejected) as exc:
+        parse_injury_obj(payload)
+    assert str(exc.value) == f"payload must be a JSON object, got {kind}"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_loads_rejects_the_non_json_constants(constant: str) -> None:
+    """Python's json accepts NaN and Infinity; the contract's strict JSON does not."""
+    with pytest.raises(ValueError, match=f"^{constant} is not valid JSON$"):
+        loads(f'{{"x": [1, {constant}]}}')
+    with pytest.raises(InjuryRejected, match=f"not valid JSON: {constant} is not valid JSON"):
+        parse_injury(json.dumps(injury("a", extra=float(constant.lower()))).encode())
+
+
+def test_loads_reads_str_and_bytes() -> None:
+    """Both a str and UTF-8 bytes decode to the same value."""
+    assert loads('{"a": [1.5, null]}') == loads(b'{"a": [1.5, null]}') == {"a": [1.5, None]}
+
+
+def test_a_decoded_inf_cannot_be_hashed_canonically() -> None:
+    """An infinity that reached a decoded payload is rejected as not canonical JSON."""
+    with pytest.raises(InjuryRejected, match=r"^payload is not canonical JSON: "):
+        parse_injury_obj(injury("a", extra=float("inf")))
+
+
+def test_canonical_json_is_sorted_compact_utf8() -> None:
+    """Keys sorted, no spaces, non-ASCII kept as UTF-8 rather than escaped."""
+    payload = {"b": 1, "a": [1, {"z": None, "y": "hé"}], "é": True}
+    expected = '{"a":[1,{"y":"hé","z":null}],"b":1,"é":true}'.encode()
+    assert canonical_json(payload) == expected
+
+
+def test_canonical_json_refuses_nan() -> None:
+    """NaN has no JSON spelling, so it has no canonical form."""
+    with pytest.raises(ValueError, match="JSON compliant"):
+        canonical_json({"x": float("nan")})
+
+
+def test_id_is_sha256_of_the_canonical_payload() -> None:
+    """Without a header the id is `sha256-` and the first 24 hex digits of the canonical hash."""
+    canonical = (
+        b'{"affected_path":"a","auto_heal":true,"injury_type":"unauthorized_directory",'
+        b'"recommended_action":"delete_directory","severity":"high","timestamp":1735920000.456}'
+    )
+    expected = "sha256-" + hashlib.sha256(canonical).hexdigest()[:24]
+    assert injury_id(injury("a")) == injury_id(injury("a"), {}) == expected
+    assert injury_id(injury("a"), {"Nats-Msg-Id": " bee-7 "}) == "bee-7"
+
+
+def test_body_of_exactly_the_size_limit_is_accepted() -> None:
+    """The size limit is inclusive: a 1 MiB body parses; one byte more is rejected, saying so."""
+    body = json.dumps(injury("a", pad="")).encode()
+    body = json.dumps(injury("a", pad="x" * (1024 * 1024 - len(body)))).encode()
+    assert len(body) == 1024 * 1024
+    assert parse_injury(body).raw["pad"].startswith("x")
+    with pytest.raises(InjuryRejected) as exc:
+        parse_injury(body + b" ")
+    assert str(exc.value) == "payload is 1048577 bytes, over the 1048576 limit"
+
+
+def test_validation_error_names_every_field_and_the_payload_itself() -> None:
+    """Every offending field is named, `; `-separated; an error of the whole value says payload."""
+    payload = injury("a")
+    del payload["timestamp"], payload["severity"]
+    with pytest.raises(ValidationError) as exc:
+        Injury.model_validate(payload)
+    assert describe_validation_error(exc.value) == (
+        "field 'timestamp': field required; field 'severity': field required"
+    )
+    with pytest.raises(ValidationError) as exc:
+        Injury.model_validate("x")
+    assert describe_validation_error(exc.value) == (
+        "field 'payload': input should be a valid dictionary or instance of injury"
+    )
+
+
+@pytest.mark.parametrize("event_type", ["injury_healed", "X", "Xray-2"])
+def test_event_subject_accepts_any_single_token(event_type: str) -> None:
+    """Any non-empty token without `.`, `*`, `>` or whitespace is an event subject."""
+    assert event_subject(event_type) == f"aura.hive.events.{event_type}"
+
+
+@pytest.mark.parametrize("event_type", ["", "a.b", "a*", "a>", "a b", "a\tb"])
+def test_event_subject_refuses_wildcards_and_separators(event_type: str) -> None:
+    """A token that is empty or would change the subject's meaning is refused."""
+    with pytest.raises(ValueError, match="single subject token"):
+        event_subject(event_type)
 
 
 @pytest.mark.parametrize(
