@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 
 # `make mutation`: the modules mutated, the fast in-process tests run against each mutant, and
 # mutants not counted (read_injuries is tested elsewhere, with its own tests).
-MUTATE         ?= agents/auto_healer/outcomes.py agents/auto_healer/contracts.py
-MUTATION_TESTS ?= tests/test_contracts.py tests/test_outcomes_table.py
+MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py agents/auto_healer/contracts.py
+MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py
 MUTATION_SKIP  ?= auto_healer.contracts.x_read_injuries__mutmut_*
 
 .PHONY: demo test check bench schema mutation clean

@@ -423,3 +423,25 @@ def test_subjects_map_to_their_models() -> None:
     assert model_for_subject("aura.hive.other") is None
     with pytest.raises(ValueError, match="single subject token"):
         event_subject("a.b")
+
+
+def test_the_affected_path_is_normalised_once_at_parse_time() -> None:
+    """A safe path is kept in normal form; an unsafe one has no path and says why."""
+    from auto_healer.contracts import parse_injury_obj
+
+    from tests.conftest import injury
+
+    safe = parse_injury_obj(injury("./core//src/x/"))
+    assert (safe.path, safe.path_error) == ("core/src/x", None)
+    unsafe = parse_injury_obj(injury("../etc"))
+    assert unsafe.path is None
+    assert unsafe.path_error == "affected_path '../etc' contains '..', which could escape"
+
+
+def test_canonical_json_keeps_a_lone_surrogate_as_its_bytes() -> None:
+    """A lone surrogate is encoded as its own three bytes, so its payload keeps a stable id."""
+    from auto_healer.contracts import canonical_json, injury_id
+
+    assert canonical_json({"n": "a\udc80"}) == b'{"n":"a\xed\xb2\x80"}'
+    assert injury_id({"n": "a\udc80"}) == injury_id({"n": "a\udc80"})
+    assert injury_id({"n": "a\udc80"}) != injury_id({"n": "a\udc81"})

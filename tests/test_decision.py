@@ -159,3 +159,17 @@ def test_exit_status_needs_every_outcome_fine_and_no_page_refused() -> None:
     assert exit_ok([good, bad], pages_refused=0) is False
     assert exit_ok([good], pages_refused=1) is False
     assert exit_ok([], pages_refused=0) is True
+
+
+def test_outcome_names_its_injury_and_files() -> None:
+    """An outcome carries its injury's id (or a raw payload's id) and every file its steps touched."""
+    from auto_healer.outcomes import FileChange, StepReport
+
+    a, b, c = FileChange("a", "delete"), FileChange("b", "modify"), FileChange("c", "delete")
+    steps = (StepReport("x", "s", (a, b)), StepReport("y", "s"), StepReport("z", "s", (c,)))
+    outcome = Outcome(Kind.HEALED, "r", injury=INJURY, steps=steps)
+    assert outcome.injury_id == INJURY.id
+    assert outcome.files == (a, b, c)
+    assert Outcome(Kind.REJECTED, "r").injury_id is None
+    assert Outcome(Kind.REJECTED, "r", raw_id="sha256-x").injury_id == "sha256-x"
+    assert Outcome(Kind.REJECTED, "r").files == ()

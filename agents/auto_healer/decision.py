@@ -68,7 +68,7 @@ class Decision:
     retry_if_incomplete: bool  # a page or dead letter not kept brings the message back
     nak_delay_s: float
 
-    def final(self, *, paged: bool = True, dead_lettered: bool = True) -> Settle:
+    def final(self, *, paged: bool, dead_lettered: bool) -> Settle:
         """The settlement once the page and dead letter were tried.
 
         What could not be kept yet (a trigger the pager refused for now, a dead letter not
