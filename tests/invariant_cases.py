@@ -8,6 +8,7 @@ surrogate, a number Python cannot hold), both are allowed; the invariants still 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -111,15 +112,22 @@ def near_limit_injury(rig: Rig, *, heals: bool) -> Sent:
 def with_id(rig: Rig, label: str, msg_id: str, expect: frozenset[str] = H) -> Sent:
     path = rig.take_dir()
     headers = {"Nats-Msg-Id": msg_id}
+    # A signature covers the id: a blank or over-long (> 256) id cannot be signed, so refused.
+    if rig.key is not None and ((msg_id and not msg_id.strip()) or len(msg_id) > 256):
+        expect = R
     return sent(rig, label, dumps(injury(path)), expect, headers=headers, target=path)
 
 
 def with_sig(rig: Rig, label: str, value: str | None, valid: bool = False) -> Sent:
     path = rig.take_dir()
     body = dumps(injury(path))
+    headers: dict[str, str] | None = None
     if valid:  # the right HMAC, spelled in upper case
-        value = signature(body, rig.key or b"k").upper()
-    headers = {"Aura-Signature": value} if value is not None else None
+        signed_at, msg_id = f"{time.time():.3f}", f"upper-{path}"
+        value = signature(body, rig.key or b"k", msg_id, signed_at).upper().replace("V2=", "v2=")
+        headers = {"Nats-Msg-Id": msg_id, "Aura-Signed-At": signed_at}
+    if value is not None:
+        headers = {**(headers or {}), "Aura-Signature": value}
     expect = H if (rig.key is None or valid) else R
     return Sent(f"Aura-Signature {label}", body, headers, expect, None, path)
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import nats
 from auto_healer.demo import SEED, make_repo
 from auto_healer.embedded import NatsServer
+from auto_healer.signing import signed_headers
 
 from tests.agent_support import AgentProcess, remote_tree
 from tests.conftest import git, injury
@@ -55,9 +56,10 @@ class Sent:
     target: str | None = None  # a real directory this message removes if (and only if) healed
 
 
-def signature(body: bytes, key: bytes) -> str:
-    """`Aura-Signature` as the README documents it: `sha256=<hex HMAC-SHA256(key, body)>`."""
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+def signature(body: bytes, key: bytes, msg_id: str, signed_at: str) -> str:
+    """`Aura-Signature` v2 as the README documents it, computed here with hmac + hashlib."""
+    text = b"\n".join([b"aura-injury-v2", msg_id.encode(), signed_at.encode(), body])
+    return "v2=" + hmac.new(key, text, hashlib.sha256).hexdigest()
 
 
 def header_bytes(headers: dict[str, str] | None) -> int:
@@ -165,9 +167,11 @@ class Rig:
         return path
 
     def sign(self, headers: dict[str, str] | None, body: bytes) -> dict[str, str] | None:
+        """The v2 signature headers (id, time, HMAC) when the rig has a key."""
         if self.key is None:
             return headers
-        return {**(headers or {}), "Aura-Signature": signature(body, self.key)}
+        msg_id = (headers or {}).get("Nats-Msg-Id") or f"signed-{uuid.uuid4().hex}"
+        return signed_headers(body, self.key, headers, msg_id=msg_id)
 
     def publish(self, body: bytes, headers: dict[str, str] | None) -> bool:
         """Publish like bee-keeper; False when JetStream dropped it as a duplicate."""

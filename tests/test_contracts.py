@@ -445,3 +445,16 @@ def test_canonical_json_keeps_a_lone_surrogate_as_its_bytes() -> None:
     assert canonical_json({"n": "a\udc80"}) == b'{"n":"a\xed\xb2\x80"}'
     assert injury_id({"n": "a\udc80"}) == injury_id({"n": "a\udc80"})
     assert injury_id({"n": "a\udc80"}) != injury_id({"n": "a\udc81"})
+
+
+def test_a_number_that_overflows_a_float_is_not_valid_json() -> None:
+    """1e999 would become Infinity, which no event could carry: the payload is rejected."""
+    import pytest
+    from auto_healer.contracts import loads
+    from auto_healer.errors import InjuryRejected
+
+    with pytest.raises(ValueError, match="out of range"):
+        loads('{"x": 1e999}')
+    with pytest.raises(InjuryRejected, match="out of range"):
+        parse_injury(b'{"x": -1e999}')
+    assert loads('{"x": 1e308}') == {"x": 1e308}

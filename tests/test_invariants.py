@@ -184,6 +184,9 @@ class Spec:
         headers = self.headers(rig, body)
         if rig.key is not None and self.signature != "valid":
             expect = R
+        sent_id = (headers or {}).get("Nats-Msg-Id", "")
+        if rig.key is not None and ((sent_id and not sent_id.strip()) or len(sent_id) > 256):
+            expect = R  # the signature covers the id: one that cannot be signed is refused
         msg_id = (headers or {}).get("Nats-Msg-Id", "").strip() or None
         return Sent(repr(self)[:300], body, headers, expect, msg_id, target)
 

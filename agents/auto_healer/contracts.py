@@ -157,9 +157,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to inf, which no JSON can carry back out
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def loads(data: str | bytes) -> Any:
-    """Strict JSON: NaN and Infinity, which Python accepts by default, are errors."""
-    return json.loads(data, parse_constant=_reject_constant)
+    """Strict JSON: NaN and Infinity, which Python accepts by default, are errors, and so is a
+    number too large for a float (it would become Infinity)."""
+    return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def canonical_json(payload: Any) -> bytes:
