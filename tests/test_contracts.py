@@ -458,3 +458,42 @@ def test_a_number_that_overflows_a_float_is_not_valid_json() -> None:
     with pytest.raises(InjuryRejected, match="out of range"):
         parse_injury(b'{"x": -1e999}')
     assert loads('{"x": 1e308}') == {"x": 1e308}
+
+
+def test_an_entry_of_a_json_document_is_held_to_the_message_size_limit() -> None:
+    """An entry exactly MAX_PAYLOAD_BYTES long (compact) is read; one byte more is refused."""
+    import json as _json
+
+    from auto_healer.contracts import MAX_PAYLOAD_BYTES, read_injuries
+    from auto_healer.errors import InjuryRejected
+
+    from tests.conftest import injury
+
+    base = injury("a/", pad="")
+    room = MAX_PAYLOAD_BYTES - len(canonical_json(base))
+    fits, over = injury("a/", pad="p" * room), injury("a/", pad="p" * (room + 1))
+    [ok] = read_injuries(_json.dumps([fits]))
+    assert not isinstance(ok, InjuryRejected)
+    [refused] = read_injuries(_json.dumps([over]))
+    assert isinstance(refused, InjuryRejected)
+    size = MAX_PAYLOAD_BYTES + 1
+    assert str(refused) == f"entry 1: payload is {size} bytes, over the {MAX_PAYLOAD_BYTES} limit"
+
+
+def test_a_json_lines_line_that_is_not_utf8_is_refused_by_line_and_character() -> None:
+    """Text decoded with surrogateescape: the bad line names the line and the character."""
+    from auto_healer.contracts import read_injuries
+
+    text = b'{"a": 1}\nab\xff\n'.decode("utf-8", "surrogateescape")
+    results = read_injuries(text)
+    assert [str(r) for r in results][1] == "line 2: not UTF-8 text (at character 3)"
+
+
+def test_an_overflowing_number_is_named_by_its_first_40_characters() -> None:
+    """The reason quotes at most 40 characters of a huge number."""
+    import pytest
+    from auto_healer.contracts import loads
+
+    number = "9" * 50 + "e999"
+    with pytest.raises(ValueError, match=f"^number {'9' * 40} is out of range$"):
+        loads(number)
