@@ -171,3 +171,29 @@ async def test_no_page_is_lost_for_a_lone_surrogate_while_the_pager_fails(
     finally:
         await pager.aclose()
         receiver.stop()
+
+
+async def test_a_signed_replay_with_a_lower_case_id_header_keeps_its_id(
+    repo: tuple[Path, Path],
+) -> None:
+    """A captured signed injury replayed with `nats-msg-id` is the same injury (same id), so
+    the healed-id record catches it after a restart; in one process it is a replay."""
+    from auto_healer.signing import Verifier, signed_headers
+
+    _remote, work = repo
+    key = b"k" * 32
+    body = _body(injury("core/src/random_stuff/"))
+    headers = signed_headers(body, key, msg_id="inj-1")
+    lower = {("nats-msg-id" if k == "Nats-Msg-Id" else k): v for k, v in headers.items()}
+    first, s1 = delivery(body, headers)
+    replay, s2 = delivery(body, lower)
+    assert replay.msg_id == "inj-1"
+    verifier = Verifier(key)
+    pub = await run_agent(work, [first], verifier=verifier)
+    pub2 = await run_agent(work, [replay], verifier=verifier)
+    assert (s1.calls, s2.calls) == (["ack"], ["term"])
+    [healed] = pub.events()
+    [rejected] = pub2.events()
+    assert healed["metadata"]["injury_id"] == "inj-1"
+    assert rejected["metadata"]["injury_id"] == "inj-1"
+    assert "replayed injury" in rejected["metadata"]["reason"]

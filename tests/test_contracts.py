@@ -500,3 +500,23 @@ def test_an_overflowing_number_is_named_by_its_first_40_characters() -> None:
     number = "9" * 50 + "e999"
     with pytest.raises(ValueError, match=f"^number {'9' * 40} is out of range$"):
         loads(number)
+
+
+def test_the_msg_id_is_read_in_any_letter_case_and_made_safe() -> None:
+    """A replay cannot change an injury's id by spelling the header differently; an id too
+    long or with control characters is hashed, never logged or committed raw."""
+    from auto_healer.contracts import MSG_ID_MAX_CHARS, injury_id, msg_id_of
+
+    payload = {"a": 1}
+    assert injury_id(payload, {"nats-msg-id": "inj-1"}) == "inj-1"
+    assert injury_id(payload, {"NATS-MSG-ID": " inj-1 "}) == "inj-1"
+    assert msg_id_of({"Nats-Msg-Id": "exact", "nats-msg-id": "other"}) == "exact"
+    assert msg_id_of({"nats-msg-id": "  "}) is None
+    assert msg_id_of({"Nats-Msg-Id": "ñ-" + "i" * (MSG_ID_MAX_CHARS - 2)}) == "ñ-" + "i" * 198
+    long = msg_id_of({"Nats-Msg-Id": "i" * (MSG_ID_MAX_CHARS + 1)})
+    assert long is not None
+    assert long.startswith("msgid-sha256-")
+    assert len(long) == len("msgid-sha256-") + 24
+    assert long != msg_id_of({"Nats-Msg-Id": "i" * (MSG_ID_MAX_CHARS + 2)})
+    assert (msg_id_of({"Nats-Msg-Id": "a\u2028b"}) or "").startswith("msgid-sha256-")
+    assert (msg_id_of({"Nats-Msg-Id": "a\tb"}) or "").startswith("msgid-sha256-")

@@ -33,6 +33,7 @@ from auto_healer.outcomes import Kind, Outcome
 from auto_healer.sources import Delivery, Slots, Source
 
 log = structlog.get_logger("auto_healer.agent")
+DRAIN_TIMEOUT_S = 10.0
 
 
 class Link(Protocol):
@@ -127,8 +128,8 @@ class Agent:
             for task in background:
                 task.cancel()
             self.liveness.stopping()
-            with contextlib.suppress(Exception):
-                await self.link.drain()
+            with contextlib.suppress(Exception):  # a drain must not hold the exit forever
+                await asyncio.wait_for(self.link.drain(), timeout=DRAIN_TIMEOUT_S)
             if health is not None:
                 health.stop()
             log.info("agent_stopped")

@@ -181,9 +181,29 @@ def canonical_json(payload: Any) -> bytes:
     ).encode("utf-8", "surrogatepass")
 
 
+MSG_ID_MAX_CHARS = 200
+
+
+def msg_id_of(headers: Mapping[str, str] | None) -> str | None:
+    """The publisher's `Nats-Msg-Id`, its name matched in any letter case (as the signature
+    check does), so a replay cannot change the id by spelling the header differently.
+
+    An id that is too long or holds control characters (it becomes a log field and a commit
+    trailer) is replaced by a hash of itself: still stable, never raw.
+    """
+    found = [v for k, v in (headers or {}).items() if k.lower() == MSG_ID_HEADER.lower()]
+    exact = (headers or {}).get(MSG_ID_HEADER)
+    raw = (exact if exact is not None else found[0] if found else "").strip()
+    if not raw:
+        return None
+    if len(raw) <= MSG_ID_MAX_CHARS and raw.isprintable():
+        return raw
+    return "msgid-sha256-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
 def injury_id(payload: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> str:
     """The stable id of an injury: its `Nats-Msg-Id`, else a hash of the canonical payload."""
-    msg_id = (headers or {}).get(MSG_ID_HEADER, "").strip()
+    msg_id = msg_id_of(headers)
     if msg_id:
         return msg_id
     return "sha256-" + hashlib.sha256(canonical_json(dict(payload))).hexdigest()[:24]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from auto_healer.contracts import msg_id_of
+
 __all__ = ["NO_SETTLE", "Delivery", "Settler", "Slots", "Source", "Submit"]
 
 
@@ -78,9 +80,8 @@ class Delivery:
 
     @property
     def msg_id(self) -> str | None:
-        """The publisher's `Nats-Msg-Id`, if it sent one."""
-        value = self.headers.get("Nats-Msg-Id", "").strip()
-        return value or None
+        """The publisher's `Nats-Msg-Id` (any letter case, made safe to log), if it sent one."""
+        return msg_id_of(self.headers)
 
 
 Submit = Callable[[Delivery], None]

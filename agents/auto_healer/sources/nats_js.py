@@ -77,7 +77,7 @@ class JetStreamSource:
             if not stopping.is_set():
                 try:
                     msgs = await psub.fetch(batch=reserved, timeout=self.fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
                     pass
                 except Exception as exc:  # reconnecting, server restarting: wait and go on
                     log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
