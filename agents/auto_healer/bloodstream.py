@@ -166,7 +166,7 @@ async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: 
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
                 max_age=7 * 86400.0,
-                duplicate_window=120.0,
+                duplicate_window=360.0,  # past SIGNATURE_MAX_AGE_S + skew: a replay is a duplicate
                 description="bee-keeper injuries, captured for the auto-healer",
             )
         )

@@ -261,9 +261,6 @@ class Checkout:
         if self.owned:
             self._git("clean", "-q", "-fd")
 
-    def is_clean(self) -> bool:
-        return not self.repo.is_dirty(untracked_files=True)
-
     def has_local_changes(self) -> bool:
         """Uncommitted changes to tracked files (untracked files do not count)."""
         return bool(self.repo.is_dirty(untracked_files=False))

@@ -108,10 +108,6 @@ class Confined:
     absolute: Path
     relative: str
 
-    @property
-    def is_root(self) -> bool:
-        return self.relative == "."
-
 
 def normalise(raw: str) -> str:
     """Check the shape of an untrusted relative path and return it in POSIX normal form."""
