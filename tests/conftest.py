@@ -15,6 +15,8 @@ from auto_healer.cli import main
 from auto_healer.demo import SEED, make_repo
 from auto_healer.embedded import NatsServer
 
+from tests.pager_receiver import Receiver
+
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = ROOT / "playbooks"
 
@@ -117,3 +119,11 @@ def remote_files(remote: Path, branch: str = "main") -> list[str]:
 
 def commit_count(remote: Path, branch: str = "main") -> int:
     return int(git(remote, "rev-list", "--count", branch))
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP receiver on 127.0.0.1 (a pager that answers as scripted)."""
+    r = Receiver().start()
+    yield r
+    r.stop()

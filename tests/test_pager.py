@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,6 @@ from tests.conftest import injury
 from tests.pager_receiver import Answer, Receiver
 
 KEY = "R0UTING-KEY-0123456789abcdef"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A real HTTP receiver on 127.0.0.1."""
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def settings_for(url: str, tmp_path: Path, **overrides: Any) -> PagerSettings:

@@ -6,24 +6,15 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from auto_healer.decision import PageAction
 from auto_healer.outcomes import Kind
 from auto_healer.pager import Pager, PageResult
 
 from tests.pager_receiver import Answer, Receiver
 from tests.test_pager import KEY, outcome, settings_for
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A real HTTP receiver on 127.0.0.1."""
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,6 @@ ANY_TEXT = st.text(alphabet=st.characters(exclude_categories=()))  # lone surrog
 LONE = "caf\udc80 \ud800"  # legal JSON ("\udc80"), not encodable as UTF-8
 PASSWORD = "pa55-w0rd-in-the-url"
 QUERY_TOKEN = "qu3ry-t0ken-in-the-url"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A real HTTP receiver on 127.0.0.1."""
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def files_text(root: Path) -> str:
