@@ -1,8 +1,9 @@
-"""The edge: a delivery becomes a verified, parsed injury, or a rejection with its reason.
+"""The edge: a delivery becomes verified, parsed injuries, or rejections with their reasons.
 
 Signatures are checked and the contract is parsed here, once; the healer only ever sees a
-`ParsedInjury`. A rejection carries an id for the logs and the dead letter: the publisher's
-`Nats-Msg-Id`, else a hash of the exact body.
+`ParsedInjury`. A message is one injury, or bee-keeper's batch envelope of several (see
+`envelope`). A rejection carries an id for the logs and the dead letter: the publisher's
+`Nats-Msg-Id`, else a hash of the exact body (plus `:<index>` for an envelope's entry).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from auto_healer.contracts import ParsedInjury, parse_injury
+from auto_healer.contracts import ParsedInjury, decode_body, parse_injury_obj
+from auto_healer.envelope import is_envelope, split
 from auto_healer.errors import InjuryRejected
 from auto_healer.sources import Delivery
 
@@ -27,10 +29,13 @@ class Verifier(Protocol):
 
 @dataclass(frozen=True)
 class Rejection:
-    """A delivery that never became an injury."""
+    """A delivery, or an envelope's entry, that never became an injury."""
 
     injury_id: str
     reason: str
+
+
+Admitted = ParsedInjury | Rejection
 
 
 def body_id(delivery: Delivery) -> str:
@@ -44,12 +49,24 @@ class Gate:
     def __init__(self, verifier: Verifier | None = None) -> None:
         self.verifier = verifier
 
-    def admit(self, delivery: Delivery) -> ParsedInjury | Rejection:
+    def admit(self, delivery: Delivery) -> list[Admitted]:
+        """The injuries of one message, in order: one, or one per envelope entry."""
         try:
             if self.verifier is not None:
                 # A redelivery of a message admitted once is not a replay, nor stale.
                 redelivered = delivery.attempt > 1
                 self.verifier.verify(delivery.data, delivery.headers, redelivered=redelivered)
-            return parse_injury(delivery.data, delivery.headers)
+            doc = decode_body(delivery.data)
+            if is_envelope(doc):
+                entries = split(doc, body_id(delivery), received_at=delivery.received_at)
+                return [_admitted(entry_id, got) for entry_id, got in entries]
+            parsed = parse_injury_obj(doc, delivery.headers)
         except InjuryRejected as exc:
-            return Rejection(body_id(delivery), str(exc))
+            return [Rejection(body_id(delivery), str(exc))]
+        return [parsed.model_copy(update={"received_at": delivery.received_at})]
+
+
+def _admitted(entry_id: str, got: ParsedInjury | InjuryRejected) -> Admitted:
+    if isinstance(got, ParsedInjury):
+        return got
+    return Rejection(entry_id, str(got))

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from auto_healer.admission import Gate, Rejection
+from auto_healer.admission import Admitted, Gate, Rejection, body_id
 from auto_healer.decision import Context, decide, nak_delay_s
 from auto_healer.effects import Effects
 from auto_healer.errors import LinkLost
@@ -180,17 +180,21 @@ class Agent:
             keeper = asyncio.create_task(self._keep_in_progress(delivery, delivery.keepalive_s))
         try:
             with structlog.contextvars.bound_contextvars(subject=delivery.subject):
-                outcome = await self._outcome(delivery)
-                context = Context(
-                    redeliverable=delivery.redeliverable,
-                    last_attempt=delivery.last_attempt,
-                    attempt=delivery.attempt,
-                    dry_run=self.dry_run,
-                    pager=self.effects.pager is not None,
-                )
-                with structlog.contextvars.bound_contextvars(injury_id=outcome.injury_id):
-                    await self.effects.carry_out(outcome, delivery, decide(outcome, context))
-            self._observe(outcome, started, delivery)
+                admitted = self.gate.admit(delivery)
+                if len(admitted) == 1:
+                    outcomes = [await self._outcome(admitted[0], delivery)]
+                    with structlog.contextvars.bound_contextvars(injury_id=outcomes[0].injury_id):
+                        await self.effects.carry_out(
+                            outcomes[0], delivery, decide(outcomes[0], self._context(delivery))
+                        )
+                else:  # an envelope: its entries are not redelivered one by one
+                    outcomes = [await self._outcome(a, delivery) for a in admitted]
+                    outcomes = outcomes or [_empty_envelope(delivery, self.dry_run)]
+                    context = Context(dry_run=self.dry_run, pager=self.effects.pager is not None)
+                    decisions = [decide(o, context) for o in outcomes]
+                    await self.effects.carry_out_all(outcomes, delivery, decisions)
+            for outcome in outcomes:
+                self._observe(outcome, started, delivery)
         except asyncio.CancelledError:
             if delivery.max_attempts is not None:  # cut off by shutdown: hand it back now
                 with contextlib.suppress(Exception):
@@ -206,8 +210,16 @@ class Agent:
             if keeper is not None:
                 keeper.cancel()
 
-    async def _outcome(self, delivery: Delivery) -> Outcome:
-        admitted = self.gate.admit(delivery)
+    def _context(self, delivery: Delivery) -> Context:
+        return Context(
+            redeliverable=delivery.redeliverable,
+            last_attempt=delivery.last_attempt,
+            attempt=delivery.attempt,
+            dry_run=self.dry_run,
+            pager=self.effects.pager is not None,
+        )
+
+    async def _outcome(self, admitted: Admitted, delivery: Delivery) -> Outcome:
         if isinstance(admitted, Rejection):
             log.warning(
                 "injury_rejected",
@@ -241,3 +253,14 @@ class Agent:
         # timestamp may be any clock and is never used for lag.
         lag = time.time() - (time.monotonic() - started) - delivery.received_at
         self.metrics.lag.labels(subscriber=SERVICE).set(max(0.0, lag))
+
+
+def _empty_envelope(delivery: Delivery, dry_run: bool) -> Outcome:
+    """An envelope with no injuries (a clean audit) still has one outcome: nothing to do."""
+    return Outcome(
+        Kind.SKIPPED,
+        "an envelope with no injuries",
+        raw=delivery.data,
+        raw_id=body_id(delivery),
+        dry_run=dry_run,
+    )

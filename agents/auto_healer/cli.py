@@ -10,13 +10,15 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
 from auto_healer import __version__
-from auto_healer.contracts import parse_injury, read_injuries
+from auto_healer.admission import Gate, Rejection
+from auto_healer.contracts import read_injuries
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
@@ -24,6 +26,7 @@ from auto_healer.oneshot import heal_once
 from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format
 from auto_healer.settings import Settings, load_settings
+from auto_healer.sources import Delivery
 from auto_healer.sources.files import read_deliveries
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -56,30 +59,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    """Print the playbook an injury would run: exit 0 if one matches, 1 if none does."""
+    """Print the playbook each injury would run: exit 0 if one matches each, 1 if not.
+
+    The input is one injury, or bee-keeper's envelope (free-text entries included)."""
     settings = _settings(args)
     playbooks = load_playbooks(settings.playbooks_dir)
+    name = input_name(args.injury)
     try:
-        parsed = parse_injury(read_text(args.injury).encode())
+        admitted = Gate().admit(
+            Delivery(data=read_text(args.injury).encode(), subject=name, received_at=time.time())
+        )
     except InjuryRejected as exc:
-        raise InjuryRejected(f"{input_name(args.injury)}: {exc}") from None
-    playbook = playbooks.match(parsed.injury)
-    if playbook is None:
-        print(f"no playbook matches injury_type {parsed.injury.injury_type!r}")
-        return EXIT_PROBLEM
-    print(
-        json.dumps(
+        raise InjuryRejected(f"{name}: {exc}") from None
+    refused = [a for a in admitted if isinstance(a, Rejection)]
+    if refused:
+        raise InjuryRejected(f"{name}: " + "; ".join(r.reason for r in refused))
+    found: list[dict[str, object]] = []
+    missing = 0
+    for parsed in (a for a in admitted if not isinstance(a, Rejection)):
+        playbook = playbooks.match(parsed.injury)
+        if playbook is None:
+            missing += 1
+            what = parsed.injury.description or parsed.injury.injury_type
+            print(f"no playbook matches {parsed.injury.injury_type!r}: {what[:200]!r}")
+            continue
+        adopted = playbook.adopt(parsed)
+        found.append(
             {
                 "playbook": playbook.name,
                 "source": playbook.source,
                 "steps": [s.action for s in playbook.steps],
-                "auto_heal": parsed.injury.auto_heal,
+                "auto_heal": adopted.injury.auto_heal,
+                "severity": adopted.injury.severity.value,
                 "injury_id": parsed.id,
-            },
-            indent=2,
+            }
         )
-    )
-    return EXIT_OK
+    if found:
+        print(json.dumps(found[0] if len(admitted) == 1 else found, indent=2))
+    return EXIT_PROBLEM if missing or not admitted else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
@@ -55,6 +56,10 @@ def _finite(value: float) -> float:
     return value
 
 
+FREE_TEXT = "free_text"  # the injury_type of a free-text injury from the real bee-keeper
+EPOCH_FLOOR_S = 1e9  # 2001-09-09: a smaller timestamp is some other clock (a monotonic one)
+
+
 class Injury(_Contract):
     """`aura.hive.injury`: a self-healing trigger from bee-keeper."""
 
@@ -64,6 +69,13 @@ class Injury(_Contract):
     severity: Severity
     recommended_action: str = Field(max_length=200)
     auto_heal: bool
+    description: str | None = Field(default=None, max_length=20_000)  # free text, if any
+    source: str | None = Field(default=None, max_length=200)  # the publishing agent
+
+    @property
+    def epoch_timestamp(self) -> float | None:
+        """The timestamp when it is plausibly Unix time; None for another clock's reading."""
+        return self.timestamp if self.timestamp >= EPOCH_FLOOR_S else None
 
     _finite_ts = field_validator("timestamp")(_finite)
 
@@ -228,6 +240,25 @@ class ParsedInjury(BaseModel):
     raw: dict[str, Any]
     path: str | None = None  # `affected_path` in normal form, once; None when its shape is unsafe
     path_error: str | None = None  # why it is unsafe (the healer refuses such an injury)
+    received_at: float | None = None  # when the transport had it (for payloads of other clocks)
+
+    @property
+    def problem(self) -> str:
+        """What identifies the problem beside its type: the normal path, or for free text a
+        hash of the text (two different texts are two problems)."""
+        inj = self.injury
+        if inj.injury_type == FREE_TEXT and inj.description is not None:
+            text = inj.description.encode("utf-8", "surrogatepass")
+            return "text:" + hashlib.sha256(text).hexdigest()[:16]
+        return self.path if self.path is not None else inj.affected_path.strip("/")
+
+    @property
+    def when(self) -> float:
+        """The injury's time for humans: its own if it is Unix time, else when it arrived."""
+        epoch = self.injury.epoch_timestamp
+        if epoch is not None:
+            return epoch
+        return self.received_at if self.received_at is not None else time.time()
 
 
 def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> ParsedInjury:
@@ -249,15 +280,19 @@ def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> 
     return ParsedInjury(id=parsed_id, injury=injury, raw=payload, path=path, path_error=path_error)
 
 
-def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> ParsedInjury:
-    """Decode and validate an injury message body as it arrives from NATS."""
+def decode_body(data: bytes) -> Any:
+    """A message body as strict JSON, within the size limit, or `InjuryRejected` saying why."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise InjuryRejected(f"payload is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES} limit")
     try:
-        payload = loads(data)
+        return loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InjuryRejected(f"payload is not valid JSON: {exc}") from None
-    return parse_injury_obj(payload, headers)
+
+
+def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> ParsedInjury:
+    """Decode and validate an injury message body as it arrives from NATS."""
+    return parse_injury_obj(decode_body(data), headers)
 
 
 def split_entries(text: str) -> list[tuple[str, bytes]]:

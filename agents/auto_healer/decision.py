@@ -132,6 +132,16 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     )
 
 
+def settle_together(settles: list[Settle]) -> Settle:
+    """One message that carried several injuries (an envelope) is settled once: brought back
+    if any of them must come back, terminated only if every one was refused, else acked."""
+    if Settle.NAK in settles:
+        return Settle.NAK
+    if settles and all(s is Settle.TERM for s in settles):
+        return Settle.TERM
+    return Settle.ACK
+
+
 def exit_ok(decisions: list[Decision], *, pages_refused: int) -> bool:
     """The one-shot's exit status: every outcome fine, and no page refused or stranded."""
     return all(d.ok for d in decisions) and pages_refused == 0

@@ -11,7 +11,7 @@ import structlog
 
 from auto_healer.bloodstream import DEAD_LETTER_SUBJECT, Publisher
 from auto_healer.contracts import DomainEvent, event_subject
-from auto_healer.decision import Decision, PageAction, Settle
+from auto_healer.decision import Decision, PageAction, Settle, settle_together
 from auto_healer.metrics import Metrics
 from auto_healer.outcomes import Outcome
 from auto_healer.pager import Pager, PageResult
@@ -42,6 +42,23 @@ class Effects:
 
     async def carry_out(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> Done:
         """Page, dead-letter, announce, then settle the delivery exactly once."""
+        done = await self._follow(outcome, delivery, decision)
+        await self._settle(delivery, done.settle, decision.nak_delay_s)
+        return done
+
+    async def carry_out_all(
+        self, outcomes: list[Outcome], delivery: Delivery, decisions: list[Decision]
+    ) -> list[Done]:
+        """An envelope: each injury's page, dead letter and event, then one settlement."""
+        done = [
+            await self._follow(o, delivery, d) for o, d in zip(outcomes, decisions, strict=True)
+        ]
+        settle = settle_together([d.settle for d in done])
+        await self._settle(delivery, settle, max(d.nak_delay_s for d in decisions))
+        return done
+
+    async def _follow(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> Done:
+        """Everything but the settlement: the page, the dead letter and the event."""
         page = PageResult.NONE
         if decision.page is not PageAction.NONE and self.pager is not None:
             page = await self.pager.notify(
@@ -60,17 +77,16 @@ class Effects:
             await self.publisher.publish_event(
                 event_subject(decision.event_type), self._event(outcome, decision, done)
             )
-        await self._settle(delivery, decision, settle)
         return done
 
-    async def _settle(self, delivery: Delivery, decision: Decision, settle: Settle) -> None:
+    async def _settle(self, delivery: Delivery, settle: Settle, nak_delay_s: float) -> None:
         try:
             if settle is Settle.ACK:
                 await delivery.settler.ack()
             elif settle is Settle.TERM:
                 await delivery.settler.term()
             else:
-                await delivery.settler.nak(decision.nak_delay_s)
+                await delivery.settler.nak(nak_delay_s)
         except Exception as exc:  # the server forgot it or the connection is gone: redelivered
             log.warning("settle_failed", settle=settle.value, error=str(exc) or type(exc).__name__)
 

@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout, safe_ref
-from auto_healer.contracts import ParsedInjury
+from auto_healer.contracts import FREE_TEXT, ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.logs import redact_url
@@ -67,19 +67,20 @@ class Healer:
             return outcome
 
     async def _handle(self, parsed: ParsedInjury) -> Outcome:
+        playbook = self.playbooks.match(parsed.injury)
+        if playbook is not None:
+            parsed = playbook.adopt(parsed)
         injury = parsed.injury
-        playbook = self.playbooks.match(injury)
         if playbook is None:
-            return self._outcome(
-                parsed,
-                None,
-                Kind.ESCALATED,
-                f"no playbook matches injury_type {injury.injury_type!r}",
+            why = (
+                "no playbook claims this free-text injury: a human must read it"
+                if injury.injury_type == FREE_TEXT
+                else f"no playbook matches injury_type {injury.injury_type!r}"
             )
+            return self._outcome(parsed, None, Kind.ESCALATED, why)
         if not injury.auto_heal:
-            return self._outcome(
-                parsed, playbook, Kind.ESCALATED, "auto_heal is false: a human must decide"
-            )
+            why = playbook.escalation_reason() or "auto_heal is false: a human must decide"
+            return self._outcome(parsed, playbook, Kind.ESCALATED, why)
         try:
             _precheck(parsed, playbook)  # an unsafe path is refused before anything is touched
         except InjuryRejected as exc:

@@ -124,24 +124,23 @@ async def _heal_all(
     outcomes: list[Outcome] = []
     progress = _progress(len(deliveries))
     gate = Gate()  # the one-shot trusts its own file: no signatures
-    for delivery in deliveries:
-        admitted = gate.admit(delivery)
-        if isinstance(admitted, Rejection):
-            reason = f"{delivery.subject}: {admitted.reason}"
-            outcomes.append(
-                Outcome(
+    for seen, delivery in enumerate(deliveries, 1):
+        for admitted in gate.admit(delivery):
+            if isinstance(admitted, Rejection):
+                reason = f"{delivery.subject}: {admitted.reason}"
+                outcome = Outcome(
                     Kind.REJECTED,
                     reason,
                     raw=delivery.data,
                     raw_id=admitted.injury_id,
                     dry_run=dry_run,
                 )
-            )
-        else:
-            outcomes.append(await healer.handle(admitted))
-        if on_outcome is not None:
-            await on_outcome(outcomes[-1])
-        progress(len(outcomes))
+            else:
+                outcome = await healer.handle(admitted)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                await on_outcome(outcome)
+        progress(seen)
     return outcomes
 
 

@@ -114,7 +114,8 @@ def build_body(
     """The request body of a page, without the routing key, in the configured format."""
     assert outcome.injury is not None
     parsed, inj = outcome.injury, outcome.injury.injury
-    when = datetime.fromtimestamp(inj.timestamp, UTC).isoformat(timespec="milliseconds")
+    # A payload timestamp of another clock (bee-keeper's monotonic one) is not a date.
+    when = datetime.fromtimestamp(parsed.when, UTC).isoformat(timespec="milliseconds")
     act: Literal["trigger", "resolve"] = "resolve" if action is PageAction.RESOLVE else "trigger"
     details = Details(
         injury_id=parsed.id,
@@ -138,10 +139,12 @@ def build_body(
         return PagerDutyEvent(event_action=act, dedup_key=key).model_dump(
             exclude={"payload", "links"}
         )
-    summary = (
-        f"auto-healer {outcome.kind.value}: {inj.injury_type} at {inj.affected_path} "
-        f"({inj.severity.value}): {outcome.reason}"
-    )
+    if inj.description is not None:  # free text: the text is what a human must read
+        by = f"{inj.source}, " if inj.source else ""
+        what = f"{inj.description} ({by}{inj.severity.value})"
+    else:
+        what = f"{inj.injury_type} at {inj.affected_path} ({inj.severity.value})"
+    summary = f"auto-healer {outcome.kind.value}: {what}: {outcome.reason}"
     if len(summary) > SUMMARY_MAX_CHARS:
         summary = summary[: SUMMARY_MAX_CHARS - 1] + "…"
     payload = PagerDutyPayload(

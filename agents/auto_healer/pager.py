@@ -130,7 +130,7 @@ class Pager:
         if action is PageAction.NONE or outcome.injury is None:
             return PageResult.NONE
         inj, repo = outcome.injury.injury, redact_url(repo) if repo else None
-        key = dedup_key(inj.injury_type, inj.affected_path, repo)
+        key = dedup_key(inj.injury_type, outcome.injury.problem, repo)
         ident = (outcome.injury.id, action.value)
         # Everything up to the send is decided without an await: concurrent calls see it.
         if self._is_duplicate(ident):

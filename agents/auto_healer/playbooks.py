@@ -8,6 +8,7 @@ injuries are each a `ConfigError` naming the file and line.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,8 @@ from pydantic import (
 )
 
 from auto_healer.actions import ActionOptions, action_names, get_action
-from auto_healer.contracts import Injury, ParsedInjury, Severity
+from auto_healer.actions.escalate import EscalateOptions
+from auto_healer.contracts import FREE_TEXT, Injury, ParsedInjury, Severity
 from auto_healer.errors import ConfigError, did_you_mean
 from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
 from auto_healer.retry import RetryPolicy
@@ -59,8 +61,24 @@ class Match(_Strict):
     severity: list[Severity] | None = Field(default=None, min_length=1)
     affected_path: str | None = Field(default=None, description="Glob: ** spans directories.")
     recommended_action: str | None = None
+    description: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Regular expression searched in a free-text injury's text (anchor it with "
+        "^ and $ to match the whole text). Text playbooks are tried first, in file order.",
+    )
 
     _glob = field_validator("affected_path")(_check_glob)
+
+    @field_validator("description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                _compiled(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
 
     def claims(self, injury: Injury) -> bool:
         return (
@@ -71,11 +89,21 @@ class Match(_Strict):
                 self.affected_path is None
                 or glob_matches(self.affected_path.rstrip("/"), _plain(injury.affected_path))
             )
+            and (
+                self.description is None
+                or (
+                    injury.description is not None
+                    and _compiled(self.description).search(injury.description) is not None
+                )
+            )
         )
 
     def overlaps(self, other: Match) -> bool:
-        """Conservatively, whether some injury could be claimed by both."""
+        """Conservatively, whether some injury could be claimed by both (text playbooks are
+        ordered instead: the first whose expression matches claims the injury)."""
         if self.injury_type != other.injury_type:
+            return False
+        if self.description is not None or other.description is not None:
             return False
         if self.severity and other.severity and not set(self.severity) & set(other.severity):
             return False
@@ -84,6 +112,12 @@ class Match(_Strict):
             return False
         ga, gb = self.affected_path, other.affected_path
         return ga is None or gb is None or globs_may_overlap(ga.rstrip("/"), gb.rstrip("/"))
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """Each playbook's expression is compiled once."""
+    return re.compile(pattern)
 
 
 def _plain(path: str) -> str:
@@ -157,6 +191,13 @@ class Commit(_Strict):
         return value
 
 
+class FreeText(_Strict):
+    """How a free-text injury this playbook claims is treated (the text carries neither)."""
+
+    severity: Severity = Severity.MEDIUM
+    auto_heal: bool = False
+
+
 class Throttle(_Strict):
     """Heal one injury_type + affected_path at most once per window (storm control)."""
 
@@ -175,6 +216,7 @@ class Playbook(_Strict):
     commit: Commit = Commit()
     protected: list[str] = Field(default_factory=list, description="Globs added to the defaults.")
     throttle: Throttle | None = None
+    free_text: FreeText = FreeText()
     source: str = Field(default="", exclude=True, description="Set by the loader.")
     _match_line: int | None = PrivateAttr(default=None)
 
@@ -188,6 +230,20 @@ class Playbook(_Strict):
     @property
     def protected_globs(self) -> tuple[str, ...]:
         return DEFAULT_PROTECTED + tuple(self.protected)
+
+    def escalation_reason(self) -> str | None:
+        """The reason of this playbook's `escalate` step, if it has one (its own summary for a
+        human, used even when the injury may not be healed)."""
+        return next(
+            (s.options.reason for s in self.steps if isinstance(s.options, EscalateOptions)), None
+        )
+
+    def adopt(self, parsed: ParsedInjury) -> ParsedInjury:
+        """A free-text injury takes this playbook's severity and auto_heal; others are as sent."""
+        if parsed.injury.injury_type != FREE_TEXT:
+            return parsed
+        update = {"severity": self.free_text.severity, "auto_heal": self.free_text.auto_heal}
+        return parsed.model_copy(update={"injury": parsed.injury.model_copy(update=update)})
 
     def commit_message(self, parsed: ParsedInjury) -> str:
         inj = parsed.injury
@@ -216,7 +272,9 @@ class Playbooks:
         return len(self._all)
 
     def match(self, injury: Injury) -> Playbook | None:
-        return next((p for p in self._all if p.match.claims(injury)), None)
+        """The playbook that claims an injury: text playbooks first, in file order."""
+        ordered = sorted(self._all, key=lambda p: p.match.description is None)
+        return next((p for p in ordered if p.match.claims(injury)), None)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -257,7 +315,7 @@ def load_playbook(path: Path) -> Playbook:
 _KEYS = sorted(
     {
         name
-        for model in (Playbook, Match, Retry, Commit, Throttle)
+        for model in (Playbook, Match, Retry, Commit, Throttle, FreeText)
         for name in model.model_fields
         if name != "source"
     }
