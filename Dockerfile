@@ -25,9 +25,14 @@ RUN groupadd --system --gid 10001 auto-healer \
     && chown auto-healer:auto-healer /var/lib/auto-healer
 
 WORKDIR /opt/auto-healer
+# Pinned, hashed dependencies first (a layer that changes only with the lock), then the
+# project itself without dependencies, built with the locked setuptools.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY agents ./agents
-RUN pip install . && rm -rf build agents/*.egg-info
+COPY playbooks ./playbooks
+RUN pip install --no-deps --no-build-isolation . && rm -rf build agents/*.egg-info
 
 COPY playbooks /etc/auto-healer/playbooks
 

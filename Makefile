@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py
 MUTATION_SKIP  ?= auto_healer.contracts.x_read_injuries__mutmut_*
 
-.PHONY: demo test check bench schema mutation clean
+.PHONY: demo test check bench schema mutation lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -35,6 +35,14 @@ bench: $(STAMP)
 
 mutation: $(STAMP)
 	$(BIN)/python -m bench.mutation $(MUTATE) --tests $(MUTATION_TESTS) --skip '$(MUTATION_SKIP)'
+
+# The pinned, hashed dependencies the image and the GitHub action install (and the dev tools').
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --build-deps-for wheel
+
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --output-file requirements-dev.lock pyproject.toml
 
 schema: $(STAMP)
 	$(BIN)/auto-healer schema > schema/playbook.schema.json

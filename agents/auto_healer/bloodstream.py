@@ -97,13 +97,17 @@ async def connect(
     *,
     name: str,
     initial_attempts: int = 5,
+    connect_timeout_s: float = 5.0,
+    retry_wait_s: float = 2.0,
     on_disconnected: Callable[[], None] = _noop,
     on_reconnected: Callable[[], None] = _noop,
     on_closed: Callable[[], None] = _noop,
 ) -> Any:
-    """Connect, giving up after `initial_attempts` tries (a clear error for a wrong URL or
-    credentials), then reconnect forever; disconnects, reconnects and a close are logged and
-    reported to the `on_*` callbacks (the agent's liveness)."""
+    """Connect, giving up after `initial_attempts` retries `retry_wait_s` apart (one clear error
+    for a wrong URL or credentials, the failed tries logged at debug only), then reconnect
+    forever; disconnects, reconnects and a close are logged and reported to the `on_*`
+    callbacks (the agent's liveness)."""
+    failures: list[Exception] = []
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -122,7 +126,11 @@ async def connect(
         on_closed()
 
     async def error(exc: Exception) -> None:
-        log.warning("nats_error", error=str(exc) or type(exc).__name__)
+        if connecting:
+            failures.append(exc)
+            log.debug("nats_connect_failed", error=str(exc) or type(exc).__name__)
+        else:
+            log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
     cbs: dict[str, Any] = {
         "disconnected_cb": disconnected,
@@ -130,15 +138,36 @@ async def connect(
         "closed_cb": closed,
         "error_cb": error,
     }
+    connecting = True
+    opts = connect_options(settings, url, name=name)
+    first = {
+        "max_reconnect_attempts": initial_attempts,
+        "connect_timeout": connect_timeout_s,
+        "reconnect_time_wait": retry_wait_s,
+    }
     try:
-        opts = connect_options(settings, url, name=name)
-        nc = await nats.connect(**{**opts, "max_reconnect_attempts": initial_attempts}, **cbs)
+        nc = await nats.connect(**{**opts, **first}, **cbs)
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        why = str(exc) or type(exc).__name__
+        last = failures[-1] if failures else exc
+        why = str(last) or type(last).__name__
         raise ConfigError(f"cannot connect to NATS at {redact_url(url)}: {why}") from None
-    # nats-py reads this option on every reconnect: from now on, never give up.
-    nc.options["max_reconnect_attempts"] = opts["max_reconnect_attempts"]
+    connecting = False
+    # nats-py reads these options on every reconnect: from now on, never give up.
+    for key in first:
+        nc.options[key] = opts[key]
     return nc
+
+
+async def connect_client(settings: NatsSettings, url: str, *, name: str) -> Any:
+    """A command-line client's connection: when no server answers, fail within a second or
+    two with one line (no retries a person would wait for)."""
+    try:
+        return await connect(
+            settings, url, name=name, initial_attempts=1, connect_timeout_s=0.75, retry_wait_s=0.1
+        )
+    except ConfigError as exc:
+        hint = "is an agent running? `auto-healer run` starts one, or give --nats-url"
+        raise ConfigError(f"{exc} ({hint})") from None
 
 
 async def injury_stream(js: JetStreamContext) -> str | None:

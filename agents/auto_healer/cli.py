@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import structlog
 from auto_healer import __version__
 from auto_healer.admission import Gate, Rejection
 from auto_healer.contracts import read_injuries
+from auto_healer.embedded import client_url
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
@@ -28,8 +30,10 @@ from auto_healer.report import Format
 from auto_healer.settings import Settings, load_settings
 from auto_healer.sources import Delivery
 from auto_healer.sources.files import read_deliveries
+from auto_healer.terminal import is_terminal
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
 log = structlog.get_logger("auto_healer.cli")
 
 
@@ -39,11 +43,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         repo_path=getattr(args, "repo", None),
         repo_url=getattr(args, "repo_url", None),
         git_branch=getattr(args, "branch", None),
-        dry_run=True if getattr(args, "dry_run", False) else None,
+        dry_run=True if getattr(args, "dry_run", False) or getattr(args, "check", False) else None,
         nats_url=getattr(args, "nats_url", None),
         queue_group=getattr(args, "queue_group", None),
         jetstream=True if getattr(args, "jetstream", False) else None,
         metrics_port=getattr(args, "metrics_port", None),
+        nats_creds_file=getattr(args, "creds", None),
+        nats_user=getattr(args, "user", None),
+        nats_password=getattr(args, "password", None),
     )
 
 
@@ -109,8 +116,8 @@ def cmd_heal(args: argparse.Namespace) -> int:
     """Heal the injuries of a file once, print the report, exit by outcome."""
     settings = _settings(args)
     deliveries = read_deliveries(args.injuries)
-    fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
-    return EXIT_OK if heal_once(settings, deliveries, fmt) else EXIT_PROBLEM
+    fmt: Format = args.format or ("text" if is_terminal(sys.stdout) else "json")
+    return EXIT_OK if heal_once(settings, deliveries, fmt, check=args.check) else EXIT_PROBLEM
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -136,7 +143,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"{name}: " + "; ".join(str(e) for e in bad))
     good = [e for e in entries if not isinstance(e, InjuryRejected)]
-    url = settings.nats_url or "nats://127.0.0.1:4222"
+    url = client_url(settings.nats_url)
     sent = asyncio.run(
         publish_injuries(settings, url, good, msg_id=args.msg_id, jetstream=args.wait_ack)
     )
@@ -149,7 +156,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from auto_healer.tools import tail
 
     settings = _settings(args)
-    url = settings.nats_url or "nats://127.0.0.1:4222"
+    url = client_url(settings.nats_url)
     asyncio.run(tail(settings, url, args.subject, raw=args.raw, count=args.count))
     return EXIT_OK
 
@@ -159,6 +166,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from auto_healer.demo import run_demo
 
     return run_demo(_settings(args))
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    """How a client command reaches NATS: URL and credentials (env wins over nothing)."""
+    p.add_argument(
+        "--nats-url",
+        help="NATS server (env NATS_URL; default the embedded agent's, else nats://127.0.0.1:4222)",
+    )
+    p.add_argument(
+        "--creds", metavar="FILE", type=Path, help="credentials file (env NATS_CREDS_FILE)"
+    )
+    p.add_argument("--user", help="user name (env NATS_USER)")
+    p.add_argument("--password", help="password (env NATS_PASSWORD; the env keeps it out of ps)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,12 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
+        p.add_argument(
+            "--log-level",
+            choices=["debug", "info", "warning", "error"],
+            help="log level (env LOG_LEVEL, default info)",
+        )
         if playbooks:
             p.add_argument(
                 "--playbooks",
                 metavar="DIR",
                 type=Path,
-                help="playbooks directory (env PLAYBOOKS_DIR, default ./playbooks)",
+                help="playbooks directory (env PLAYBOOKS_DIR; default ./playbooks if it exists, "
+                "else the shipped ones)",
             )
         if repo:
             group = p.add_mutually_exclusive_group()
@@ -220,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["text", "json", "markdown"],
         help="report format (default: text on a TTY, else json)",
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="a dry-run that also fails (exit 1) when anything would be healed (pre-commit)",
+    )
     p = add("run", cmd_run, "run the cluster agent on the NATS bloodstream", repo=True)
     p.add_argument(
         "--nats-url",
@@ -244,7 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
         playbooks=False,
     )
     p.add_argument("injuries", metavar="INJURIES", help="JSON, JSON Lines, or '-' for stdin")
-    p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
     p.add_argument(
         "--msg-id",
         action="store_true",
@@ -256,9 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish through JetStream and wait for the stream's ack",
     )
+    _client_flags(p)
     p = add("tail", cmd_tail, "print bloodstream messages, pretty-printed", playbooks=False)
     p.add_argument("subject", nargs="?", default="aura.hive.>", help="default aura.hive.>")
-    p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
+    _client_flags(p)
     p.add_argument("--raw", action="store_true", help="one canonical JSON line per message")
     p.add_argument("--count", type=int, help="stop after this many messages")
     add("demo", cmd_demo, "heal a temporary repository end to end, to see it work")
@@ -272,9 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = Settings()
     except Exception:  # an invalid env is reported properly by the command's own load
         env = None
-    configure_logging(env.log_format if env else "auto", env.log_level if env else "info")
+    level = args.log_level or (env.log_level if env else "info")
+    configure_logging(env.log_format if env else "auto", level)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
     except (ConfigError, InjuryRejected) as exc:
         print(f"auto-healer: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -283,4 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PROBLEM
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): quiet, like any Unix tool. Python flushes stdout again
+        # at exit, so point it at devnull (the way the Python docs show for SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code

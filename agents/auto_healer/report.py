@@ -29,6 +29,11 @@ _LABEL = {
 }
 
 
+def label(kind: Kind) -> str:
+    """How reports name an outcome kind (`WOULD HEAL` for planned)."""
+    return _LABEL[kind]
+
+
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -130,6 +135,11 @@ def _files(o: Outcome) -> list[str]:
 
 
 def _text(outcomes: Sequence[Outcome], escalations_to: str) -> str:
+    """The summary paragraph first (what a person reads), then each outcome's details."""
+    counts = summary(outcomes)
+    head = [", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no injuries"]
+    if counts["escalated"] or counts["failed"] or counts["rejected"]:
+        head.append(f"escalations: {escalations_to}")
     out: list[str] = []
     for o in outcomes:
         out.append(f"{_LABEL[o.kind]:<10} {_title(o)}  [{o.injury_id or '-'}]")
@@ -148,12 +158,7 @@ def _text(outcomes: Sequence[Outcome], escalations_to: str) -> str:
         if o.commit_message and o.kind is Kind.PLANNED:
             out.append("           commit message:")
             out.extend(f"             {line}" for line in o.commit_message.splitlines())
-    counts = summary(outcomes)
-    out.append("")
-    out.append(", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no injuries")
-    if counts["escalated"] or counts["failed"] or counts["rejected"]:
-        out.append(f"escalations: {escalations_to}")
-    return "\n".join(out)
+    return "\n".join([*head, "", *out] if out else head)
 
 
 def _markdown(outcomes: Sequence[Outcome], escalations_to: str) -> str:

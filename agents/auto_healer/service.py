@@ -19,7 +19,7 @@ from auto_healer.checkout import open_checkout
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
 from auto_healer.effects import Effects
-from auto_healer.embedded import LOOPBACK, NatsServer
+from auto_healer.embedded import NatsServer, first_free_port, publish_urls, urls_file
 from auto_healer.errors import ConfigError
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
@@ -38,12 +38,11 @@ log = structlog.get_logger("auto_healer.service")
 
 
 def embedded_server(state_dir: Path) -> NatsServer:
-    """The embedded NATS server: port 4222 when free, else any free loopback port."""
-    port = 4222
-    with socket.socket() as s:
-        if s.connect_ex((LOOPBACK, port)) == 0:
-            port = 0
-    return NatsServer(state_dir / "nats", port=port or None)
+    """The embedded NATS server on loopback, as a real one would be: clients on 4222 and
+    monitoring on 8222, each or the next free port."""
+    return NatsServer(
+        state_dir / "nats", port=first_free_port(4222), monitor_port=first_free_port(8222)
+    )
 
 
 async def serve(
@@ -56,8 +55,15 @@ async def serve(
         if not url:
             server = embedded_server(default_state_dir()).start()
             stack.callback(server.stop)
+            stack.callback(publish_urls(server, urls_file()))
             url = server.url
-            log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
+            log.info(
+                "embedded_nats_started",
+                url=url,
+                monitoring_url=server.monitor_url,
+                store_dir=str(server.store_dir),
+                urls_file=str(urls_file()),
+            )
         liveness = Liveness(max_disconnected_s=settings.nats.max_disconnected_s)
         nc = await connect(
             settings.nats,

@@ -27,7 +27,16 @@ from auto_healer.contracts import describe_validation_error
 from auto_healer.errors import ConfigError
 
 _P = TypeVar("_P", bound="_Part")
-SHIPPED_PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+
+
+def shipped_playbooks() -> Path:
+    """The playbooks that ship with auto-healer: package data in an installed wheel, the
+    repository's `playbooks/` in a source checkout (an editable install)."""
+    packaged = Path(__file__).resolve().parent / "playbooks_shipped"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "playbooks"
+
+
+SHIPPED_PLAYBOOKS = shipped_playbooks()
 
 
 def default_state_dir() -> Path:
@@ -165,8 +174,8 @@ class Settings(BaseSettings):
     @field_validator("playbooks_dir")
     @classmethod
     def _shipped_playbooks(cls, value: Path) -> Path:
-        """`./playbooks` when it exists, else the playbooks shipped beside the package (a
-        source checkout), so commands work from any directory."""
+        """`./playbooks` when it exists, else the shipped playbooks, so commands work from any
+        directory (installed or in a source checkout)."""
         if value == Path("playbooks") and not value.is_dir() and SHIPPED_PLAYBOOKS.is_dir():
             return SHIPPED_PLAYBOOKS
         return value

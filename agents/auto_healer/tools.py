@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from auto_healer.bloodstream import connect
+from auto_healer.bloodstream import connect_client
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
 from auto_healer.logs import redact_url
 from auto_healer.settings import Settings
@@ -31,7 +31,7 @@ async def publish_injuries(
     duplicates. With a signing key in the settings, each is signed the v2 way (see
     `auto_healer.signing`) and always has a msg-id: its stable id, else a random uuid4.
     """
-    nc = await connect(settings.nats, url, name="auto-healer-publish")
+    nc = await connect_client(settings.nats, url, name="auto-healer-publish")
     key = settings.injury_signing_key
     try:
         js = nc.jetstream() if jetstream else None
@@ -64,7 +64,7 @@ def _pretty(msg: Any) -> str:
         text = json.dumps(body, indent=2, ensure_ascii=False)
     except (ValueError, UnicodeDecodeError):
         text = msg.data.decode(errors="replace")
-    headers = f" {dict(msg.headers)}" if msg.headers else ""
+    headers = "".join(f"\n{k}: {v}" for k, v in (msg.headers or {}).items())
     return f"[{stamp}] {msg.subject}{headers}\n{text}"
 
 
@@ -72,7 +72,7 @@ async def tail(
     settings: Settings, url: str, subject: str, *, raw: bool = False, count: int | None = None
 ) -> None:
     """Print every message on `subject` until interrupted (or `count` messages)."""
-    nc = await connect(settings.nats, url, name="auto-healer-tail")
+    nc = await connect_client(settings.nats, url, name="auto-healer-tail")
     seen = asyncio.Event()
     received = 0
 
