@@ -102,6 +102,15 @@ def test_dockerfile_is_slim_non_root_and_conventional() -> None:
     assert {"!agents/", "!playbooks/", "!pyproject.toml", "!README.md"} <= set(ignored)
 
 
+def test_dockerfile_installs_from_the_lock() -> None:
+    """The image installs the hashed lock, then the project alone (reproducible builds)."""
+    lines = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    runs = [ln for ln in lines if ln.startswith("RUN pip install")]
+    assert runs[0] == "RUN pip install --require-hashes -r requirements.lock"
+    assert runs[1].startswith("RUN pip install --no-deps --no-build-isolation . ")
+    assert "!requirements.lock" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
+
+
 def dockerfile_healthcheck() -> list[str]:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     match = re.search(r"HEALTHCHECK[^\n]*\\\n\s*CMD (\[.*\])", text)
