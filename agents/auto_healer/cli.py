@@ -18,7 +18,6 @@ import structlog
 
 from auto_healer import __version__
 from auto_healer.admission import Gate, Rejection
-from auto_healer.contracts import read_injuries
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
@@ -27,7 +26,7 @@ from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format
 from auto_healer.settings import Settings, load_settings
 from auto_healer.sources import Delivery
-from auto_healer.sources.files import read_deliveries
+from auto_healer.sources.files import read_deliveries, read_injuries
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 log = structlog.get_logger("auto_healer.cli")
