@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 
 # `make mutation`: the modules mutated, the fast in-process tests run against each mutant, and
 # mutants not counted (read_injuries is tested elsewhere, with its own tests).
-MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py agents/auto_healer/contracts.py
-MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py
+MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py agents/auto_healer/contracts.py agents/auto_healer/envelope.py agents/auto_healer/admission.py
+MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
 .PHONY: demo test check bench schema mutation clean
