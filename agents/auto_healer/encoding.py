@@ -80,9 +80,10 @@ def encode(
         data = fitted
         if encoding == "aura-proto":
             data = _event(subject, doc, json.loads(fitted)).SerializeToString()
-        if (over := wire_size(data, sent) - room) <= 0:
+        if (size := wire_size(data, sent)) <= room:
             return Wire(data, sent, cut=len(fitted) < full or full < 0)
-        limit -= max(over, limit // 8)
+        # a Struct may be several times its JSON (a number takes 11 bytes): shrink in proportion
+        limit = min(limit - limit // 8 - 1, limit * room // size)
     if encoding == "aura-proto":
         return Wire(_event(subject, doc, {}).SerializeToString(), sent, cut=True)
     return Wire(fit_event(dict(doc), 0), sent, cut=True)
@@ -116,7 +117,10 @@ def _event(subject: str, doc: Mapping[str, Any], fitted: Mapping[str, Any]) -> p
     event = pb.Event(identifier=_identifier(subject, doc), topic=subject)
     stamp = doc.get("timestamp")
     if _epoch(stamp):
-        event.timestamp.FromNanoseconds(int(stamp * 1_000_000_000))
+        # seconds and fraction apart: `stamp * 1e9` would lose the microseconds to the double
+        whole = math.floor(stamp)
+        event.timestamp.seconds = whole
+        event.timestamp.nanos = min(999_999_999, round((stamp - whole) * 1_000_000_000))
     metadata = fitted.get("metadata")
     top = {k: v for k, v in fitted.items() if k not in ("metadata", "timestamp")}
     event.metadata.update(_struct_safe({**(metadata if isinstance(metadata, dict) else {}), **top}))
