@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
-.PHONY: demo test check bench schema mutation clean
+.PHONY: demo test check bench schema proto mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -38,6 +38,13 @@ mutation: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/auto-healer schema > schema/playbook.schema.json
+
+# The aura.core.v1 Python module, from proto/ by grpcio-tools' protoc (checked in; a test
+# checks it matches a fresh generation).
+PROTO_OUT := agents/auto_healer/proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		proto/aura/core/v1/event.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info agents/*.egg-info

@@ -81,14 +81,26 @@ async def serve(
         agent = Agent(
             source=source,
             healer=healer,
-            effects=Effects(Publisher(nc, metrics), pager, metrics, js=js, repo=healer.repo_key),
+            effects=Effects(
+                Publisher(nc, metrics, encoding=settings.event_encoding),
+                pager,
+                metrics,
+                js=js,
+                repo=healer.repo_key,
+            ),
             gate=Gate(verifier_from_settings(settings)),
             link=nc,
             liveness=liveness,
             metrics=metrics,
             max_in_flight=settings.max_in_flight,
             grace_period_s=settings.grace_period_s,
-            heart=Heart(nc, metrics, settings.heartbeat_interval_s, lambda: agent.details()),
+            heart=Heart(
+                nc,
+                metrics,
+                settings.heartbeat_interval_s,
+                lambda: agent.details(),
+                encoding=settings.event_encoding,
+            ),
             metrics_port=settings.metrics_port,
             metrics_host=settings.metrics_host,
         )

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("heartbeat_interval_s", "HEARTBEAT_INTERVAL_SEC"),
     )
 
+    # events and heartbeats: the reference document's JSON, or the real Hive's aura.core.v1.Event
+    event_encoding: Literal["json", "aura-proto"] = "json"
     jetstream: bool = False
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a pod, so the kubelet can probe it
