@@ -519,3 +519,15 @@ def test_the_msg_id_is_read_in_any_letter_case_and_made_safe() -> None:
     assert long != msg_id_of({"Nats-Msg-Id": "i" * (MSG_ID_MAX_CHARS + 2)})
     assert (msg_id_of({"Nats-Msg-Id": "a\u2028b"}) or "").startswith("msgid-sha256-")
     assert (msg_id_of({"Nats-Msg-Id": "a\tb"}) or "").startswith("msgid-sha256-")
+
+
+def test_the_exact_msg_id_header_wins_and_a_surrogate_id_is_hashed() -> None:
+    """`Nats-Msg-Id` spelled exactly wins over another spelling; a lone surrogate hashes."""
+    import hashlib
+
+    from auto_healer.contracts import msg_id_of
+
+    assert msg_id_of({"nats-msg-id": "other", "Nats-Msg-Id": "exact"}) == "exact"
+    raw = "a\udc80"
+    want = "msgid-sha256-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    assert msg_id_of({"Nats-Msg-Id": raw}) == want

@@ -138,3 +138,31 @@ def test_a_signature_is_checked_before_anything_is_parsed() -> None:
 
     d = Delivery(data=b'{"injuries": ["a", "b"]}', subject="s", received_at=0, attempt=2)
     assert Gate(Refuse()).admit(d) == [Rejection(body_id(d), "no (redelivered=True)")]
+
+
+def test_ids_and_what_the_verifier_is_given() -> None:
+    """A body id is `sha256-` + 24 hex of the body; the verifier gets the exact body and
+    headers, and `redelivered` only from the second delivery on."""
+    import hashlib
+
+    seen: list[tuple[bytes, object, bool]] = []
+
+    class Record:
+        def verify(self, body: bytes, headers: object, *, redelivered: bool = False) -> None:
+            seen.append((body, headers, redelivered))
+
+    d = Delivery(data=b"[1]", subject="s", received_at=0, headers={"X": "y"})
+    assert body_id(d) == "sha256-" + hashlib.sha256(b"[1]").hexdigest()[:24]
+    Gate(Record()).admit(d)
+    Gate(Record()).admit(Delivery(data=b"[1]", subject="s", received_at=0, attempt=2))
+    assert seen == [(b"[1]", {"X": "y"}, False), (b"[1]", {}, True)]
+
+
+def test_an_entry_without_an_agent_has_no_source_and_free_text_escalates() -> None:
+    """No `agent`: no `source` key is made up; free text recommends escalation."""
+    doc = {"injuries": [injury("x/"), "t"]}
+    first, second = _admit(doc)
+    assert isinstance(first, ParsedInjury) and isinstance(second, ParsedInjury)
+    assert "source" not in first.raw
+    assert second.injury.recommended_action == "escalate"
+    assert len(_admit({"injuries": ["t"] * MAX_ENTRIES})) == MAX_ENTRIES
