@@ -26,11 +26,15 @@ BEFORE = ("core/src/stray_b1/", "core/src/stray_b2/")
 AFTER = ("core/src/stray_a1/", "core/src/stray_a2/")
 
 
+def make_hive_repo(root: Path) -> tuple[Path, Path]:
+    """A bare remote and a checkout with four stray directories an audit would flag."""
+    return make_repo(root, {**SEED, **{f"{d}junk.py": "x = 1\n" for d in BEFORE + AFTER}})
+
+
 @pytest.fixture
 def hive_repo(tmp_path: Path) -> tuple[Path, Path]:
-    """A bare remote and a checkout with four stray directories an audit would flag."""
-    files = {**SEED, **{f"{d}junk.py": "x = 1\n" for d in BEFORE + AFTER}}
-    return make_repo(tmp_path, files)
+    """`make_hive_repo` in the test's directory."""
+    return make_hive_repo(tmp_path)
 
 
 async def _publish(url: str, paths: tuple[str, ...], *, stream: bool = True) -> None:
@@ -47,7 +51,7 @@ async def _publish(url: str, paths: tuple[str, ...], *, stream: bool = True) -> 
         await nc.close()
 
 
-async def _stream_state(url: str) -> tuple[int, int, int]:
+async def stream_state(url: str) -> tuple[int, int, int]:
     """Messages, last sequence and consumer count of the injury stream."""
     nc = await nats.connect(url)
     try:
@@ -60,12 +64,12 @@ async def _stream_state(url: str) -> tuple[int, int, int]:
 def _wait_stored(url: str, count: int) -> None:
     """Wait until the stream holds `count` messages (core publishes are not acknowledged)."""
     deadline = time.monotonic() + 5
-    while (got := asyncio.run(_stream_state(url))[0]) != count:
+    while (got := asyncio.run(stream_state(url))[0]) != count:
         assert time.monotonic() < deadline, f"stream holds {got} messages, not {count}"
         time.sleep(0.02)
 
 
-def _before_and_after(url: str) -> str:
+def publish_before_and_after(url: str) -> str:
     """Two injuries before the returned ISO time, two after it, all in the stream."""
     asyncio.run(_publish(url, BEFORE))
     _wait_stored(url, 2)
@@ -87,7 +91,7 @@ def test_heals_exactly_the_injuries_after_since_then_nothing_more(
 ) -> None:
     """Only the two injuries published after --since are healed; a rerun finds them healthy."""
     remote, work = hive_repo
-    since = _before_and_after(nats_server.url)
+    since = publish_before_and_after(nats_server.url)
     args = ("--from-stream", "--since", since, "--nats-url", nats_server.url, "--repo", str(work))
     code, report, err = heal_cli(capsys, *args)
     assert code == 0, err
@@ -95,7 +99,7 @@ def test_heals_exactly_the_injuries_after_since_then_nothing_more(
     files = remote_files(remote)
     assert not [f for f in files if f.startswith(AFTER)]
     assert {f"{d}junk.py" for d in BEFORE} <= set(files)
-    consumers = asyncio.run(_stream_state(nats_server.url))[2]
+    consumers = asyncio.run(stream_state(nats_server.url))[2]
     assert consumers == 0  # the read's own consumer is gone
 
     code, report, err = heal_cli(capsys, *args)
@@ -109,15 +113,15 @@ def test_dry_run_changes_neither_the_remote_nor_the_stream(
 ) -> None:
     """--dry-run plans the two later injuries; remote, checkout and stream stay as they were."""
     remote, work = hive_repo
-    since = _before_and_after(nats_server.url)
-    before = (tree_digest(remote), tree_digest(work), asyncio.run(_stream_state(nats_server.url)))
+    since = publish_before_and_after(nats_server.url)
+    before = (tree_digest(remote), tree_digest(work), asyncio.run(stream_state(nats_server.url)))
     code, report, err = heal_cli(
         capsys, "--from-stream", "--since", since, "--dry-run", "--repo", str(work),
         "--nats-url", nats_server.url,
     )  # fmt: skip
     assert code == 0, err
     assert _outcomes(report) == [("planned", AFTER[0]), ("planned", AFTER[1])]
-    after = (tree_digest(remote), tree_digest(work), asyncio.run(_stream_state(nats_server.url)))
+    after = (tree_digest(remote), tree_digest(work), asyncio.run(stream_state(nats_server.url)))
     assert after == before
 
 
@@ -129,7 +133,7 @@ def test_since_run_reads_github_run_started_at(
 ) -> None:
     """--since-run takes the start from GITHUB_RUN_STARTED_AT; NATS_URL comes from the env."""
     _, work = hive_repo
-    monkeypatch.setenv("GITHUB_RUN_STARTED_AT", _before_and_after(nats_server.url))
+    monkeypatch.setenv("GITHUB_RUN_STARTED_AT", publish_before_and_after(nats_server.url))
     monkeypatch.setenv("NATS_URL", nats_server.url)
     code, report, err = heal_cli(capsys, "--from-stream", "--since-run", "--repo", str(work))
     assert code == 0, err
