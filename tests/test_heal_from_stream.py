@@ -16,7 +16,8 @@ from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.demo import SEED, make_repo
 from auto_healer.embedded import NatsServer, free_port
 from auto_healer.errors import ConfigError
-from auto_healer.sources.nats_stream import parse_since, since_run
+from auto_healer.settings import load_settings
+from auto_healer.sources.nats_stream import parse_since, read_stream, since_run
 from nats.js.api import StreamConfig
 
 from tests.conftest import heal_cli, injury, remote_files, tree_digest
@@ -51,20 +52,20 @@ async def _publish(url: str, paths: tuple[str, ...], *, stream: bool = True) -> 
         await nc.close()
 
 
-async def stream_state(url: str) -> tuple[int, int, int]:
-    """Messages, last sequence and consumer count of the injury stream."""
+async def stream_state(url: str, stream: str = STREAM) -> tuple[int, int, int]:
+    """Messages, last sequence and consumer count of a stream (default the injury stream)."""
     nc = await nats.connect(url)
     try:
-        info = await nc.jetstream().stream_info(STREAM)
+        info = await nc.jetstream().stream_info(stream)
         return info.state.messages, info.state.last_seq, info.state.consumer_count
     finally:
         await nc.close()
 
 
-def _wait_stored(url: str, count: int) -> None:
+def _wait_stored(url: str, count: int, stream: str = STREAM) -> None:
     """Wait until the stream holds `count` messages (core publishes are not acknowledged)."""
     deadline = time.monotonic() + 5
-    while (got := asyncio.run(stream_state(url))[0]) != count:
+    while (got := asyncio.run(stream_state(url, stream))[0]) != count:
         assert time.monotonic() < deadline, f"stream holds {got} messages, not {count}"
         time.sleep(0.02)
 
@@ -274,3 +275,34 @@ def test_since_run_parses_the_payload_time() -> None:
     )
     with pytest.raises(ConfigError, match="GITHUB_RUN_STARTED_AT='soon' is not a time"):
         since_run({"GITHUB_RUN_STARTED_AT": "soon"})
+
+
+def test_messages_pass_through_as_published_and_other_subjects_are_left(
+    nats_server: NatsServer,
+) -> None:
+    """bee.Keeper's envelope comes back as its exact bytes with no headers and the stream time;
+    a wider stream's other subjects (even its last message) are not read, and the read ends."""
+    envelope = json.dumps(
+        {"agent": "bee.Keeper", "injuries": ["GitHub: Failed to post."], "timestamp": 81234.5}
+    ).encode()
+
+    async def publish() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().add_stream(StreamConfig(name="HIVE", subjects=["aura.hive.>"]))
+            await nc.publish("aura.hive.audit", b'{"is_pure": true}')
+            await nc.publish(SUBJECT_INJURY, envelope)
+            await nc.publish("aura.hive.audit", b'{"is_pure": false}')
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    started = time.time()
+    asyncio.run(publish())
+    _wait_stored(nats_server.url, 3, "HIVE")
+    [delivery] = read_stream(load_settings().nats, nats_server.url, since=parse_since("1m"))
+    assert (delivery.subject, delivery.data, dict(delivery.headers)) == (
+        SUBJECT_INJURY, envelope, {}
+    )  # fmt: skip
+    assert started - 1 <= delivery.received_at <= time.time()
+    assert delivery.max_attempts is None
