@@ -93,10 +93,12 @@ async def connect(
     on_disconnected: Callable[[], None] = _noop,
     on_reconnected: Callable[[], None] = _noop,
     on_closed: Callable[[], None] = _noop,
+    closes_itself: bool = False,
 ) -> Any:
     """Connect, giving up after `initial_attempts` tries (a clear error for a wrong URL or
     credentials), then reconnect forever; disconnects, reconnects and a close are logged and
-    reported to the `on_*` callbacks (the agent's liveness)."""
+    reported to the `on_*` callbacks (the agent's liveness). A one-shot client that
+    `closes_itself` logs its close at debug level, not as a warning."""
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -111,7 +113,7 @@ async def connect(
         on_reconnected()
 
     async def closed() -> None:
-        log.warning("nats_connection_closed")
+        (log.debug if closes_itself else log.warning)("nats_connection_closed")
         on_closed()
 
     async def error(exc: Exception) -> None:

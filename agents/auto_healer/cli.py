@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from auto_healer.sources import Delivery
 from auto_healer.sources.files import read_deliveries, read_injuries
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 log = structlog.get_logger("auto_healer.cli")
 
 
@@ -105,11 +107,40 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    """Heal the injuries of a file once, print the report, exit by outcome."""
+    """Heal the injuries of a file (or of the injury stream since a time) once, print the
+    report, exit by outcome."""
     settings = _settings(args)
-    deliveries = read_deliveries(args.injuries)
+    if args.from_stream:
+        deliveries = _stream_deliveries(args, settings)
+    else:
+        stray = [f for f, v in _STREAM_ONLY.items() if getattr(args, v) not in (None, False)]
+        if stray:
+            raise ConfigError(f"{', '.join(stray)}: only with --from-stream")
+        deliveries = read_deliveries(args.injuries)
     fmt: Format = args.format or ("text" if sys.stdout.isatty() else "json")
     return EXIT_OK if heal_once(settings, deliveries, fmt) else EXIT_PROBLEM
+
+
+_STREAM_ONLY = {
+    "--since": "since",
+    "--since-run": "since_run",
+    "--stream": "stream",
+    "--nats-url": "nats_url",
+}
+
+
+def _stream_deliveries(args: argparse.Namespace, settings: Settings) -> list[Delivery]:
+    """The injuries the stream captured since `--since`/`--since-run` (see `nats_stream`)."""
+    from auto_healer.sources import nats_stream
+
+    if args.since is not None:
+        since = nats_stream.parse_since(args.since)
+    elif args.since_run:
+        since = nats_stream.since_run(os.environ)
+    else:
+        raise ConfigError("--from-stream needs --since TIME or --since-run")
+    url = settings.nats_url or DEFAULT_NATS_URL
+    return nats_stream.read_stream(settings.nats, url, since=since, stream=args.stream)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -135,7 +166,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"{name}: " + "; ".join(str(e) for e in bad))
     good = [e for e in entries if not isinstance(e, InjuryRejected)]
-    url = settings.nats_url or "nats://127.0.0.1:4222"
+    url = settings.nats_url or DEFAULT_NATS_URL
     sent = asyncio.run(
         publish_injuries(settings, url, good, msg_id=args.msg_id, jetstream=args.wait_ack)
     )
@@ -148,7 +179,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from auto_healer.tools import tail
 
     settings = _settings(args)
-    url = settings.nats_url or "nats://127.0.0.1:4222"
+    url = settings.nats_url or DEFAULT_NATS_URL
     asyncio.run(tail(settings, url, args.subject, raw=args.raw, count=args.count))
     return EXIT_OK
 
@@ -208,11 +239,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("match", cmd_match, "print the playbook an injury would run")
     p.add_argument("injury", metavar="INJURY.json", help="one injury as JSON ('-' for stdin)")
     add("schema", cmd_schema, "print the JSON Schema of the playbook format", playbooks=False)
-    p = add("heal", cmd_heal, "heal injuries from a file once and report", repo=True)
-    p.add_argument(
+    p = add("heal", cmd_heal, "heal injuries from a file or the stream once and report", repo=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "injuries",
         metavar="INJURIES",
+        nargs="?",
         help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin",
+    )
+    source.add_argument(
+        "--from-stream",
+        action="store_true",
+        help="instead of a file: the injuries the JetStream stream capturing aura.hive.injury "
+        "holds since --since/--since-run, up to its last message now",
+    )
+    since = p.add_mutually_exclusive_group()
+    since.add_argument(
+        "--since",
+        metavar="TIME",
+        help="with --from-stream: ISO-8601 time (no zone = UTC), Unix epoch, or a duration "
+        "ago like 15m, 2h, 1d",
+    )
+    since.add_argument(
+        "--since-run",
+        action="store_true",
+        help="with --from-stream: since $GITHUB_RUN_STARTED_AT (the audit run's start)",
+    )
+    p.add_argument(
+        "--stream",
+        metavar="NAME",
+        help="with --from-stream: the stream to read (default: the one capturing "
+        "aura.hive.injury, e.g. AURA_INJURIES)",
+    )
+    p.add_argument(
+        "--nats-url",
+        help="with --from-stream: NATS server(s) (env NATS_URL, default nats://127.0.0.1:4222)",
     )
     p.add_argument(
         "--format",
