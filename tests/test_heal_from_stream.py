@@ -306,3 +306,35 @@ def test_messages_pass_through_as_published_and_other_subjects_are_left(
     )  # fmt: skip
     assert started - 1 <= delivery.received_at <= time.time()
     assert delivery.max_attempts is None
+
+
+def test_an_envelope_published_during_the_run_heals_each_documented_entry(
+    nats_server: NatsServer, hive_repo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bee-keeper's envelope, published plainly after --since: each injury object is healed
+    and its free-text entry escalated, from the stream, in one run."""
+    remote, work = hive_repo
+    asyncio.run(_publish(nats_server.url, ()))
+    since = datetime.now(UTC).isoformat()
+    time.sleep(0.05)
+    envelope = {
+        "agent": "bee.Keeper",
+        "timestamp": 812.5,
+        "injuries": [injury(AFTER[0]), injury(AFTER[1]), "GitHub: Failed to post a comment."],
+    }
+
+    async def publish() -> None:
+        nc = await nats.connect(nats_server.url)
+        await nc.publish(SUBJECT_INJURY, json.dumps(envelope).encode())
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(publish())
+    _wait_stored(nats_server.url, 1)
+    args = ("--from-stream", "--since", since, "--nats-url", nats_server.url, "--repo", str(work))
+    code, report, err = heal_cli(capsys, *args)
+    assert code == 0, err
+    assert report is not None
+    assert [o["outcome"] for o in report["outcomes"]] == ["healed", "healed", "escalated"]
+    assert report["outcomes"][2]["injury"]["description"] == "GitHub: Failed to post a comment."
+    assert not [f for f in remote_files(remote) if f.startswith(AFTER)]
