@@ -45,6 +45,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         queue_group=getattr(args, "queue_group", None),
         jetstream=True if getattr(args, "jetstream", False) else None,
         metrics_port=getattr(args, "metrics_port", None),
+        source_subjects=getattr(args, "source_subject", None),
     )
 
 
@@ -286,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS server(s), comma-separated (env NATS_URL; default: start an embedded server)",
     )
     p.add_argument("--queue-group", help="queue group (env QUEUE_GROUP, default auto-healer)")
+    p.add_argument(
+        "--source-subject",
+        action="append",
+        metavar="SUBJECT",
+        help="also take the Hive's alerts on SUBJECT as injuries, e.g. 'aura.hive.events.alert_*' "
+        "(repeatable; env SOURCE_SUBJECTS, comma-separated)",
+    )
     p.add_argument(
         "--jetstream",
         action="store_true",

@@ -57,6 +57,8 @@ def _finite(value: float) -> float:
 
 
 FREE_TEXT = "free_text"  # the injury_type of a free-text injury from the real bee-keeper
+ALERT = "alert"  # the injury_type of an alert of the Hive taken in as an injury
+TEXT_TYPES = frozenset({FREE_TEXT, ALERT})  # injuries that are a text, not a path
 EPOCH_FLOOR_S = 1e9  # 2001-09-09: a smaller timestamp is some other clock (a monotonic one)
 
 
@@ -247,7 +249,7 @@ class ParsedInjury(BaseModel):
         """What identifies the problem beside its type: the normal path, or for free text a
         hash of the text (two different texts are two problems)."""
         inj = self.injury
-        if inj.injury_type == FREE_TEXT and inj.description is not None:
+        if inj.injury_type in TEXT_TYPES and inj.description is not None:
             text = inj.description.encode("utf-8", "surrogatepass")
             return "text:" + hashlib.sha256(text).hexdigest()[:16]
         return self.path if self.path is not None else inj.affected_path.strip("/")

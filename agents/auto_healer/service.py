@@ -4,6 +4,7 @@ checkout, coordinator, pager, healer, effects. `auto-healer run` calls `serve()`
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from contextlib import AsyncExitStack
@@ -14,6 +15,7 @@ import structlog
 
 from auto_healer.admission import Gate
 from auto_healer.agent import Agent
+from auto_healer.alerts import check_subjects, subject_matches, subscription
 from auto_healer.bloodstream import Publisher, connect, open_intake
 from auto_healer.checkout import open_checkout
 from auto_healer.contracts import SUBJECT_INJURY
@@ -31,6 +33,7 @@ from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 from auto_healer.signing import verifier_from_settings
 from auto_healer.sources import Source
+from auto_healer.sources.combined import Combined
 from auto_healer.sources.nats_core import CoreSource
 from auto_healer.sources.nats_js import JetStreamSource
 
@@ -120,11 +123,26 @@ async def serve(
 
 
 async def _source(settings: Settings, nc: Any, js: Any) -> Source:
+    """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
+    the same queue group: each alert to one replica)."""
+    queue = "" if settings.dry_run else settings.queue_group
+    alerts: list[Source] = [
+        CoreSource(
+            nc,
+            subscription(pattern),
+            queue=queue,
+            accept=functools.partial(subject_matches, pattern),
+        )
+        for pattern in check_subjects(settings.source_subjects)
+    ]
+    intake = await _intake(settings, nc, js, queue)
+    return Combined([intake, *alerts]) if alerts else intake
+
+
+async def _intake(settings: Settings, nc: Any, js: Any, queue: str) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
-        return CoreSource(
-            nc, SUBJECT_INJURY, queue="" if settings.dry_run else settings.queue_group
-        )
+        return CoreSource(nc, SUBJECT_INJURY, queue=queue)
     try:
         intake = await open_intake(
             js,
