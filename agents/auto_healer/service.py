@@ -59,13 +59,22 @@ async def serve(
             url = server.url
             log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
         liveness = Liveness(max_disconnected_s=settings.nats.max_disconnected_s)
+        metrics = Metrics()
+
+        def reconnected() -> None:
+            liveness.reconnected()
+            metrics.reconnected()
+
         nc = await connect(
             settings.nats,
             url,
             name=f"auto-healer-{socket.gethostname()}-{os.getpid()}",
             on_disconnected=liveness.disconnected,
-            on_reconnected=liveness.reconnected,
+            on_reconnected=reconnected,
             on_closed=liveness.closed,
+        )
+        metrics.watch_nats(
+            connected=lambda: bool(nc.is_connected), pending_bytes=lambda: nc.pending_data_size
         )
         checkout = open_checkout(settings.git)
         stack.callback(checkout.close)
@@ -75,9 +84,9 @@ async def serve(
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)
-        metrics = Metrics()
+            metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
-        source = await _source(settings, nc, js)
+        source = await _source(settings, nc, js, metrics)
         agent = Agent(
             source=source,
             healer=healer,
@@ -107,7 +116,7 @@ async def serve(
         await agent.run(install_signals=install_signals)
 
 
-async def _source(settings: Settings, nc: Any, js: Any) -> Source:
+async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
         return CoreSource(
@@ -128,7 +137,7 @@ async def _source(settings: Settings, nc: Any, js: Any) -> Source:
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake)
+    return JetStreamSource(intake, on_idle=metrics.caught_up)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
