@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py
 MUTATION_SKIP  ?= auto_healer.contracts.x_read_injuries__mutmut_*
 
-.PHONY: demo test check bench schema mutation clean
+.PHONY: demo test check bench schema manifests mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -38,6 +38,10 @@ mutation: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/auto-healer schema > schema/playbook.schema.json
+
+# deploy/k8s/ is the Helm chart deploy/helm/auto-healer rendered by Helm's engine (a test checks).
+manifests: $(STAMP)
+	$(BIN)/python deploy/helm/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info agents/*.egg-info
