@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
-.PHONY: demo test check bench schema proto mutation clean
+.PHONY: demo test check bench schema proto manifests mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -45,6 +45,10 @@ PROTO_OUT := agents/auto_healer/proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
 		proto/aura/core/v1/event.proto
+
+# deploy/k8s/ is the Helm chart deploy/helm/auto-healer rendered by Helm's engine (a test checks).
+manifests: $(STAMP)
+	$(BIN)/python deploy/helm/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info agents/*.egg-info

@@ -49,6 +49,31 @@ def test_ci_runs_the_readme_test_command_on_push_and_pull_request() -> None:
     assert "make test" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def test_image_is_built_on_main_and_tags_and_pushed_with_provenance() -> None:
+    """image.yml lints the Dockerfile, then builds and pushes to GHCR with provenance and SBOM;
+    a pull request builds without pushing."""
+    wf = load(WORKFLOWS / "image.yml")
+    on = triggers(wf)
+    assert on["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert "pull_request" in on
+    assert wf["permissions"] == {}
+    (job,) = wf["jobs"].values()
+    assert job["permissions"]["packages"] == "write"
+    assert job["permissions"]["contents"] == "read"
+    steps = job["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    assert uses.index("hadolint/hadolint-action") < uses.index("docker/build-push-action")
+    build = steps[uses.index("docker/build-push-action")]["with"]
+    assert build["provenance"] in (True, "mode=max")
+    assert build["sbom"] is True
+    assert build["push"] == "${{ github.event_name != 'pull_request' }}"
+    login = steps[uses.index("docker/login-action")]
+    assert login["with"]["registry"] == "${{ env.REGISTRY }}" and wf["env"]["REGISTRY"] == "ghcr.io"
+    assert login["if"] == "github.event_name != 'pull_request'"
+    attest = steps[uses.index("actions/attest-build-provenance")]
+    assert attest["with"]["subject-digest"] == "${{ steps.build.outputs.digest }}"
+
+
 def test_auto_heal_triggers() -> None:
     """auto-heal runs after the audit workflow, on both dispatches and on pull requests."""
     on = triggers(load(WORKFLOWS / "auto-heal.yml"))

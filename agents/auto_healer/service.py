@@ -62,13 +62,22 @@ async def serve(
             url = server.url
             log.info("embedded_nats_started", url=url, store_dir=str(server.store_dir))
         liveness = Liveness(max_disconnected_s=settings.nats.max_disconnected_s)
+        metrics = Metrics()
+
+        def reconnected() -> None:
+            liveness.reconnected()
+            metrics.reconnected()
+
         nc = await connect(
             settings.nats,
             url,
             name=f"auto-healer-{socket.gethostname()}-{os.getpid()}",
             on_disconnected=liveness.disconnected,
-            on_reconnected=liveness.reconnected,
+            on_reconnected=reconnected,
             on_closed=liveness.closed,
+        )
+        metrics.watch_nats(
+            connected=lambda: bool(nc.is_connected), pending_bytes=lambda: nc.pending_data_size
         )
         checkout = open_checkout(settings.git)
         stack.callback(checkout.close)
@@ -78,9 +87,9 @@ async def serve(
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)
-        metrics = Metrics()
+            metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
-        source = await _source(settings, nc, js)
+        source = await _source(settings, nc, js, metrics)
         agent = Agent(
             source=source,
             healer=healer,
@@ -122,7 +131,7 @@ async def serve(
         await agent.run(install_signals=install_signals)
 
 
-async def _source(settings: Settings, nc: Any, js: Any) -> Source:
+async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics) -> Source:
     """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
     the same queue group: each alert to one replica)."""
     queue = "" if settings.dry_run else settings.queue_group
@@ -135,11 +144,11 @@ async def _source(settings: Settings, nc: Any, js: Any) -> Source:
         )
         for pattern in check_subjects(settings.source_subjects)
     ]
-    intake = await _intake(settings, nc, js, queue)
+    intake = await _intake(settings, nc, js, queue, metrics)
     return Combined([intake, *alerts]) if alerts else intake
 
 
-async def _intake(settings: Settings, nc: Any, js: Any, queue: str) -> Source:
+async def _intake(settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
         return CoreSource(nc, SUBJECT_INJURY, queue=queue)
@@ -158,7 +167,7 @@ async def _intake(settings: Settings, nc: Any, js: Any, queue: str) -> Source:
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake)
+    return JetStreamSource(intake, on_idle=metrics.caught_up)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
