@@ -13,7 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# git for the checkouts; ca-certificates for HTTPS remotes and the pager; openssh for ssh remotes
+# git for the checkouts; ca-certificates for HTTPS remotes and the pager; openssh for ssh remotes.
+# DL3008 (pin apt versions) is ignored on purpose: Debian drops a superseded version from its
+# archive at each security update, so pinned versions break the build and hold back fixes.
+# Recommends are off, and the base image's tag fixes the Debian release.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates openssh-client \
     && rm -rf /var/lib/apt/lists/*

@@ -6,11 +6,11 @@ STAMP  := $(VENV)/.installed
 
 # `make mutation`: the modules mutated, the fast in-process tests run against each mutant, and
 # mutants not counted (read_injuries is tested elsewhere, with its own tests).
-MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py agents/auto_healer/contracts.py
-MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py
-MUTATION_SKIP  ?= auto_healer.contracts.x_read_injuries__mutmut_*
+MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py agents/auto_healer/contracts.py agents/auto_healer/envelope.py agents/auto_healer/admission.py
+MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
+MUTATION_SKIP  ?=
 
-.PHONY: demo test check bench schema mutation lock clean
+.PHONY: demo test check bench schema proto manifests mutation lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 mutation: $(STAMP)
-	$(BIN)/python -m bench.mutation $(MUTATE) --tests $(MUTATION_TESTS) --skip '$(MUTATION_SKIP)'
+	$(BIN)/python -m bench.mutation $(MUTATE) --tests $(MUTATION_TESTS) --skip $(MUTATION_SKIP)
 
 # The pinned, hashed dependencies the image and the GitHub action install (and the dev tools').
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
@@ -46,6 +46,17 @@ lock: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/auto-healer schema > schema/playbook.schema.json
+
+# The aura.core.v1 Python module, from proto/ by grpcio-tools' protoc (checked in; a test
+# checks it matches a fresh generation).
+PROTO_OUT := agents/auto_healer/proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		proto/aura/core/v1/event.proto
+
+# deploy/k8s/ is the Helm chart deploy/helm/auto-healer rendered by Helm's engine (a test checks).
+manifests: $(STAMP)
+	$(BIN)/python deploy/helm/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info agents/*.egg-info

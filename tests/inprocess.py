@@ -156,12 +156,13 @@ async def run_agent(
     dry_run: bool = False,
     playbooks: Path = PLAYBOOKS,
     timeout_s: float = 60.0,
+    metrics: Metrics | None = None,
 ) -> RecordingPublisher:
     """Run the real pipeline over `deliveries` until each one was settled; fail loudly if not."""
     publisher = publisher or RecordingPublisher()
     checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
     healer = Healer(load_playbooks(playbooks), checkout, dry_run=dry_run)
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     agent = Agent(
         source=ListSource(deliveries),
         healer=healer,

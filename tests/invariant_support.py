@@ -56,6 +56,15 @@ class Sent:
     target: str | None = None  # a real directory this message removes if (and only if) healed
 
 
+def expected_id(msg_id: str) -> str:
+    """The injury id a `Nats-Msg-Id` gives, as the README says: itself when short (200) and
+    printable, else `msgid-sha256-` and 24 hex digits of its sha256 (never logged raw)."""
+    if len(msg_id) <= 200 and msg_id.isprintable():
+        return msg_id
+    digest = hashlib.sha256(msg_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"msgid-sha256-{digest}"
+
+
 def signature(body: bytes, key: bytes, msg_id: str, signed_at: str) -> str:
     """`Aura-Signature` v2 as the README documents it, computed here with hmac + hashlib."""
     text = b"\n".join([b"aura-injury-v2", msg_id.encode(), signed_at.encode(), body])
@@ -281,7 +290,9 @@ class Rig:
         reason = str(meta.get("reason"))[:300]
         assert kind in sent.expect, f"outcome {kind} ({reason}); expected one of {set(sent.expect)}"
         if sent.msg_id is not None and meta.get("injury_id") is not None:
-            assert meta["injury_id"] == sent.msg_id, f"event is for {meta['injury_id']!r}"
+            assert meta["injury_id"] == expected_id(sent.msg_id), (
+                f"event is for {meta['injury_id']!r}"
+            )
         want_dead = 1 if kind == REJECTED else 0
         if want_dead:
             self.wait(f"the dead letter of {sent.label}", lambda: len(self.dead) > n_dead, 5.0)

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from auto_healer.contracts import ParsedInjury, read_injuries
+from auto_healer.contracts import ParsedInjury
 from auto_healer.embedded import NatsServer
+from auto_healer.sources.files import read_injuries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

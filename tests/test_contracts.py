@@ -23,9 +23,9 @@ from auto_healer.contracts import (
     model_for_subject,
     parse_injury,
     parse_injury_obj,
-    read_injuries,
 )
 from auto_healer.errors import InjuryRejected
+from auto_healer.sources.files import read_injuries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -464,7 +464,7 @@ def test_an_entry_of_a_json_document_is_held_to_the_message_size_limit() -> None
     """An entry exactly MAX_PAYLOAD_BYTES long (compact) is read; one byte more is refused."""
     import json as _json
 
-    from auto_healer.contracts import MAX_PAYLOAD_BYTES, read_injuries
+    from auto_healer.contracts import MAX_PAYLOAD_BYTES
     from auto_healer.errors import InjuryRejected
 
     from tests.conftest import injury
@@ -482,7 +482,6 @@ def test_an_entry_of_a_json_document_is_held_to_the_message_size_limit() -> None
 
 def test_a_json_lines_line_that_is_not_utf8_is_refused_by_line_and_character() -> None:
     """Text decoded with surrogateescape: the bad line is refused in its place, naming the byte."""
-    from auto_healer.contracts import read_injuries
 
     text = b'{"a": 1}\nab\xff\n'.decode("utf-8", "surrogateescape")
     results = read_injuries(text)
@@ -520,3 +519,15 @@ def test_the_msg_id_is_read_in_any_letter_case_and_made_safe() -> None:
     assert long != msg_id_of({"Nats-Msg-Id": "i" * (MSG_ID_MAX_CHARS + 2)})
     assert (msg_id_of({"Nats-Msg-Id": "a\u2028b"}) or "").startswith("msgid-sha256-")
     assert (msg_id_of({"Nats-Msg-Id": "a\tb"}) or "").startswith("msgid-sha256-")
+
+
+def test_the_exact_msg_id_header_wins_and_a_surrogate_id_is_hashed() -> None:
+    """`Nats-Msg-Id` spelled exactly wins over another spelling; a lone surrogate hashes."""
+    import hashlib
+
+    from auto_healer.contracts import msg_id_of
+
+    assert msg_id_of({"nats-msg-id": "other", "Nats-Msg-Id": "exact"}) == "exact"
+    raw = "a\udc80"
+    want = "msgid-sha256-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    assert msg_id_of({"Nats-Msg-Id": raw}) == want

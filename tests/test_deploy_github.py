@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auto_healer.embedded import NatsServer
 
 from tests.conftest import git, injury, tree_digest, write_injuries
 from tests.test_deploy_config import BIN, ROOT, check_jsonschema, load
+from tests.test_heal_from_stream import AFTER, make_hive_repo, publish_before_and_after
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTION = ROOT / "actions" / "auto-heal" / "action.yml"
@@ -47,10 +49,35 @@ def test_ci_runs_the_readme_test_command_on_push_and_pull_request() -> None:
     assert "make test" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def test_image_is_built_on_main_and_tags_and_pushed_with_provenance() -> None:
+    """image.yml lints the Dockerfile, then builds and pushes to GHCR with provenance and SBOM;
+    a pull request builds without pushing."""
+    wf = load(WORKFLOWS / "image.yml")
+    on = triggers(wf)
+    assert on["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert "pull_request" in on
+    assert wf["permissions"] == {}
+    (job,) = wf["jobs"].values()
+    assert job["permissions"]["packages"] == "write"
+    assert job["permissions"]["contents"] == "read"
+    steps = job["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    assert uses.index("hadolint/hadolint-action") < uses.index("docker/build-push-action")
+    build = steps[uses.index("docker/build-push-action")]["with"]
+    assert build["provenance"] in (True, "mode=max")
+    assert build["sbom"] is True
+    assert build["push"] == "${{ github.event_name != 'pull_request' }}"
+    login = steps[uses.index("docker/login-action")]
+    assert login["with"]["registry"] == "${{ env.REGISTRY }}" and wf["env"]["REGISTRY"] == "ghcr.io"
+    assert login["if"] == "github.event_name != 'pull_request'"
+    attest = steps[uses.index("actions/attest-build-provenance")]
+    assert attest["with"]["subject-digest"] == "${{ steps.build.outputs.digest }}"
+
+
 def test_auto_heal_triggers() -> None:
     """auto-heal runs after the audit workflow, on both dispatches and on pull requests."""
     on = triggers(load(WORKFLOWS / "auto-heal.yml"))
-    assert on["workflow_run"] == {"workflows": ["bee-keeper audit"], "types": ["completed"]}
+    assert on["workflow_run"] == {"workflows": ["bee.Keeper"], "types": ["completed"]}
     assert "injuries" in on["workflow_dispatch"]["inputs"]
     assert on["repository_dispatch"] == {"types": ["injuries"]}
     assert "pull_request" in on
@@ -76,6 +103,26 @@ def test_auto_heal_cannot_loop() -> None:
     review = wf["jobs"]["review"]
     assert review["permissions"]["contents"] == "read"
     assert "workflow_run.event == 'pull_request'" in review["if"]
+
+
+def test_after_an_audit_the_heal_reads_the_stream_on_a_self_hosted_runner() -> None:
+    """bee.Keeper uploads no artifact: the heal job can read the stream from the cluster."""
+    wf = load(WORKFLOWS / "auto-heal.yml")
+    assert wf["env"]["AUDIT_WORKFLOW"] == triggers(wf)["workflow_run"]["workflows"][0]
+    heal = wf["jobs"]["heal"]
+    assert "github.event.workflow_run.event == 'schedule'" in " ".join(heal["if"].split())
+    assert heal["runs-on"] == (
+        "${{ github.event_name == 'workflow_run' && (vars.AUTO_HEAL_RUNNER || 'self-hosted') "
+        "|| 'ubuntu-latest' }}"
+    )
+    steps = {s.get("id"): s for s in heal["steps"]}
+    assert steps["injuries"]["env"]["STREAM_FALLBACK"] == "true"
+    assert "steps.injuries.outputs.source == 'stream'" in steps["heal"]["if"]
+    given = steps["heal"]["with"]
+    assert given["from-stream"] == "${{ steps.injuries.outputs.source == 'stream' }}"
+    assert given["since"] == "${{ github.event.workflow_run.run_started_at }}"
+    assert given["nats-url"].startswith("${{ secrets.NATS_URL || vars.NATS_URL")
+    assert "STREAM_FALLBACK" not in wf["jobs"]["review"]["steps"][2]["env"]
 
 
 def run_guard(repo: Path, tmp_path: Path) -> str:
@@ -125,7 +172,8 @@ def test_action_inputs_and_outputs() -> None:
     action = load(ACTION)
     assert action["runs"]["using"] == "composite"
     assert {"injuries", "playbooks", "dry-run", "pager-webhook-url", "pager-routing-key",
-            "pager-format"} <= set(action["inputs"])  # fmt: skip
+            "pager-format", "from-stream", "since", "stream", "nats-url"
+            } <= set(action["inputs"])  # fmt: skip
     assert {"healed", "escalated", "failed"} <= set(action["outputs"])
 
 
@@ -146,6 +194,21 @@ def action_heal_script() -> str:
     return str(next(s["run"] for s in steps if s.get("id") == "heal"))
 
 
+def action_env(tmp_path: Path, work: Path, **inputs: str) -> dict[str, str]:
+    """The environment the action gives its heal step: defaults, dry-run, `inputs` over them."""
+    runner_temp, output, summary = tmp_path / "runner", tmp_path / "out", tmp_path / "summary"
+    return {
+        **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_ACTION_PATH": str(ACTION.parent), "RUNNER_TEMP": str(runner_temp),
+        "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary),
+        "INJURIES": "", "FROM_STREAM": "false", "SINCE": "", "STREAM": "",
+        "NATS_URL_INPUT": "", "REPO": str(work), "BRANCH": "", "PLAYBOOKS": "",
+        "DRY_RUN": "true", "PAGER_FORMAT": "pagerduty", "PAGER_WEBHOOK_URL": "",
+        "PAGER_ROUTING_KEY": "", "GIT_AUTHOR_NAME": "auto-healer",
+        "GIT_AUTHOR_EMAIL": "auto-healer@aura.hive", "LOG_FORMAT": "console", **inputs,
+    }  # fmt: skip
+
+
 def test_action_heal_step_writes_plan_summary_and_outputs(
     repo: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -153,16 +216,8 @@ def test_action_heal_step_writes_plan_summary_and_outputs(
     remote, work = repo
     before = (tree_digest(work), tree_digest(remote))
     injuries = write_injuries(tmp_path / "i.json", injury("core/src/random_stuff/"))
-    runner_temp, output, summary = tmp_path / "runner", tmp_path / "out", tmp_path / "summary"
-    env = {
-        **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "GITHUB_ACTION_PATH": str(ACTION.parent), "RUNNER_TEMP": str(runner_temp),
-        "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary),
-        "INJURIES": str(injuries), "REPO": str(work), "BRANCH": "", "PLAYBOOKS": "",
-        "DRY_RUN": "true", "PAGER_FORMAT": "pagerduty", "PAGER_WEBHOOK_URL": "",
-        "PAGER_ROUTING_KEY": "", "GIT_AUTHOR_NAME": "auto-healer",
-        "GIT_AUTHOR_EMAIL": "auto-healer@aura.hive", "LOG_FORMAT": "console",
-    }  # fmt: skip
+    output, summary = tmp_path / "out", tmp_path / "summary"
+    env = action_env(tmp_path, work, INJURIES=str(injuries))
     result = subprocess.run(["bash", "-eo", "pipefail", "-c", action_heal_script()],
                             env=env, capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -174,6 +229,29 @@ def test_action_heal_step_writes_plan_summary_and_outputs(
     assert "core/src/random_stuff/" in markdown
     assert Path(outputs["report"]).read_text() == result.stdout
     assert (tree_digest(work), tree_digest(remote)) == before
+
+
+def test_action_heal_step_reads_the_stream_since_the_audit_started(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """from-stream + since: the action plans only what reached the stream after `since`."""
+    _, work = make_hive_repo(tmp_path)
+    since = publish_before_and_after(nats_server.url)
+    env = action_env(tmp_path, work, FROM_STREAM="true", SINCE=since,
+                     NATS_URL_INPUT=nats_server.url)  # fmt: skip
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", action_heal_script()],
+                            env=env, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    outputs = dict(line.split("=", 1) for line in (tmp_path / "out").read_text().splitlines())
+    assert (outputs["planned"], outputs["rejected"], outputs["failed"]) == ("2", "0", "0")
+    assert all(path in result.stdout for path in AFTER)
+    # Without `since` the action falls back to --since-run, which needs GITHUB_RUN_STARTED_AT.
+    env = {**action_env(tmp_path, work, FROM_STREAM="true", NATS_URL_INPUT=nats_server.url),
+           "GITHUB_RUN_STARTED_AT": since}  # fmt: skip
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", action_heal_script()],
+                            env=env, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert all(path in result.stdout for path in AFTER)
 
 
 def test_cli_writes_markdown_summary_and_outputs(repo: tuple[Path, Path], tmp_path: Path) -> None:
@@ -227,3 +305,48 @@ def test_collect_injuries_from_dispatch_payloads(
     assert outputs["count"] == str(count)
     assert len(json.loads(Path(outputs["file"]).read_text())) == count
     assert (count == 0) == summary.exists()
+
+
+def run_collector(tmp_path: Path, path: str, **extra: str) -> tuple[dict[str, str], str]:
+    """Run the collector for a workflow_run with PATH = `path`; its outputs and its summary."""
+    output, summary = tmp_path / "out", tmp_path / "summary"
+    env = {"PATH": path, "EVENT_NAME": "workflow_run", "RUN_ID": "42", "RUNNER_TEMP": str(tmp_path),
+           "GITHUB_REPOSITORY": "aura/hive", "AUDIT_ARTIFACT": "injuries",
+           "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary), **extra}  # fmt: skip
+    script = ROOT / ".github" / "scripts" / "collect_injuries.py"
+    subprocess.run([sys.executable, str(script)], env=env, check=True, capture_output=True)
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    return outputs, summary.read_text() if summary.exists() else ""
+
+
+def test_collector_without_an_artifact_hands_over_to_the_stream(tmp_path: Path) -> None:
+    """No artifact (bee.Keeper uploads none; here not even `gh`): source=stream, said why."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    outputs, summary = run_collector(tmp_path, str(empty), STREAM_FALLBACK="true")
+    assert outputs["source"] == "stream"
+    assert "count" not in outputs
+    assert "run 42 has no artifact 'injuries'" in outputs["note"]
+    assert "--from-stream" in summary
+    (tmp_path / "review").mkdir()
+    outputs, _ = run_collector(tmp_path / "review", str(empty))  # the review: no fallback
+    assert (outputs["source"], outputs["count"]) == ("file", "0")
+
+
+def test_collector_prefers_the_artifact_when_the_audit_uploaded_one(tmp_path: Path) -> None:
+    """An audit that uploaded `injuries` is healed from it, even with the stream fallback on."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"  # GitHub is out of reach: `gh run download` writes what it would fetch
+    gh.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "args = sys.argv[1:]\n"
+        "assert args[:3] == ['run', 'download', '42'], args\n"
+        "out = args[args.index('--dir') + 1]\n"
+        f"open(out + '/injuries.json', 'w').write(json.dumps([{injury('core/src/x/')!r}]))\n"
+    )
+    gh.chmod(0o755)
+    outputs, _ = run_collector(tmp_path, str(bin_dir), STREAM_FALLBACK="true")
+    assert (outputs["source"], outputs["count"]) == ("file", "1")
+    assert json.loads(Path(outputs["file"]).read_text())[0]["affected_path"] == "core/src/x/"

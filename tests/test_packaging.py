@@ -54,14 +54,11 @@ def test_locks_pin_every_dependency_with_hashes(lock: str, extras: list[str]) ->
         )
 
 
-def test_every_subpackage_is_packaged() -> None:
-    """The explicit package list (needed to ship playbooks/) names every auto_healer package."""
-    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    found = {
-        ".".join(p.parent.relative_to(ROOT / "agents").parts)
-        for p in (ROOT / "agents" / "auto_healer").rglob("__init__.py")
-    }
-    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+def test_shipped_playbooks_are_the_repositorys_one_copy() -> None:
+    """The package's playbooks_shipped is a link to playbooks/, not a second copy."""
+    shipped = ROOT / "agents" / "auto_healer" / "playbooks_shipped"
+    assert shipped.is_symlink()
+    assert shipped.resolve() == (ROOT / "playbooks").resolve()
     assert PYPROJECT["project"]["license"] == "MIT"
 
 

@@ -3,6 +3,7 @@ monotonic timestamp; text playbooks; repeats; on a real nats-server in both mode
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -201,3 +202,76 @@ def test_a_bad_text_playbook_expression_is_a_load_error_naming_the_line(tmp_path
     (d / "bad.yaml").write_text(TEXT_PLAYBOOK.replace("^GitHub: Failed to post", "(unclosed"))
     with pytest.raises(ConfigError, match=r"bad.yaml:4: field 'match.description': not a valid"):
         load_playbooks(d)
+
+
+async def test_the_hives_protobuf_and_json_alerts_are_taken_in_as_injuries(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """`SOURCE_SUBJECTS=aura.hive.events.alert_*`: an upstream-style protobuf alert (built with
+    the protobuf runtime) and a JSON one are escalated with their message; our own events are
+    not taken back in."""
+    from auto_healer.proto.aura.core.v1 import event_pb2 as pb
+
+    remote, _work = repo
+    receiver = Receiver().start()
+    env = {**_pager_env(receiver), "SOURCE_SUBJECTS": "aura.hive.events.alert_*"}
+    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, env=env)
+    events = await Events().start(nats_server.url, "aura.hive.events.*")
+
+    def outcomes() -> list[dict[str, object]]:
+        return [e for e in events.items if str(e["subject"]).startswith("aura.hive.events.injury_")]
+
+    try:
+        agent.wait_ready()
+        alert = pb.Event(identifier="evt-42", topic="aura.hive.events.alert_error")
+        alert.alert.severity = pb.SEVERITY_ERROR
+        alert.alert.message = "core: negotiation engine unreachable"
+        alert.alert.source = "core-service"
+        alert.timestamp.GetCurrentTime()
+        nc = await nats.connect(nats_server.url)
+        await nc.publish("aura.hive.events.alert_error", alert.SerializeToString())
+        await nc.publish(
+            "aura.hive.events.alert_warning",
+            json.dumps(
+                {"severity": "warning", "message": "disk 91% full", "source": "vm"}
+            ).encode(),
+        )
+        await nc.flush()
+        await nc.close()
+        await wait_until(lambda: len(receiver.delivered) >= 2, 30, "two pages", seen=agent.logs)
+        await wait_until(lambda: len(outcomes()) >= 2, 30, "two outcome events", seen=agent.logs)
+        by_text = {e["metadata"]["injury"]["description"]: e for e in outcomes()}
+        proto = by_text["core: negotiation engine unreachable"]
+        assert proto["event_type"] == "injury_escalated"
+        assert proto["metadata"]["injury_id"] == "alert:evt-42"
+        assert proto["metadata"]["injury"]["injury_type"] == "alert"
+        assert proto["metadata"]["injury"]["severity"] == "high"
+        assert proto["metadata"]["injury"]["source"] == "core-service"
+        assert by_text["disk 91% full"]["metadata"]["injury"]["severity"] == "medium"
+        pages = {p["payload"]["summary"]: p for p in receiver.delivered}
+        [summary] = [s for s in pages if "negotiation engine unreachable" in s]
+        assert pages[summary]["payload"]["severity"] == "error"
+        await asyncio.sleep(1.0)  # our own two escalation events must not come back as alerts
+        assert len(outcomes()) == 2
+        assert len(receiver.delivered) == 2
+    finally:
+        await events.close()
+        receiver.stop()
+        agent.kill()
+
+
+def test_a_source_subject_that_would_take_our_own_events_is_refused() -> None:
+    """`aura.hive.events.>` would feed the agent its own escalations: a clear start-up error."""
+    from auto_healer.alerts import check_subjects, subject_matches
+    from auto_healer.errors import ConfigError
+
+    assert subject_matches("aura.hive.events.alert_*", "aura.hive.events.alert_error")
+    assert not subject_matches("aura.hive.events.alert_*", "aura.hive.events.alert_error.x")
+    assert subject_matches("aura.>", "aura.hive.events.x")
+    assert not subject_matches("aura.hive.>", "aura.hive")
+    assert check_subjects(["aura.hive.events.error"]) == ["aura.hive.events.error"]
+    assert subject_matches("aura.hive.events.alert_*", "aura.hive.events.alert_x")
+    assert not subject_matches("aura.hive.events.alert_*", "aura.hive.events.injury_escalated")
+    for bad in ("aura.hive.events.>", "aura.hive.events.*", ">", "aura.hive.injury", "*.*.*.inj*"):
+        with pytest.raises(ConfigError, match="would consume"):
+            check_subjects([bad])

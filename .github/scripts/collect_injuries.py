@@ -3,11 +3,14 @@
 Sources, by event (all read from the environment, never interpolated into a shell):
   workflow_dispatch    INPUT_INJURIES: JSON (one injury or a list)
   repository_dispatch  CLIENT_INJURIES: toJSON(github.event.client_payload.injuries)
-  workflow_run         the artifact AUDIT_ARTIFACT of the bee-keeper audit run RUN_ID
+  workflow_run         the artifact AUDIT_ARTIFACT of the bee-keeper audit run RUN_ID; when
+                       the run has none and STREAM_FALLBACK is `true`, the injury stream
   pull_request         the same artifact, from the latest successful audit of HEAD_SHA
 
-Writes `$RUNNER_TEMP/auto-heal/injuries.json` (a JSON list) and the step outputs `file`,
-`count` and `note`; count 0 means there is nothing to heal (`note` and the step summary say why).
+Writes `$RUNNER_TEMP/auto-heal/injuries.json` (a JSON list) and the step outputs `source=file`,
+`file`, `count` and `note`; count 0 means there is nothing to heal (`note` and the step summary
+say why). When the injuries are to be read from the stream (`auto-healer heal --from-stream`;
+the real bee.Keeper uploads no artifact), the outputs are `source=stream` and `note` only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ def env(name: str, default: str = "") -> str:
 
 
 def gh(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["gh", *args], capture_output=True, text=True, check=False)
+    try:
+        return subprocess.run(["gh", *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:  # a self-hosted runner without the GitHub CLI
+        return subprocess.CompletedProcess(["gh", *args], 127, "", "gh: not installed")
 
 
 def parse(text: str) -> list[Any]:
@@ -69,6 +75,17 @@ def from_artifact(run_id: str) -> tuple[str, str]:
         return json.dumps(injuries), ""
 
 
+def from_stream(why: str) -> int:
+    """No artifact: tell the heal step to read the injury stream instead."""
+    note = f"{why}; reading the injuries from the stream (auto-healer heal --from-stream)"
+    with open(env("GITHUB_OUTPUT", os.devnull), "a", encoding="utf-8") as fh:
+        fh.write(f"source=stream\nnote={note}\n")
+    with open(env("GITHUB_STEP_SUMMARY", os.devnull), "a", encoding="utf-8") as fh:
+        fh.write(f"### auto-heal\n\n{note}\n")
+    print(note)
+    return 0
+
+
 def main() -> int:
     event = env("EVENT_NAME")
     note = ""
@@ -78,6 +95,8 @@ def main() -> int:
         text = env("CLIENT_INJURIES")
     elif event == "workflow_run":
         text, note = from_artifact(env("RUN_ID"))
+        if note and env("STREAM_FALLBACK") == "true":
+            return from_stream(note)
     elif event == "pull_request":
         text, note = from_artifact(latest_audit_run(env("HEAD_SHA")))
     else:
@@ -94,7 +113,7 @@ def main() -> int:
     if not injuries:
         note = note or "no injuries: nothing to heal"
     with open(env("GITHUB_OUTPUT", os.devnull), "a", encoding="utf-8") as fh:
-        fh.write(f"file={out}\ncount={len(injuries)}\nnote={note}\n")
+        fh.write(f"source=file\nfile={out}\ncount={len(injuries)}\nnote={note}\n")
     if note:
         with open(env("GITHUB_STEP_SUMMARY", os.devnull), "a", encoding="utf-8") as fh:
             fh.write(f"### auto-heal\n\n{note}\n")

@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from auto_healer.contracts import ParsedInjury, decode_body, parse_injury_obj
+from auto_healer.alerts import alert_injury
+from auto_healer.contracts import (
+    SUBJECT_EVENTS_PREFIX,
+    ParsedInjury,
+    decode_body,
+    parse_injury_obj,
+)
 from auto_healer.envelope import is_envelope, split
 from auto_healer.errors import InjuryRejected
 from auto_healer.sources import Delivery
@@ -51,6 +57,8 @@ class Gate:
 
     def admit(self, delivery: Delivery) -> list[Admitted]:
         """The injuries of one message, in order: one, or one per envelope entry."""
+        if delivery.subject.startswith(SUBJECT_EVENTS_PREFIX + "."):  # the Hive's alerts
+            return [self._alert(delivery)]
         try:
             if self.verifier is not None:
                 # A redelivery of a message admitted once is not a replay, nor stale.
@@ -64,6 +72,17 @@ class Gate:
         except InjuryRejected as exc:
             return [Rejection(body_id(delivery), str(exc))]
         return [parsed.model_copy(update={"received_at": delivery.received_at})]
+
+    @staticmethod
+    def _alert(delivery: Delivery) -> Admitted:
+        """An alert is the Hive's own (signed its way, not ours): escalated, never healed."""
+        ident = body_id(delivery)
+        try:
+            return alert_injury(
+                delivery.data, delivery.headers, received_at=delivery.received_at, fallback_id=ident
+            )
+        except InjuryRejected as exc:
+            return Rejection(ident, str(exc))
 
 
 def _admitted(entry_id: str, got: ParsedInjury | InjuryRejected) -> Admitted:

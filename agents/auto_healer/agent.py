@@ -26,7 +26,7 @@ from auto_healer.decision import Context, decide, nak_delay_s
 from auto_healer.effects import Effects
 from auto_healer.errors import LinkLost
 from auto_healer.healer import Healer
-from auto_healer.heartbeat import SERVICE, Heart
+from auto_healer.heartbeat import Heart
 from auto_healer.liveness import Liveness
 from auto_healer.metrics import HealthServer, Metrics
 from auto_healer.outcomes import Kind, Outcome
@@ -168,6 +168,8 @@ class Agent:
             self._tasks.discard(t)
             self.slots.release()
             self.metrics.in_flight.set(len(self._tasks))
+            if not self._tasks and delivery.max_attempts is None:
+                self.metrics.caught_up()  # core NATS: nothing in flight, nothing waits for us
 
         task.add_done_callback(done)
 
@@ -175,6 +177,9 @@ class Agent:
 
     async def _process(self, delivery: Delivery) -> None:
         started = time.monotonic()
+        # The transport's own time (JetStream's stream time, or our receive time): a payload's
+        # timestamp may be any clock and is never used for lag.
+        self.metrics.observe_lag(delivery.received_at)
         keeper = None
         if delivery.keepalive_s:
             keeper = asyncio.create_task(self._keep_in_progress(delivery, delivery.keepalive_s))
@@ -194,7 +199,7 @@ class Agent:
                     decisions = [decide(o, context) for o in outcomes]
                     await self.effects.carry_out_all(outcomes, delivery, decisions)
             for outcome in outcomes:
-                self._observe(outcome, started, delivery)
+                self._observe(outcome, started)
         except asyncio.CancelledError:
             if delivery.max_attempts is not None:  # cut off by shutdown: hand it back now
                 with contextlib.suppress(Exception):
@@ -245,14 +250,10 @@ class Agent:
             with contextlib.suppress(Exception):
                 await delivery.settler.in_progress()
 
-    def _observe(self, outcome: Outcome, started: float, delivery: Delivery) -> None:
+    def _observe(self, outcome: Outcome, started: float) -> None:
         playbook = outcome.playbook or "none"
         self.metrics.injuries.labels(outcome=outcome.kind.value, playbook=playbook).inc()
         self.metrics.heal_seconds.labels(playbook=playbook).observe(time.monotonic() - started)
-        # The transport's own time (JetStream's stream time, or our receive time): a payload's
-        # timestamp may be any clock and is never used for lag.
-        lag = time.time() - (time.monotonic() - started) - delivery.received_at
-        self.metrics.lag.labels(subscriber=SERVICE).set(max(0.0, lag))
 
 
 def _empty_envelope(delivery: Delivery, dry_run: bool) -> Outcome:

@@ -6,7 +6,6 @@ NATS hiccup is logged and counted, never raised into the heal loop.
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,15 +27,9 @@ from nats.js.errors import NotFoundError
 from tenacity import retry_if_exception_type
 
 from auto_healer.contracts import SUBJECT_INJURY
+from auto_healer.encoding import Encoding, encode, json_size
 from auto_healer.errors import ConfigError
-from auto_healer.fit import (
-    fit_dead_letter,
-    fit_event,
-    header_size,
-    safe_header_key,
-    safe_header_value,
-    wire_size,
-)
+from auto_healer.fit import fit_dead_letter, safe_header_key, safe_header_value, wire_size
 from auto_healer.logs import redact_url
 from auto_healer.metrics import Metrics
 from auto_healer.retry import RetryPolicy
@@ -102,11 +95,13 @@ async def connect(
     on_disconnected: Callable[[], None] = _noop,
     on_reconnected: Callable[[], None] = _noop,
     on_closed: Callable[[], None] = _noop,
+    closes_itself: bool = False,
 ) -> Any:
     """Connect, giving up after `initial_attempts` retries `retry_wait_s` apart (one clear error
     for a wrong URL or credentials, the failed tries logged at debug only), then reconnect
     forever; disconnects, reconnects and a close are logged and reported to the `on_*`
-    callbacks (the agent's liveness)."""
+    callbacks (the agent's liveness). A one-shot client that `closes_itself` logs its close at
+    debug level, not as a warning."""
     failures: list[Exception] = []
 
     async def disconnected() -> None:
@@ -122,7 +117,7 @@ async def connect(
         on_reconnected()
 
     async def closed() -> None:
-        log.warning("nats_connection_closed")
+        (log.debug if closes_itself else log.warning)("nats_connection_closed")
         on_closed()
 
     async def error(exc: Exception) -> None:
@@ -163,7 +158,13 @@ async def connect_client(settings: NatsSettings, url: str, *, name: str) -> Any:
     two with one line (no retries a person would wait for)."""
     try:
         return await connect(
-            settings, url, name=name, initial_attempts=1, connect_timeout_s=0.75, retry_wait_s=0.1
+            settings,
+            url,
+            name=name,
+            initial_attempts=1,
+            connect_timeout_s=0.75,
+            retry_wait_s=0.1,
+            closes_itself=True,
         )
     except ConfigError as exc:
         hint = "is an agent running? `auto-healer run` starts one, or give --nats-url"
@@ -298,13 +299,17 @@ class Publisher:
     never raised. Every message is first fitted to the connection's `max_payload` (truncated,
     never dropped): one over it would make the server close the connection for good."""
 
-    def __init__(self, nc: Any, metrics: Metrics, *, attempts: int = 3) -> None:
+    def __init__(
+        self, nc: Any, metrics: Metrics, *, attempts: int = 3, encoding: Encoding = "json"
+    ) -> None:
         self.nc = nc
         self.metrics = metrics
         self.attempts = attempts
+        self.encoding: Encoding = encoding
 
     async def publish_event(self, subject: str, doc: dict[str, Any]) -> bool:
-        """Publish an outcome event as JSON, its largest parts truncated if it is too big."""
+        """Publish an outcome event in the publisher's encoding (JSON or an `aura.core.v1.Event`,
+        said by `Content-Type`), its largest parts truncated if it is too big."""
         return await self.publish(subject, doc)
 
     async def publish_dead_letter(
@@ -322,10 +327,12 @@ class Publisher:
         *,
         js: Any = None,
     ) -> bool:
-        """Publish a dict as a fitted JSON event, bytes as a fitted dead letter; True if sent."""
+        """Publish a dict as a fitted event (in the publisher's encoding), bytes as a fitted
+        dead letter; True if sent."""
         try:
-            data, fitted = self._fit(payload, headers)
-            if len(data) < (size := _size(payload)):
+            data, fitted, cut = self._fit(subject, payload, headers)
+            if cut:
+                size = len(payload) if isinstance(payload, bytes) else json_size(payload)
                 log.warning("nats_message_truncated", topic=subject, size=size, sent=len(data))
             try:  # the common case costs one call; the retry machinery runs only after a failure
                 await self._send(subject, data, fitted, js)
@@ -344,16 +351,17 @@ class Publisher:
         return True
 
     def _fit(
-        self, payload: dict[str, Any] | bytes, headers: dict[str, str] | None
-    ) -> tuple[bytes, dict[str, str] | None]:
+        self, subject: str, payload: dict[str, Any] | bytes, headers: dict[str, str] | None
+    ) -> tuple[bytes, dict[str, str] | None, bool]:
         max_payload = int(self.nc.max_payload)
         if isinstance(payload, bytes):
             body, fitted = fit_dead_letter(payload, headers or {}, max_payload)
-            return body, fitted or None
-        if not headers:
-            return fit_event(payload, max_payload), None
-        safe = {safe_header_key(k): safe_header_value(v) for k, v in headers.items()}
-        return fit_event(payload, max_payload - header_size(safe)), safe
+            return body, fitted or None, len(body) < len(payload)
+        safe = {safe_header_key(k): safe_header_value(v) for k, v in (headers or {}).items()}
+        wire = encode(
+            subject, payload, encoding=self.encoding, max_payload=max_payload, headers=safe
+        )
+        return wire.data, wire.headers, wire.cut
 
     async def _send(
         self, subject: str, data: bytes, headers: dict[str, str] | None, js: Any
@@ -366,13 +374,3 @@ class Publisher:
             await js.publish(subject, data, headers=headers)
         else:
             await self.nc.publish(subject, data, headers=headers)
-
-
-def _size(payload: dict[str, Any] | bytes) -> int:
-    """The size a payload would have had unfitted (a dict as compact JSON; -1 if it has none)."""
-    if isinstance(payload, bytes):
-        return len(payload)
-    try:
-        return len(json.dumps(payload, default=str, separators=(",", ":")).encode())
-    except (ValueError, RecursionError):  # circular or absurdly deep: fit_event cuts it
-        return -1

@@ -19,7 +19,6 @@ import structlog
 
 from auto_healer import __version__
 from auto_healer.admission import Gate, Rejection
-from auto_healer.contracts import read_injuries
 from auto_healer.embedded import client_url
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
@@ -29,7 +28,7 @@ from auto_healer.playbooks import load_playbooks, playbook_json_schema
 from auto_healer.report import Format
 from auto_healer.settings import Settings, load_settings
 from auto_healer.sources import Delivery
-from auto_healer.sources.files import read_deliveries
+from auto_healer.sources.files import read_deliveries, read_injuries
 from auto_healer.terminal import is_terminal
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -48,6 +47,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         queue_group=getattr(args, "queue_group", None),
         jetstream=True if getattr(args, "jetstream", False) else None,
         metrics_port=getattr(args, "metrics_port", None),
+        source_subjects=getattr(args, "source_subject", None),
         nats_creds_file=getattr(args, "creds", None),
         nats_user=getattr(args, "user", None),
         nats_password=getattr(args, "password", None),
@@ -113,11 +113,40 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_heal(args: argparse.Namespace) -> int:
-    """Heal the injuries of a file once, print the report, exit by outcome."""
+    """Heal the injuries of a file (or of the injury stream since a time) once, print the
+    report, exit by outcome."""
     settings = _settings(args)
-    deliveries = read_deliveries(args.injuries)
+    if args.from_stream:
+        deliveries = _stream_deliveries(args, settings)
+    else:
+        stray = [f for f, v in _STREAM_ONLY.items() if getattr(args, v) not in (None, False)]
+        if stray:
+            raise ConfigError(f"{', '.join(stray)}: only with --from-stream")
+        deliveries = read_deliveries(args.injuries)
     fmt: Format = args.format or ("text" if is_terminal(sys.stdout) else "json")
     return EXIT_OK if heal_once(settings, deliveries, fmt, check=args.check) else EXIT_PROBLEM
+
+
+_STREAM_ONLY = {
+    "--since": "since",
+    "--since-run": "since_run",
+    "--stream": "stream",
+    "--nats-url": "nats_url",
+}
+
+
+def _stream_deliveries(args: argparse.Namespace, settings: Settings) -> list[Delivery]:
+    """The injuries the stream captured since `--since`/`--since-run` (see `nats_stream`)."""
+    from auto_healer.sources import nats_stream
+
+    if args.since is not None:
+        since = nats_stream.parse_since(args.since)
+    elif args.since_run:
+        since = nats_stream.since_run(os.environ)
+    else:
+        raise ConfigError("--from-stream needs --since TIME or --since-run")
+    url = client_url(settings.nats_url)
+    return nats_stream.read_stream(settings.nats, url, since=since, stream=args.stream)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -235,11 +264,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("match", cmd_match, "print the playbook an injury would run")
     p.add_argument("injury", metavar="INJURY.json", help="one injury as JSON ('-' for stdin)")
     add("schema", cmd_schema, "print the JSON Schema of the playbook format", playbooks=False)
-    p = add("heal", cmd_heal, "heal injuries from a file once and report", repo=True)
-    p.add_argument(
+    p = add("heal", cmd_heal, "heal injuries from a file or the stream once and report", repo=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "injuries",
         metavar="INJURIES",
+        nargs="?",
         help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin",
+    )
+    source.add_argument(
+        "--from-stream",
+        action="store_true",
+        help="instead of a file: the injuries the JetStream stream capturing aura.hive.injury "
+        "holds since --since/--since-run, up to its last message now",
+    )
+    since = p.add_mutually_exclusive_group()
+    since.add_argument(
+        "--since",
+        metavar="TIME",
+        help="with --from-stream: ISO-8601 time (no zone = UTC), Unix epoch, or a duration "
+        "ago like 15m, 2h, 1d",
+    )
+    since.add_argument(
+        "--since-run",
+        action="store_true",
+        help="with --from-stream: since $GITHUB_RUN_STARTED_AT (the audit run's start)",
+    )
+    p.add_argument(
+        "--stream",
+        metavar="NAME",
+        help="with --from-stream: the stream to read (default: the one capturing "
+        "aura.hive.injury, e.g. AURA_INJURIES)",
+    )
+    p.add_argument(
+        "--nats-url",
+        help="with --from-stream: NATS server(s) (env NATS_URL, default nats://127.0.0.1:4222)",
     )
     p.add_argument(
         "--format",
@@ -257,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS server(s), comma-separated (env NATS_URL; default: start an embedded server)",
     )
     p.add_argument("--queue-group", help="queue group (env QUEUE_GROUP, default auto-healer)")
+    p.add_argument(
+        "--source-subject",
+        action="append",
+        metavar="SUBJECT",
+        help="also take the Hive's alerts on SUBJECT as injuries, e.g. 'aura.hive.events.alert_*' "
+        "(repeatable; env SOURCE_SUBJECTS, comma-separated)",
+    )
     p.add_argument(
         "--jetstream",
         action="store_true",

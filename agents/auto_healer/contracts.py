@@ -57,6 +57,8 @@ def _finite(value: float) -> float:
 
 
 FREE_TEXT = "free_text"  # the injury_type of a free-text injury from the real bee-keeper
+ALERT = "alert"  # the injury_type of an alert of the Hive taken in as an injury
+TEXT_TYPES = frozenset({FREE_TEXT, ALERT})  # injuries that are a text, not a path
 EPOCH_FLOOR_S = 1e9  # 2001-09-09: a smaller timestamp is some other clock (a monotonic one)
 
 
@@ -247,7 +249,7 @@ class ParsedInjury(BaseModel):
         """What identifies the problem beside its type: the normal path, or for free text a
         hash of the text (two different texts are two problems)."""
         inj = self.injury
-        if inj.injury_type == FREE_TEXT and inj.description is not None:
+        if inj.injury_type in TEXT_TYPES and inj.description is not None:
             text = inj.description.encode("utf-8", "surrogatepass")
             return "text:" + hashlib.sha256(text).hexdigest()[:16]
         return self.path if self.path is not None else inj.affected_path.strip("/")
@@ -293,51 +295,3 @@ def decode_body(data: bytes) -> Any:
 def parse_injury(data: bytes, headers: Mapping[str, str] | None = None) -> ParsedInjury:
     """Decode and validate an injury message body as it arrives from NATS."""
     return parse_injury_obj(decode_body(data), headers)
-
-
-def split_entries(text: str) -> list[tuple[str, bytes]]:
-    """The entries of a JSON document (one object or a list) or of JSON Lines, each with where
-    it stood (`entry N`, `line N`) and its bytes as one message would carry them.
-
-    JSON Lines are split on `\n` (a `\r` before it is JSON whitespace) and nowhere else: a raw
-    U+2028 in a string is data. A line that is not UTF-8 keeps its place, as bytes that will be
-    refused as "not valid JSON". Only an empty input raises.
-    """
-    try:
-        doc = loads(text)
-    except (ValueError, RecursionError):  # not one JSON document: JSON Lines
-        doc = _NOT_ONE_DOCUMENT
-    if doc is not _NOT_ONE_DOCUMENT:
-        entries: list[Any] = doc if isinstance(doc, list) else [doc]
-        return [(f"entry {i}", _entry_bytes(e)) for i, e in enumerate(entries, 1)]
-    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip(" \t\r")]
-    if not lines:
-        raise InjuryRejected("no injuries: the input is empty")
-    return [(f"line {n}", line.encode("utf-8", "surrogateescape")) for n, line in lines]
-
-
-_NOT_ONE_DOCUMENT = object()
-
-
-def _entry_bytes(entry: Any) -> bytes:
-    """An entry as the compact JSON a publisher would send (a value JSON cannot hold stays
-    unparseable, so it is refused in its place)."""
-    try:
-        return canonical_json(entry)
-    except (TypeError, ValueError, RecursionError):
-        return b"\x00unserialisable entry"
-
-
-def read_injuries(text: str) -> list[ParsedInjury | InjuryRejected]:
-    """Injuries from a JSON document or JSON Lines (see `split_entries`).
-
-    Each entry is validated on its own: a bad one is an `InjuryRejected` in its place, naming
-    where it stood, so nothing else in the file is lost.
-    """
-    out: list[ParsedInjury | InjuryRejected] = []
-    for where, data in split_entries(text):
-        try:
-            out.append(parse_injury(data))
-        except InjuryRejected as exc:
-            out.append(InjuryRejected(f"{where}: {exc}"))
-    return out

@@ -1,5 +1,5 @@
 """The agent's heartbeat on `aura.hive.heartbeat`: liveness with CPU, memory and in-flight count,
-fire-and-forget as the seed does for heartbeats."""
+fire-and-forget as the seed does for heartbeats, in the events' encoding (`EVENT_ENCODING`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from auto_healer.contracts import SUBJECT_HEARTBEAT, Heartbeat
+from auto_healer.encoding import Encoding, encode
 from auto_healer.metrics import Metrics
 
 SERVICE = "auto-healer"
@@ -35,9 +36,16 @@ class Heart:
     """Beats every `interval_s`; `beat()` also sends one on demand (e.g. `stopping`)."""
 
     def __init__(
-        self, nc: Any, metrics: Metrics, interval_s: float, details: Callable[[], dict[str, Any]]
+        self,
+        nc: Any,
+        metrics: Metrics,
+        interval_s: float,
+        details: Callable[[], dict[str, Any]],
+        *,
+        encoding: Encoding = "json",
     ) -> None:
         self.nc, self.metrics, self.interval_s, self.details = nc, metrics, interval_s, details
+        self.encoding: Encoding = encoding
 
     async def run(self) -> None:
         usage = _cpu_seconds(), time.monotonic()
@@ -60,5 +68,11 @@ class Heart:
             },
         )
         with contextlib.suppress(Exception):  # a lost beat is the next one's problem
-            await self.nc.publish(SUBJECT_HEARTBEAT, beat.model_dump_json().encode())
+            wire = encode(
+                SUBJECT_HEARTBEAT,
+                beat.model_dump(mode="json"),
+                encoding=self.encoding,
+                max_payload=int(self.nc.max_payload),
+            )
+            await self.nc.publish(SUBJECT_HEARTBEAT, wire.data, headers=wire.headers)
             self.metrics.published.labels(topic=SUBJECT_HEARTBEAT).inc()

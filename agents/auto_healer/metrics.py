@@ -1,30 +1,47 @@
 """Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints on one port.
 
-Each agent owns its `CollectorRegistry` (no global state). The HTTP server is prometheus-client's
-threaded WSGI server with a small router in front of its metrics app.
+Each agent owns its `CollectorRegistry` (no global state), with prometheus-client's process,
+platform and GC collectors on it. The HTTP server is prometheus-client's threaded WSGI server
+with a small router in front of its metrics app. Nothing here knows NATS: the service hands in
+callables that read the connection (`watch_nats`) and the pager's outbox (`watch_pager`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from auto_healer.embedded import LOOPBACK
 
 StartResponse = Callable[..., Any]
+SUBSCRIBER = "auto-healer"  # the lag gauge's label, as the reference names subscribers
 
 
 class Metrics:
-    """The agent's metrics: the seed's bloodstream metrics plus outcomes and heal durations."""
+    """The agent's metrics: the reference's bloodstream metrics (`aura_nats_*`), outcomes, heal
+    durations, the NATS connection, the pager's outbox, and the process itself."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # the same collectors prometheus-client puts on its global registry, on ours instead
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.published = Counter(
             "aura_nats_events_published_total",
             "Events published to the bloodstream.",
@@ -39,7 +56,8 @@ class Metrics:
         )
         self.lag = Gauge(
             "aura_nats_subscriber_lag_seconds",
-            "Seconds between an injury's publication and its handling.",
+            "Seconds from the transport's time for an injury (JetStream's stream time, or the "
+            "receive time on core NATS) to the start of its handling; 0 once caught up.",
             ["subscriber"],
             registry=r,
         )
@@ -60,6 +78,45 @@ class Metrics:
         self.pages = Counter(
             "auto_healer_pages_total", "Pager notifications, by delivery.", ["delivery"], registry=r
         )
+        self.pager_pending = Gauge(
+            "auto_healer_pager_outbox_pending",
+            "Pages waiting in the pager's durable outbox for the receiver to come back.",
+            registry=r,
+        )
+        self.nats_connected = Gauge(
+            "auto_healer_nats_connected", "1 while the NATS connection is up, else 0.", registry=r
+        )
+        self.nats_reconnects = Counter(
+            "auto_healer_nats_reconnects_total", "Reconnections to NATS.", registry=r
+        )
+        self.nats_pending_bytes = Gauge(
+            "auto_healer_nats_pending_bytes",
+            "Bytes buffered by the NATS client, not yet written to the server.",
+            registry=r,
+        )
+
+    def observe_lag(self, received_at: float, subscriber: str = SUBSCRIBER) -> None:
+        """An injury's handling starts: its lag from the transport's time (never the payload's)."""
+        self.lag.labels(subscriber=subscriber).set(max(0.0, time.time() - received_at))
+
+    def caught_up(self, subscriber: str = SUBSCRIBER) -> None:
+        """Nothing is waiting (an empty fetch, or nothing in flight on core NATS): lag is 0."""
+        self.lag.labels(subscriber=subscriber).set(0.0)
+
+    def reconnected(self) -> None:
+        """Count one reconnection (the connection's `on_reconnected` callback)."""
+        self.nats_reconnects.inc()
+
+    def watch_nats(
+        self, *, connected: Callable[[], bool], pending_bytes: Callable[[], int]
+    ) -> None:
+        """Read the connection's state and its client-side buffer at every scrape."""
+        self.nats_connected.set_function(lambda: 1.0 if connected() else 0.0)
+        self.nats_pending_bytes.set_function(lambda: float(pending_bytes()))
+
+    def watch_pager(self, pending: Callable[[], int]) -> None:
+        """Read the pager outbox's backlog at every scrape."""
+        self.pager_pending.set_function(lambda: float(pending()))
 
 
 class HealthServer:

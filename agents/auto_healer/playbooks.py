@@ -8,7 +8,6 @@ injuries are each a `ConfigError` naming the file and line.
 
 from __future__ import annotations
 
-import functools
 import re
 import string
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -30,7 +28,8 @@ from auto_healer.actions import ActionOptions, action_names, get_action
 from auto_healer.actions.escalate import EscalateOptions
 from auto_healer.contracts import FREE_TEXT, Injury, ParsedInjury, Severity
 from auto_healer.errors import ConfigError, did_you_mean
-from auto_healer.paths import DEFAULT_PROTECTED, compile_glob, glob_matches, globs_may_overlap
+from auto_healer.paths import DEFAULT_PROTECTED, compile_glob
+from auto_healer.playbook_match import Match, Strict
 from auto_healer.retry import RetryPolicy
 from auto_healer.yaml_lines import LineLoader, line_of
 
@@ -44,87 +43,6 @@ TEMPLATE_FIELDS = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_glob(value: str | None) -> str | None:
-    if value is not None:
-        compile_glob(value.rstrip("/") or value)
-    return value
-
-
-class Match(_Strict):
-    """Which injuries a playbook claims. All given conditions must hold."""
-
-    injury_type: str = Field(min_length=1, description="Exact injury_type.")
-    severity: list[Severity] | None = Field(default=None, min_length=1)
-    affected_path: str | None = Field(default=None, description="Glob: ** spans directories.")
-    recommended_action: str | None = None
-    description: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="Regular expression searched in a free-text injury's text (anchor it with "
-        "^ and $ to match the whole text). Text playbooks are tried first, in file order.",
-    )
-
-    _glob = field_validator("affected_path")(_check_glob)
-
-    @field_validator("description")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                _compiled(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
-
-    def claims(self, injury: Injury) -> bool:
-        return (
-            injury.injury_type == self.injury_type
-            and (self.severity is None or injury.severity in self.severity)
-            and (self.recommended_action in (None, injury.recommended_action))
-            and (
-                self.affected_path is None
-                or glob_matches(self.affected_path.rstrip("/"), _plain(injury.affected_path))
-            )
-            and (
-                self.description is None
-                or (
-                    injury.description is not None
-                    and _compiled(self.description).search(injury.description) is not None
-                )
-            )
-        )
-
-    def overlaps(self, other: Match) -> bool:
-        """Conservatively, whether some injury could be claimed by both (text playbooks are
-        ordered instead: the first whose expression matches claims the injury)."""
-        if self.injury_type != other.injury_type:
-            return False
-        if self.description is not None or other.description is not None:
-            return False
-        if self.severity and other.severity and not set(self.severity) & set(other.severity):
-            return False
-        ra, rb = self.recommended_action, other.recommended_action
-        if ra is not None and rb is not None and ra != rb:
-            return False
-        ga, gb = self.affected_path, other.affected_path
-        return ga is None or gb is None or globs_may_overlap(ga.rstrip("/"), gb.rstrip("/"))
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    """Each playbook's expression is compiled once."""
-    return re.compile(pattern)
-
-
-def _plain(path: str) -> str:
-    """`./a//b/` as `a/b`, for matching only (confinement is `paths.confine`'s job)."""
-    return "/".join(p for p in path.split("/") if p not in ("", "."))
-
-
 def _did_you_mean(msg: str, loc: Sequence[int | str], known: Sequence[str]) -> str:
     """An 'unknown key' message with the closest known key, when one is close."""
     if msg != "Extra inputs are not permitted" or not loc:
@@ -132,7 +50,7 @@ def _did_you_mean(msg: str, loc: Sequence[int | str], known: Sequence[str]) -> s
     return f"unknown key{did_you_mean(str(loc[-1]), known)} (known: {', '.join(known)})"
 
 
-class Step(_Strict):
+class Step(Strict):
     """One action and its options (`with`), validated by the action's own options model."""
 
     action: str
@@ -172,7 +90,7 @@ class Retry(RetryPolicy):
     max_backoff_s: float = Field(default=10.0, ge=0, le=600)
 
 
-class Commit(_Strict):
+class Commit(Strict):
     """The heal commit: message template and where it is pushed."""
 
     message: str = Field(default="auto-heal: {injury_type} at {affected_path}", min_length=1)
@@ -191,20 +109,20 @@ class Commit(_Strict):
         return value
 
 
-class FreeText(_Strict):
+class FreeText(Strict):
     """How a free-text injury this playbook claims is treated (the text carries neither)."""
 
     severity: Severity = Severity.MEDIUM
     auto_heal: bool = False
 
 
-class Throttle(_Strict):
+class Throttle(Strict):
     """Heal one injury_type + affected_path at most once per window (storm control)."""
 
     window_s: float = Field(gt=0, le=7 * 86400)
 
 
-class Playbook(_Strict):
+class Playbook(Strict):
     """A declarative heal for one kind of injury."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=100)

@@ -4,6 +4,7 @@ checkout, coordinator, pager, healer, effects. `auto-healer run` calls `serve()`
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from contextlib import AsyncExitStack
@@ -14,6 +15,7 @@ import structlog
 
 from auto_healer.admission import Gate
 from auto_healer.agent import Agent
+from auto_healer.alerts import check_subjects, subject_matches, subscription
 from auto_healer.bloodstream import Publisher, connect, open_intake
 from auto_healer.checkout import open_checkout
 from auto_healer.contracts import SUBJECT_INJURY
@@ -31,6 +33,7 @@ from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 from auto_healer.signing import verifier_from_settings
 from auto_healer.sources import Source
+from auto_healer.sources.combined import Combined
 from auto_healer.sources.nats_core import CoreSource
 from auto_healer.sources.nats_js import JetStreamSource
 
@@ -65,13 +68,22 @@ async def serve(
                 urls_file=str(urls_file()),
             )
         liveness = Liveness(max_disconnected_s=settings.nats.max_disconnected_s)
+        metrics = Metrics()
+
+        def reconnected() -> None:
+            liveness.reconnected()
+            metrics.reconnected()
+
         nc = await connect(
             settings.nats,
             url,
             name=f"auto-healer-{socket.gethostname()}-{os.getpid()}",
             on_disconnected=liveness.disconnected,
-            on_reconnected=liveness.reconnected,
+            on_reconnected=reconnected,
             on_closed=liveness.closed,
+        )
+        metrics.watch_nats(
+            connected=lambda: bool(nc.is_connected), pending_bytes=lambda: nc.pending_data_size
         )
         checkout = open_checkout(settings.git)
         stack.callback(checkout.close)
@@ -81,20 +93,32 @@ async def serve(
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)
-        metrics = Metrics()
+            metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
-        source = await _source(settings, nc, js)
+        source = await _source(settings, nc, js, metrics)
         agent = Agent(
             source=source,
             healer=healer,
-            effects=Effects(Publisher(nc, metrics), pager, metrics, js=js, repo=healer.repo_key),
+            effects=Effects(
+                Publisher(nc, metrics, encoding=settings.event_encoding),
+                pager,
+                metrics,
+                js=js,
+                repo=healer.repo_key,
+            ),
             gate=Gate(verifier_from_settings(settings)),
             link=nc,
             liveness=liveness,
             metrics=metrics,
             max_in_flight=settings.max_in_flight,
             grace_period_s=settings.grace_period_s,
-            heart=Heart(nc, metrics, settings.heartbeat_interval_s, lambda: agent.details()),
+            heart=Heart(
+                nc,
+                metrics,
+                settings.heartbeat_interval_s,
+                lambda: agent.details(),
+                encoding=settings.event_encoding,
+            ),
             metrics_port=settings.metrics_port,
             metrics_host=settings.metrics_host,
         )
@@ -113,12 +137,27 @@ async def serve(
         await agent.run(install_signals=install_signals)
 
 
-async def _source(settings: Settings, nc: Any, js: Any) -> Source:
+async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics) -> Source:
+    """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
+    the same queue group: each alert to one replica)."""
+    queue = "" if settings.dry_run else settings.queue_group
+    alerts: list[Source] = [
+        CoreSource(
+            nc,
+            subscription(pattern),
+            queue=queue,
+            accept=functools.partial(subject_matches, pattern),
+        )
+        for pattern in check_subjects(settings.source_subjects)
+    ]
+    intake = await _intake(settings, nc, js, queue, metrics)
+    return Combined([intake, *alerts]) if alerts else intake
+
+
+async def _intake(settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
-        return CoreSource(
-            nc, SUBJECT_INJURY, queue="" if settings.dry_run else settings.queue_group
-        )
+        return CoreSource(nc, SUBJECT_INJURY, queue=queue)
     try:
         intake = await open_intake(
             js,
@@ -134,7 +173,7 @@ async def _source(settings: Settings, nc: Any, js: Any) -> Source:
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake)
+    return JetStreamSource(intake, on_idle=metrics.caught_up)
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

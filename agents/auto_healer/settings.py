@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from auto_healer.contracts import describe_validation_error
 from auto_healer.errors import ConfigError
@@ -29,14 +29,8 @@ from auto_healer.errors import ConfigError
 _P = TypeVar("_P", bound="_Part")
 
 
-def shipped_playbooks() -> Path:
-    """The playbooks that ship with auto-healer: package data in an installed wheel, the
-    repository's `playbooks/` in a source checkout (an editable install)."""
-    packaged = Path(__file__).resolve().parent / "playbooks_shipped"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "playbooks"
-
-
-SHIPPED_PLAYBOOKS = shipped_playbooks()
+# Package data in a wheel; in a source checkout, a link to the repository's playbooks/.
+SHIPPED_PLAYBOOKS = Path(__file__).resolve().parent / "playbooks_shipped"
 
 
 def default_state_dir() -> Path:
@@ -132,7 +126,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("heartbeat_interval_s", "HEARTBEAT_INTERVAL_SEC"),
     )
 
+    # events and heartbeats: the reference document's JSON, or the real Hive's aura.core.v1.Event
+    event_encoding: Literal["json", "aura-proto"] = "json"
     jetstream: bool = False
+    # the Hive's alert subjects also taken in as injuries (`--source-subject`, repeatable)
+    source_subjects: Annotated[list[str], NoDecode] = Field(default_factory=list)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a pod, so the kubelet can probe it
     max_deliver: int = Field(default=10, ge=1, le=100)
@@ -199,6 +197,14 @@ class Settings(BaseSettings):
             author_name=self.git_author_name,
             author_email=self.git_author_email,
         )
+
+    @field_validator("source_subjects", mode="before")
+    @classmethod
+    def _subjects(cls, value: Any) -> Any:
+        """`SOURCE_SUBJECTS` may be a comma-separated list, as `NATS_URL` is."""
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
 
     @model_validator(mode="after")
     def _one_repo(self) -> Settings:

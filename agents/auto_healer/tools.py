@@ -1,5 +1,5 @@
 """Bloodstream tools: `publish` (a bee-keeper-compatible injury publisher) and `tail`
-(like `nats sub "aura.hive.>"`, pretty-printed)."""
+(like `nats sub "aura.hive.>"`, pretty-printed; JSON and `aura.core.v1.Event` protobuf alike)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from auto_healer.bloodstream import connect_client
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
+from auto_healer.encoding import decode
 from auto_healer.logs import redact_url
 from auto_healer.settings import Settings
 from auto_healer.signing import signed_headers
@@ -58,14 +59,23 @@ async def publish_injuries(
 
 
 def _pretty(msg: Any) -> str:
+    """A timestamped line with the subject, one `Key: value` line per header, then the body:
+    either encoding decoded to indented JSON, else the text."""
     stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
     try:
-        body: Any = json.loads(msg.data)
-        text = json.dumps(body, indent=2, ensure_ascii=False)
-    except (ValueError, UnicodeDecodeError):
+        text = json.dumps(decode(msg.data, msg.headers), indent=2, ensure_ascii=False)
+    except ValueError:
         text = msg.data.decode(errors="replace")
     headers = "".join(f"\n{k}: {v}" for k, v in (msg.headers or {}).items())
     return f"[{stamp}] {msg.subject}{headers}\n{text}"
+
+
+def _raw(msg: Any) -> str:
+    """One line: the body decoded from either encoding as canonical JSON, else as text."""
+    try:
+        return canonical_json(decode(msg.data, msg.headers)).decode()
+    except ValueError:
+        return bytes(msg.data).decode(errors="replace")
 
 
 async def tail(
@@ -78,7 +88,7 @@ async def tail(
 
     async def show(msg: Any) -> None:
         nonlocal received
-        line = canonical_json(json.loads(msg.data)).decode() if raw else _pretty(msg)
+        line = _raw(msg) if raw else _pretty(msg)
         print(line, flush=True)
         received += 1
         if count is not None and received >= count:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from auto_healer.sources import Delivery, Slots, Submit
@@ -19,12 +20,21 @@ class CoreSource:
 
     name = "nats-core"
 
-    def __init__(self, nc: Any, subject: str, *, queue: str) -> None:
-        self.nc, self.subject, self.queue = nc, subject, queue
+    def __init__(
+        self,
+        nc: Any,
+        subject: str,
+        *,
+        queue: str,
+        accept: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.nc, self.subject, self.queue, self.accept = nc, subject, queue, accept
         self._sub: Any = None
 
     async def start(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
         async def on_msg(msg: Any) -> None:
+            if self.accept is not None and not self.accept(msg.subject):
+                return  # outside a narrower pattern than NATS can subscribe to
             await slots.reserve()  # held until the heal is done: back-pressure on the callback
             if stopping.is_set():
                 slots.release()

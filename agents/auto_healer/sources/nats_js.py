@@ -3,12 +3,14 @@
 A message is fetched only when a slot is free for it, and settled once, as the decision says:
 ack, nak with a delay, or term. A long heal extends its message (`in_progress`) so it is not
 redelivered to another replica meanwhile. A dry-run replica reads through a private consumer.
+A fetch that times out empty calls `on_idle` (the agent's lag then reads 0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
@@ -59,9 +61,16 @@ class JetStreamSource:
 
     name = "nats-jetstream"
 
-    def __init__(self, intake: Intake, *, fetch_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        intake: Intake,
+        *,
+        fetch_timeout_s: float = 1.0,
+        on_idle: Callable[[], None] = lambda: None,
+    ) -> None:
         self.intake = intake
         self.fetch_timeout_s = fetch_timeout_s
+        self.on_idle = on_idle  # called after a fetch that found the consumer empty
         self._loop: asyncio.Task[None] | None = None
 
     async def start(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
@@ -78,7 +87,7 @@ class JetStreamSource:
                 try:
                     msgs = await psub.fetch(batch=reserved, timeout=self.fetch_timeout_s)
                 except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                    pass
+                    self.on_idle()
                 except Exception as exc:  # reconnecting, server restarting: wait and go on
                     log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
                     await asyncio.sleep(0.5)
