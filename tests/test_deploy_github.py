@@ -179,14 +179,11 @@ def test_action_inputs_and_outputs() -> None:
 
 def test_action_installs_from_the_lock() -> None:
     """The action installs the hashed lock, then auto-healer alone (what the image does)."""
-    install = next(
-        s["run"] for s in load(ACTION)["runs"]["steps"] if s.get("name") == "Install auto-healer"
-    )
-    joined = install.replace("\\\n", " ")
-    assert '--require-hashes -r "$GITHUB_ACTION_PATH/../../requirements.lock"' in " ".join(
-        joined.split()
-    )
-    assert "--no-deps --no-build-isolation" in joined
+    steps = load(ACTION)["runs"]["steps"]
+    install = next(s["run"] for s in steps if s.get("name") == "Install auto-healer")
+    words = " ".join(install.replace("\\\n", " ").split())
+    assert '--require-hashes -r "$GITHUB_ACTION_PATH/../../requirements.lock"' in words
+    assert '--no-deps --no-build-isolation "$GITHUB_ACTION_PATH/../.."' in words
 
 
 def action_heal_script() -> str:

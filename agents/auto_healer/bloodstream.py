@@ -98,10 +98,9 @@ async def connect(
     closes_itself: bool = False,
 ) -> Any:
     """Connect, giving up after `initial_attempts` retries `retry_wait_s` apart (one clear error
-    for a wrong URL or credentials, the failed tries logged at debug only), then reconnect
-    forever; disconnects, reconnects and a close are logged and reported to the `on_*`
-    callbacks (the agent's liveness). A one-shot client that `closes_itself` logs its close at
-    debug level, not as a warning."""
+    for a wrong URL or credentials; the failed tries at debug), then reconnect forever;
+    disconnects, reconnects and a close are logged and reported to the `on_*` callbacks (the
+    agent's liveness). A one-shot client that `closes_itself` logs its close at debug level."""
     failures: list[Exception] = []
 
     async def disconnected() -> None:
@@ -127,48 +126,22 @@ async def connect(
         else:
             log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
-    cbs: dict[str, Any] = {
-        "disconnected_cb": disconnected,
-        "reconnected_cb": reconnected,
-        "closed_cb": closed,
-        "error_cb": error,
-    }
+    cbs: dict[str, Any] = {"disconnected_cb": disconnected, "reconnected_cb": reconnected}
     connecting = True
     opts = connect_options(settings, url, name=name)
-    first = {
-        "max_reconnect_attempts": initial_attempts,
-        "connect_timeout": connect_timeout_s,
-        "reconnect_time_wait": retry_wait_s,
-    }
+    first = {"connect_timeout": connect_timeout_s, "reconnect_time_wait": retry_wait_s}
+    first["max_reconnect_attempts"] = initial_attempts
     try:
-        nc = await nats.connect(**{**opts, **first}, **cbs)
+        nc = await nats.connect(**{**opts, **first}, **cbs, closed_cb=closed, error_cb=error)
     except (nats.errors.Error, OSError, TimeoutError) as exc:
-        last = failures[-1] if failures else exc
-        why = str(last) or type(last).__name__
-        raise ConfigError(f"cannot connect to NATS at {redact_url(url)}: {why}") from None
+        # The server's own refusal (authorization) says more than a later reset of the socket.
+        refused = [f for f in failures if isinstance(f, nats.errors.Error)]
+        why = (refused or failures or [exc])[0 if refused else -1]
+        text = str(why) or type(why).__name__
+        raise ConfigError(f"cannot connect to NATS at {redact_url(url)}: {text}") from why
     connecting = False
-    # nats-py reads these options on every reconnect: from now on, never give up.
-    for key in first:
-        nc.options[key] = opts[key]
+    nc.options.update({k: opts[k] for k in first})  # read at each reconnect: now never give up
     return nc
-
-
-async def connect_client(settings: NatsSettings, url: str, *, name: str) -> Any:
-    """A command-line client's connection: when no server answers, fail within a second or
-    two with one line (no retries a person would wait for)."""
-    try:
-        return await connect(
-            settings,
-            url,
-            name=name,
-            initial_attempts=1,
-            connect_timeout_s=0.75,
-            retry_wait_s=0.1,
-            closes_itself=True,
-        )
-    except ConfigError as exc:
-        hint = "is an agent running? `auto-healer run` starts one, or give --nats-url"
-        raise ConfigError(f"{exc} ({hint})") from None
 
 
 async def injury_stream(js: JetStreamContext) -> str | None:

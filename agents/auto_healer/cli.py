@@ -19,7 +19,7 @@ import structlog
 
 from auto_healer import __version__
 from auto_healer.admission import Gate, Rejection
-from auto_healer.embedded import client_url
+from auto_healer.clients import add_client_flags, client_url
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
@@ -197,19 +197,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args))
 
 
-def _client_flags(p: argparse.ArgumentParser) -> None:
-    """How a client command reaches NATS: URL and credentials (env wins over nothing)."""
-    p.add_argument(
-        "--nats-url",
-        help="NATS server (env NATS_URL; default the embedded agent's, else nats://127.0.0.1:4222)",
-    )
-    p.add_argument(
-        "--creds", metavar="FILE", type=Path, help="credentials file (env NATS_CREDS_FILE)"
-    )
-    p.add_argument("--user", help="user name (env NATS_USER)")
-    p.add_argument("--password", help="password (env NATS_PASSWORD; the env keeps it out of ps)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auto-healer",
@@ -352,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish through JetStream and wait for the stream's ack",
     )
-    _client_flags(p)
+    add_client_flags(p)
     p = add("tail", cmd_tail, "print bloodstream messages, pretty-printed", playbooks=False)
     p.add_argument("subject", nargs="?", default="aura.hive.>", help="default aura.hive.>")
-    _client_flags(p)
+    add_client_flags(p)
     p.add_argument("--raw", action="store_true", help="one canonical JSON line per message")
     p.add_argument("--count", type=int, help="stop after this many messages")
     add("demo", cmd_demo, "heal a temporary repository end to end, to see it work")

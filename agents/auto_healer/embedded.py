@@ -2,7 +2,7 @@
 
 Used when no NATS URL is given: JetStream and the monitoring endpoints (`/varz`, `/connz`, ...)
 on loopback, with a state dir under the user's state dir. While it runs, its URLs are in a
-state file (`urls.json`) where the client commands (`tail`, `publish`) find them. Tests and
+state file (`urls.json`) where the client commands find them (see `auto_healer.clients`). Tests and
 benchmarks start their own through the same class, on free loopback ports.
 """
 
@@ -193,15 +193,6 @@ def running_urls(path: Path | None = None) -> dict[str, str] | None:
     if not isinstance(pid, int) or not isinstance(client, str) or not _alive(pid):
         return None
     return {k: v for k, v in doc.items() if isinstance(v, str)}
-
-
-def client_url(given: str | None) -> str:
-    """The NATS URL a client command uses: the one given (flag or NATS_URL), else the running
-    embedded server's, else the default `nats://127.0.0.1:4222`."""
-    if given:
-        return given
-    running = running_urls()
-    return running["client"] if running else DEFAULT_URL
 
 
 def _read(path: Path) -> dict[str, object]:

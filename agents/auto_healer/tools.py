@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from auto_healer.bloodstream import connect_client
+from auto_healer.clients import connect_client
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
 from auto_healer.encoding import decode
 from auto_healer.logs import redact_url

@@ -23,7 +23,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
-from auto_healer.bloodstream import connect_client, injury_stream
+from auto_healer.bloodstream import injury_stream
+from auto_healer.clients import connect_client
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.errors import ConfigError, TransientError
 from auto_healer.logs import redact_url
