@@ -301,7 +301,11 @@ async def test_auto_healer_jetstream_stream_consumer_fetch_ack(acl_server: NatsS
         await msgs[3].nak(delay=60)
         ack = await js.publish("aura.hive.dead_letter.injury", INJURY)
         assert ack.stream == "AURA_DEAD_LETTERS"
-        info = await js.consumer_info("AURA_INJURIES", "auto-healer")
+        # acks are applied by the consumer asynchronously: wait (loudly) for them to land
+        deadline = asyncio.get_running_loop().time() + 10
+        while (info := await js.consumer_info("AURA_INJURIES", "auto-healer")).num_ack_pending > 1:
+            assert asyncio.get_running_loop().time() < deadline, info
+            await asyncio.sleep(0.05)
         assert info.num_ack_pending == 1  # only the nak'd one, redelivered after its delay
         await ah.nc.flush()
         assert ah.errors == []
