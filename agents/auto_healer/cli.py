@@ -13,13 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import structlog
 
-from auto_healer import __version__
 from auto_healer.admission import Gate, Rejection
-from auto_healer.clients import add_client_flags, client_url
+from auto_healer.cli_parser import build_parser
+from auto_healer.clients import client_url
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
@@ -197,160 +196,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="auto-healer",
-        description="Heal injuries from the Aura Hive bloodstream with declarative playbooks.",
-    )
-    parser.add_argument("--version", action="version", version=f"auto-healer {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(
-        name: str,
-        func: Callable[[argparse.Namespace], int],
-        help_: str,
-        *,
-        playbooks: bool = True,
-        repo: bool = False,
-    ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=func)
-        p.add_argument(
-            "--log-level",
-            choices=["debug", "info", "warning", "error"],
-            help="log level (env LOG_LEVEL, default info)",
-        )
-        if playbooks:
-            p.add_argument(
-                "--playbooks",
-                metavar="DIR",
-                type=Path,
-                help="playbooks directory (env PLAYBOOKS_DIR; default ./playbooks if it exists, "
-                "else the shipped ones)",
-            )
-        if repo:
-            group = p.add_mutually_exclusive_group()
-            group.add_argument(
-                "--repo",
-                metavar="PATH",
-                type=Path,
-                help="existing checkout to heal (env REPO_PATH, default .)",
-            )
-            group.add_argument(
-                "--repo-url",
-                metavar="URL",
-                help="clone this URL into WORK_DIR and heal it (env REPO_URL)",
-            )
-            p.add_argument("--branch", help="branch to heal (env GIT_BRANCH, default current)")
-            p.add_argument(
-                "--dry-run", action="store_true", help="show the plan, change nothing (env DRY_RUN)"
-            )
-        return p
-
-    add("validate", cmd_validate, "check every playbook; report errors with file and line")
-    p = add("match", cmd_match, "print the playbook an injury would run")
-    p.add_argument("injury", metavar="INJURY.json", help="one injury as JSON ('-' for stdin)")
-    add("schema", cmd_schema, "print the JSON Schema of the playbook format", playbooks=False)
-    p = add("heal", cmd_heal, "heal injuries from a file or the stream once and report", repo=True)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "injuries",
-        metavar="INJURIES",
-        nargs="?",
-        help="a JSON file (one injury or a list), JSON Lines, or '-' for stdin",
-    )
-    source.add_argument(
-        "--from-stream",
-        action="store_true",
-        help="instead of a file: the injuries the JetStream stream capturing aura.hive.injury "
-        "holds since --since/--since-run, up to its last message now",
-    )
-    since = p.add_mutually_exclusive_group()
-    since.add_argument(
-        "--since",
-        metavar="TIME",
-        help="with --from-stream: ISO-8601 time (no zone = UTC), Unix epoch, or a duration "
-        "ago like 15m, 2h, 1d",
-    )
-    since.add_argument(
-        "--since-run",
-        action="store_true",
-        help="with --from-stream: since $GITHUB_RUN_STARTED_AT (the audit run's start)",
-    )
-    p.add_argument(
-        "--stream",
-        metavar="NAME",
-        help="with --from-stream: the stream to read (default: the one capturing "
-        "aura.hive.injury, e.g. AURA_INJURIES)",
-    )
-    p.add_argument(
-        "--nats-url",
-        help="with --from-stream: NATS server(s) (env NATS_URL, default nats://127.0.0.1:4222)",
-    )
-    p.add_argument(
-        "--format",
-        choices=["text", "json", "markdown"],
-        help="report format (default: text on a TTY, else json)",
-    )
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="a dry-run that also fails (exit 1) when anything would be healed (pre-commit)",
-    )
-    p = add("run", cmd_run, "run the cluster agent on the NATS bloodstream", repo=True)
-    p.add_argument(
-        "--nats-url",
-        help="NATS server(s), comma-separated (env NATS_URL; default: start an embedded server)",
-    )
-    p.add_argument("--queue-group", help="queue group (env QUEUE_GROUP, default auto-healer)")
-    p.add_argument(
-        "--source-subject",
-        action="append",
-        metavar="SUBJECT",
-        help="also take the Hive's alerts on SUBJECT as injuries, e.g. 'aura.hive.events.alert_*' "
-        "(repeatable; env SOURCE_SUBJECTS, comma-separated)",
-    )
-    p.add_argument(
-        "--jetstream",
-        action="store_true",
-        help="at-least-once: durable JetStream consumer (env JETSTREAM)",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="N",
-        help="serve /metrics, /healthz, /readyz on this port (env METRICS_PORT)",
-    )
-    p = add(
-        "publish",
-        cmd_publish,
-        "publish injuries to aura.hive.injury (like bee-keeper)",
-        playbooks=False,
-    )
-    p.add_argument("injuries", metavar="INJURIES", help="JSON, JSON Lines, or '-' for stdin")
-    p.add_argument(
-        "--msg-id",
-        action="store_true",
-        help="set Nats-Msg-Id to each injury's stable id (JetStream dedup); when signing "
-        "(INJURY_SIGNING_KEY) without it, each gets a random uuid4",
-    )
-    p.add_argument(
-        "--wait-ack",
-        action="store_true",
-        help="publish through JetStream and wait for the stream's ack",
-    )
-    add_client_flags(p)
-    p = add("tail", cmd_tail, "print bloodstream messages, pretty-printed", playbooks=False)
-    p.add_argument("subject", nargs="?", default="aura.hive.>", help="default aura.hive.>")
-    add_client_flags(p)
-    p.add_argument("--raw", action="store_true", help="one canonical JSON line per message")
-    p.add_argument("--count", type=int, help="stop after this many messages")
-    add("demo", cmd_demo, "heal a temporary repository end to end, to see it work")
-    return parser
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": cmd_validate,
+    "match": cmd_match,
+    "schema": cmd_schema,
+    "heal": cmd_heal,
+    "run": cmd_run,
+    "publish": cmd_publish,
+    "tail": cmd_tail,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(COMMANDS)
     args = parser.parse_args(argv)
     try:
         env = Settings()
