@@ -289,8 +289,8 @@ def report(
 
 
 def _quote_in_readme(table: str) -> None:
-    """Replace the README's quoted results (between the bench markers) with the latest."""
-    readme = ROOT / "README.md"
+    """Replace the results quoted in docs/benchmarks.md (between its markers) with the latest."""
+    readme = ROOT / "docs" / "benchmarks.md"
     text = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
