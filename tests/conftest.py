@@ -127,3 +127,15 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.stop()
+
+
+SMALL_MAX_PAYLOAD = 4096
+
+
+@pytest.fixture
+def small_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream whose max_payload is 4 KiB (cheap size limits)."""
+    config = tmp_path / "small.conf"
+    config.write_text(f"max_payload: {SMALL_MAX_PAYLOAD}\n")
+    with NatsServer(tmp_path / "nats", config=config) as server:
+        yield server

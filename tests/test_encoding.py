@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,12 @@ from auto_healer.settings import load_settings
 from google.protobuf import descriptor_pb2
 
 from tests.agent_support import AgentProcess, seed_dirs, wait_until
-from tests.conftest import ROOT, injury
+from tests.conftest import ROOT, SMALL_MAX_PAYLOAD, injury
 from tests.test_fit import failed_event
 
 pytestmark = pytest.mark.timeout(120)
-SMALL = 4096
+SMALL = SMALL_MAX_PAYLOAD  # the small_server fixture's limit
 GENERATED = ROOT / "agents" / "auto_healer" / "proto" / "aura" / "core" / "v1"
-
-
-@pytest.fixture
-def small_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A real nats-server whose max_payload is 4 KiB."""
-    config = tmp_path / "small.conf"
-    config.write_text(f"max_payload: {SMALL}\n")
-    with NatsServer(tmp_path / "nats", config=config) as server:
-        yield server
 
 
 class Inbox:

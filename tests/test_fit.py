@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from auto_healer.bloodstream import (
     DEAD_LETTER_STREAM,
     DEAD_LETTER_SUBJECT,
@@ -28,21 +25,12 @@ from auto_healer.settings import load_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import injury
+from tests.conftest import SMALL_MAX_PAYLOAD, injury
 
-SMALL = 4096
+SMALL = SMALL_MAX_PAYLOAD  # the small_server fixture's limit
 MIB = 1024 * 1024
 # Every code point, lone surrogates (category Cs) and control characters included.
 ANY_CHAR = st.characters(categories=["L", "M", "N", "P", "S", "Z", "C"])
-
-
-@pytest.fixture
-def small_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A real nats-server with JetStream whose max_payload is 4 KiB."""
-    config = tmp_path / "small.conf"
-    config.write_text(f"max_payload: {SMALL}\n")
-    with NatsServer(tmp_path / "nats", config=config) as server:
-        yield server
 
 
 async def open_publisher(url: str) -> tuple[Any, Any, Publisher]:
