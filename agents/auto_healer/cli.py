@@ -185,6 +185,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_setup_nats(args: argparse.Namespace) -> int:
+    """Create every stream, the consumer and the KV buckets, replicated, as an admin."""
+    from auto_healer.tools import setup_nats
+
+    settings = _settings(args)
+    url = settings.nats_url or DEFAULT_NATS_URL
+    replicas = asyncio.run(setup_nats(settings, url, replicas=args.replicas))
+    for name, count in replicas.items():
+        print(f"ok  {name:<28} replicas={count}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a heal end to end on a temporary repository with a bare remote."""
     from auto_healer.demo import run_demo
@@ -329,6 +341,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-url", help="NATS server (env NATS_URL, default nats://127.0.0.1:4222)")
     p.add_argument("--raw", action="store_true", help="one canonical JSON line per message")
     p.add_argument("--count", type=int, help="stop after this many messages")
+    p = add(
+        "setup-nats",
+        cmd_setup_nats,
+        "create the agent's streams, consumer and KV buckets, replicated (as an admin user)",
+        playbooks=False,
+    )
+    p.add_argument(
+        "--nats-url",
+        help="NATS server(s) (env NATS_URL, default nats://127.0.0.1:4222); the identity is "
+        "NATS_USER/NATS_PASSWORD, NATS_CREDS_FILE, NATS_NKEY_SEED_FILE or NATS_TOKEN",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        choices=range(1, 6),
+        metavar="N",
+        help="replicas of each asset (env NATS_REPLICAS; default: the cluster's size, at most 3)",
+    )
     add("demo", cmd_demo, "heal a temporary repository end to end, to see it work")
     return parser
 
