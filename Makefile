@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
-.PHONY: demo test check bench schema proto manifests mutation clean
+.PHONY: demo test test-cluster check bench schema proto manifests mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The slow tests on a real 3-node JetStream cluster (node loss mid-burst, KV outages), a few minutes.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster tests/test_cluster.py tests/test_fleet_pages.py -s
 
 check: $(STAMP)
 	$(BIN)/ruff check agents tests bench

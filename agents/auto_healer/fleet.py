@@ -10,9 +10,10 @@ for one process; a fleet would page once per replica. `SharedPages` puts both in
 - `sent.<hash of injury id + action>`: written once a page went out (or was queued), read
   before sending, so a redelivery to another replica is a duplicate.
 
-Entries expire with the bucket's max age (a day past the longest grouping), like the local
-ledger's bound. When NATS itself does not answer, every call says so (`None`) and the pager
-falls back on its local state and outbox: a page is never held back by a coordination outage.
+Entries expire with the bucket's max age (a week), like the local ledger's bound. When NATS
+itself does not answer, every call says so (`None`) and the pager falls back on its local state
+and outbox: after one failure the store is skipped for `RETRY_AFTER_S`, so a NATS outage costs
+one timeout, not one per page.
 A dry-run opens no `SharedPages`, so it never writes here.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from auto_healer.assets import BUCKET_PAGES, open_bucket
 
 log = structlog.get_logger("auto_healer.fleet")
 PAGES_TTL_S = 7 * 86400.0
+RETRY_AFTER_S = 10.0
 State = dict[str, Any]  # {"open": bool, "first": float, "last": float}
 
 
@@ -67,21 +70,31 @@ class SharedPages:
     def __init__(self, kv: Any, *, attempts: int = 5) -> None:
         self.kv = kv
         self.attempts = attempts  # compare-and-set races lost before giving up on the store
+        self._skip_until = 0.0  # monotonic: the store failed lately, don't wait on it again
+
+    @property
+    def skipped(self) -> bool:
+        return time.monotonic() < self._skip_until
 
     async def was_sent(self, injury_id: str, action: str) -> bool | None:
         """Whether any replica sent (or queued) this page already; None: store unavailable."""
         from nats.js.errors import KeyNotFoundError
 
+        if self.skipped:
+            return None
         try:
             await self.kv.get(_key("sent", injury_id, action))
         except KeyNotFoundError:
             return False
         except Exception as exc:
-            return self._unavailable("read the sent-ledger", exc)
+            self._unavailable("read the sent-ledger", exc)
+            return None
         return True
 
     async def record_sent(self, injury_id: str, action: str) -> None:
         """Remember for every replica that this page went out (best effort)."""
+        if self.skipped:
+            return
         try:
             await self.kv.put(_key("sent", injury_id, action), b"1")
         except Exception as exc:
@@ -98,6 +111,8 @@ class SharedPages:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
         key = _key("group", dedup_key)
+        if self.skipped:
+            return None
         for _ in range(self.attempts):
             try:
                 try:
@@ -117,7 +132,8 @@ class SharedPages:
             except KeyWrongLastSequenceError:
                 continue  # another replica moved it first: decide again on its state
             except Exception as exc:
-                return self._unavailable("claim a page group", exc)
+                self._unavailable("claim a page group", exc)
+                return None
         return None
 
     async def undo(self, claim: Claim) -> None:
@@ -132,6 +148,6 @@ class SharedPages:
         except Exception as exc:  # moved on since, or down: grouping may hold it a while
             self._unavailable("undo a page group", exc)
 
-    @staticmethod
-    def _unavailable(doing: str, exc: Exception) -> None:
+    def _unavailable(self, doing: str, exc: Exception) -> None:
+        self._skip_until = time.monotonic() + RETRY_AFTER_S
         log.warning("shared_pages_store_failed", doing=doing, error=str(exc) or type(exc).__name__)

@@ -87,7 +87,8 @@ async def serve(
         coordinator = await _coordinator(settings, nc, replicas)
         metrics.watch_store(coordinator.degraded)
         healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
-        shared = None if settings.dry_run else await open_shared_pages(nc, replicas=replicas)
+        paging = bool(settings.pager.webhook_url) and not settings.dry_run  # dry-run: no writes
+        shared = await open_shared_pages(nc, replicas=replicas) if paging else None
         pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run, shared=shared)
         if pager is not None:
             await pager.start()
