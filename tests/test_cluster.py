@@ -127,7 +127,7 @@ async def test_kv_outage_naks_without_using_up_deliveries(
     repo: tuple[Path, Path],
     nats_cluster: NatsCluster,  # noqa: F811
 ) -> None:
-    """KV down for 25 s with MAX_DELIVER=2: no page, no dead letter, readyz says why; healed."""
+    """KV down past MAX_DELIVER=2 deliveries: no page, no dead letter, readyz says why; healed."""
     remote, work = repo
     names = [f"out{i}" for i in range(4)]
     seed_dirs(work, names)
@@ -153,13 +153,16 @@ async def test_kv_outage_naks_without_using_up_deliveries(
         )
         assert "coordination store unavailable" in agent.get("/readyz")[1]
         assert agent.metric("auto_healer_coordination_store_up") == 0
-        # Each delivery waits out a 5 s KV timeout, then a 3 s nak: 3+ deliveries each, past 2.
-        await asyncio.sleep(25)
+
+        # Each delivery waits out a 5 s KV timeout, then a 3 s nak: past 2 deliveries each.
+        def failed() -> float:
+            return agent.metric("auto_healer_injuries_total", outcome="failed")
+
+        await wait_until(lambda: failed() > 2 * len(names) + 2, 90, "outages past MAX_DELIVER")
         nc = await connect(others)
         delivered = (await nc.jetstream().consumer_info("AURA_INJURIES", "auto-healer")).delivered
         await nc.close()
         assert delivered.stream_seq == len(names)
-        assert agent.metric("auto_healer_injuries_total", outcome="failed") >= 3 * len(names)
         assert await _dead_letters(others) == 0
         nats_cluster.nodes[victim].start()
         await wait_until(
