@@ -189,6 +189,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_setup_nats(args: argparse.Namespace) -> int:
+    """Create every stream, the consumer and the KV buckets, replicated, as an admin."""
+    from auto_healer.tools import setup_nats
+
+    settings = _settings(args)
+    url = client_url(settings.nats_url)
+    replicas = asyncio.run(setup_nats(settings, url, replicas=args.replicas))
+    for name, count in replicas.items():
+        print(f"ok  {name:<28} replicas={count}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a heal end to end on a temporary repository with a bare remote."""
     from auto_healer.demo import run_demo
@@ -205,6 +217,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "publish": cmd_publish,
     "tail": cmd_tail,
     "demo": cmd_demo,
+    "setup-nats": cmd_setup_nats,
 }
 
 

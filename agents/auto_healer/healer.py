@@ -22,7 +22,13 @@ from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout, safe_ref
 from auto_healer.contracts import FREE_TEXT, ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
-from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.errors import (
+    ConfigError,
+    CoordinationUnavailable,
+    HealFailed,
+    InjuryRejected,
+    TransientError,
+)
 from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected
@@ -88,7 +94,14 @@ class Healer:
         try:
             return await self._coordinated(parsed, playbook)
         except TransientError as exc:
-            return self._outcome(parsed, playbook, Kind.FAILED, str(exc), retryable=True)
+            return self._outcome(
+                parsed,
+                playbook,
+                Kind.FAILED,
+                str(exc),
+                retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
+            )
 
     async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """Dedup by id, throttle storms, then heal; the store's failures are transient."""
@@ -147,6 +160,7 @@ class Healer:
                 f"{exc} (after {attempts} attempts)",
                 attempts=attempts,
                 retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
             )
         except (HealFailed, ConfigError) as exc:
             return self._outcome(parsed, playbook, Kind.FAILED, str(exc), attempts=attempts)

@@ -58,6 +58,7 @@ class NatsSettings(_Part):
     tls_cert_file: Path | None
     tls_key_file: Path | None
     max_disconnected_s: float
+    replicas: int | None
 
 
 class PagerSettings(_Part):
@@ -148,6 +149,8 @@ class Settings(BaseSettings):
     nats_tls_ca_file: Path | None = None
     nats_tls_cert_file: Path | None = None
     nats_tls_key_file: Path | None = None
+    # replicas of every stream and KV bucket the agent creates; unset: the cluster's size, <= 3
+    nats_replicas: int | None = Field(default=None, ge=1, le=5)
     injury_signing_key: SecretStr | None = None  # HMAC-SHA256; when set, unsigned is rejected
     signature_max_age_s: float = Field(default=300.0, gt=0)  # older signed injuries are refused
     signature_max_skew_s: float = Field(default=30.0, ge=0)  # allowed clock skew into the future

@@ -1,4 +1,4 @@
-"""Bloodstream tools: `publish` (a bee-keeper-compatible injury publisher) and `tail`
+"""Bloodstream tools: `publish` (a bee-keeper-compatible injury publisher), `setup-nats` and `tail`
 (like `nats sub "aura.hive.>"`, pretty-printed; JSON and `aura.core.v1.Event` protobuf alike)."""
 
 from __future__ import annotations
@@ -102,5 +102,22 @@ async def tail(
             flush=True,
         )
         await seen.wait()
+    finally:
+        await nc.drain()
+
+
+async def setup_nats(settings: Settings, url: str, *, replicas: int | None) -> dict[str, int]:
+    """`setup-nats`: create the agent's assets with an admin identity (see `assets`)."""
+    from auto_healer.assets import setup_nats as create_assets
+
+    nc = await connect_client(settings.nats, url, name="auto-healer-setup-nats")
+    try:
+        return await create_assets(
+            nc,
+            replicas=replicas or settings.nats.replicas,
+            max_deliver=settings.max_deliver,
+            ack_wait_s=settings.ack_wait_s,
+            lock_ttl_s=settings.lock_ttl_s,
+        )
     finally:
         await nc.drain()
