@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from auto_healer.admission import Gate, Rejection
@@ -22,6 +22,8 @@ from auto_healer.settings import Settings
 from auto_healer.sources import Delivery
 from auto_healer.terminal import print_report, progress
 
+WINDOW = 1000  # entries healed ahead of the one reported (they coalesce into batches)
+
 
 def heal_once(
     settings: Settings, deliveries: Sequence[Delivery], fmt: Format, *, check: bool = False
@@ -36,7 +38,13 @@ def heal_once(
             raise ConfigError(
                 f"{checkout.root}: has uncommitted changes to tracked files; commit or stash them"
             )
-        healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
+        healer = Healer(
+            playbooks,
+            checkout,
+            dry_run=settings.dry_run,
+            max_batch=settings.max_batch,
+            max_batch_files=settings.max_batch_files,
+        )
         # The report is an escalation channel too: without a pager it lists what to look at.
         context = Context(dry_run=settings.dry_run, pager=True)
         outcomes, paged = asyncio.run(
@@ -146,23 +154,47 @@ async def _heal_each(
     on_outcome: Callable[[Outcome], Awaitable[None]] | None,
     advance: Callable[[int], None],
 ) -> list[Outcome]:
+    """Entries are handed to the healer ahead of the one awaited (at most `WINDOW` at once), so
+    they queue and are healed in batches, one commit per batch; outcomes are reported, and
+    paged, in the file's order."""
     outcomes: list[Outcome] = []
+    window: deque[tuple[int, asyncio.Task[Outcome]]] = deque()
+
+    async def settle_oldest() -> None:
+        seen, task = window.popleft()
+        outcome = await task
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            await on_outcome(outcome)
+        if not window or window[0][0] != seen:
+            advance(seen)
+
     gate = Gate()  # the one-shot trusts its own file: no signatures
-    for seen, delivery in enumerate(deliveries, 1):
-        for admitted in gate.admit(delivery):
-            if isinstance(admitted, Rejection):
-                reason = f"{delivery.subject}: {admitted.reason}"
-                outcome = Outcome(
-                    Kind.REJECTED,
-                    reason,
-                    raw=delivery.data,
-                    raw_id=admitted.injury_id,
-                    dry_run=dry_run,
-                )
-            else:
-                outcome = await healer.handle(admitted)
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                await on_outcome(outcome)
-        advance(seen)
+    try:
+        for seen, delivery in enumerate(deliveries, 1):
+            for admitted in gate.admit(delivery):
+                if isinstance(admitted, Rejection):
+                    outcome = Outcome(
+                        Kind.REJECTED,
+                        f"{delivery.subject}: {admitted.reason}",
+                        raw=delivery.data,
+                        raw_id=admitted.injury_id,
+                        dry_run=dry_run,
+                    )
+                    window.append((seen, asyncio.create_task(_ready(outcome))))
+                else:
+                    window.append((seen, asyncio.create_task(healer.handle(admitted))))
+                while len(window) > WINDOW:
+                    await settle_oldest()
+        while window:
+            await settle_oldest()
+    finally:
+        for _, task in window:
+            task.cancel()
+        if window:
+            await asyncio.wait([t for _, t in window])
     return outcomes
+
+
+async def _ready(outcome: Outcome) -> Outcome:
+    return outcome

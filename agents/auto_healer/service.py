@@ -88,7 +88,14 @@ async def serve(
         checkout = open_checkout(settings.git)
         stack.callback(checkout.close)
         coordinator = await _coordinator(settings, nc)
-        healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
+        healer = Healer(
+            playbooks,
+            checkout,
+            dry_run=settings.dry_run,
+            coordinator=coordinator,
+            max_batch=settings.max_batch,
+            max_batch_files=settings.max_batch_files,
+        )
         pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
         if pager is not None:
             await pager.start()
