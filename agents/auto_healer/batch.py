@@ -1,13 +1,11 @@
 """Coalesced heals: injuries that queue behind a heal are healed together, in one commit.
 
-`Batcher.heal()` is called once per injury, as `Healer._heal` is, and returns that injury's own
-outcome. While a heal holds the checkout, the injuries that arrive queue up; whoever takes the
-checkout next heals the whole queue (up to `max_batch` injuries and `max_files` files): one
-sync, each injury planned and applied in turn, then one commit carrying every `Injury-Id:`
-trailer and one push. An injury whose plan is refused, fails, escalates or finds nothing to do
-is left out with its own outcome. The healed ones are answered only after the push succeeded;
-a push race retries the whole batch on the new head, where an injury already healed by someone
-else is skipped.
+`Batcher.heal()` is called once per injury and returns that injury's own outcome. Whoever takes
+the checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one
+sync, each injury planned and applied in turn (one refused, failed, escalated or with nothing
+to do is left out with its own outcome), one commit with every `Injury-Id:` trailer, one push.
+Healed outcomes are answered only after the push; a push race retries the whole batch on the
+new head.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from tenacity import retry_if_exception_type
@@ -34,17 +32,6 @@ from auto_healer.playbooks import Playbook
 log = structlog.get_logger("auto_healer.healer")
 T = TypeVar("T")
 UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
-
-
-class MakeOutcome(Protocol):
-    def __call__(
-        self,
-        parsed: ParsedInjury,
-        playbook: Playbook | None,
-        kind: Kind,
-        reason: str,
-        **fields: Any,
-    ) -> Outcome: ...
 
 
 @dataclass(eq=False)
@@ -76,7 +63,7 @@ class Batcher:
         checkout: Checkout,
         coordinator: Coordinator,
         lock: asyncio.Lock,
-        outcome: MakeOutcome,
+        outcome: Callable[..., Outcome],
         *,
         max_batch: int,
         max_files: int,
@@ -85,6 +72,7 @@ class Batcher:
         self._outcome = outcome
         self.max_batch, self.max_files = max_batch, max_files
         self._queue: deque[_Item] = deque()
+        self._leases: list[Lease] = []  # the path locks of the batch being healed
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
@@ -106,8 +94,7 @@ class Batcher:
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
         while self._queue and len(batch) < self.max_batch:
-            item = self._queue.popleft()
-            if not item.future.done():
+            if not (item := self._queue.popleft()).future.done():
                 batch.append(item)
         return batch
 
@@ -130,7 +117,7 @@ class Batcher:
         """Take the path lock of every injury, in sorted order (so two replicas never wait on
         each other), then heal those whose lock was taken."""
         outcomes: dict[_Item, Outcome] = {}
-        leases: list[Lease] = []
+        self._leases = leases = []
         async with AsyncExitStack() as stack:
             for key in sorted({it.lock_key for it in batch}):
                 try:
@@ -143,7 +130,7 @@ class Batcher:
             outcomes.update(await self._already_healed(live))
             live = [it for it in live if it not in outcomes]
             if live:
-                outcomes.update(await self._attempts(live, leases))
+                outcomes.update(await self._attempts(live))
         return outcomes
 
     async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:
@@ -160,7 +147,7 @@ class Batcher:
             if c
         }
 
-    async def _attempts(self, items: list[_Item], leases: list[Lease]) -> dict[_Item, Outcome]:
+    async def _attempts(self, items: list[_Item]) -> dict[_Item, Outcome]:
         """The batch with retries of transient failures, each on the remote's new head."""
         final: dict[_Item, Outcome] = {}  # left out of the batch, for good
         patient = max((it.playbook for it in items), key=lambda p: p.retry.attempts)
@@ -174,39 +161,29 @@ class Batcher:
             ),
         )
         attempts = 0
+
+        def rest(kind: Kind, reason: str, **fields: Any) -> dict[_Item, Outcome]:
+            left = (it for it in items if it not in final)
+            return final | {
+                it: self._out(it, kind, reason, attempts=attempts, **fields) for it in left
+            }
+
         try:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    healed = await self._attempt(items, leases, final, attempts)
+                    healed = await self._attempt(items, final, attempts)
         except TransientError as exc:
-            why = f"{exc} (after {attempts} attempts)"
-            return final | self._all(items, final, Kind.FAILED, why, attempts, retryable=True)
+            return rest(Kind.FAILED, f"{exc} (after {attempts} attempts)", retryable=True)
         except (HealFailed, ConfigError, InjuryRejected) as exc:
-            return final | self._all(items, final, Kind.FAILED, str(exc), attempts)
+            return rest(Kind.FAILED, str(exc))
         except Exception as exc:  # a bug must not kill the agent; it is reported and paged
             log.exception("heal_internal_error", injuries=len(items))
-            why = f"internal error: {type(exc).__name__}: {exc}"
-            return final | self._all(items, final, Kind.FAILED, why, attempts)
+            return rest(Kind.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         return final | healed
 
-    def _all(
-        self,
-        items: list[_Item],
-        final: dict[_Item, Outcome],
-        kind: Kind,
-        reason: str,
-        attempts: int,
-        **fields: Any,
-    ) -> dict[_Item, Outcome]:
-        return {
-            it: self._out(it, kind, reason, attempts=attempts, **fields)
-            for it in items
-            if it not in final
-        }
-
     async def _attempt(
-        self, items: list[_Item], leases: list[Lease], final: dict[_Item, Outcome], attempt: int
+        self, items: list[_Item], final: dict[_Item, Outcome], attempt: int
     ) -> dict[_Item, Outcome]:
         """One try: sync, plan and apply each injury, one commit, one push."""
         co = self.checkout
@@ -214,7 +191,7 @@ class Batcher:
         try:
             while True:
                 try:
-                    return await self._build(items, leases, final, base, attempt)
+                    return await self._build(items, final, base, attempt)
                 except _Refused as refused:  # rebuild from the base without it
                     final[refused.item] = refused.outcome
                     await in_thread(co.restore, base)
@@ -223,12 +200,7 @@ class Batcher:
             raise
 
     async def _build(
-        self,
-        items: list[_Item],
-        leases: list[Lease],
-        final: dict[_Item, Outcome],
-        base: str,
-        attempt: int,
+        self, items: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
     ) -> dict[_Item, Outcome]:
         co = self.checkout
         included: list[_Item] = []
@@ -255,7 +227,7 @@ class Batcher:
             files += it.files
             included.append(it)
             by_id[it.parsed.id] = it
-        healed = await self._commit(included, leases, final, base, attempt)
+        healed = await self._commit(included, final, base, attempt)
         for twin, first in twins:
             done = healed.get(first) or final.get(first)
             if done is not None:
@@ -291,12 +263,7 @@ class Batcher:
         return None
 
     async def _commit(
-        self,
-        included: list[_Item],
-        leases: list[Lease],
-        final: dict[_Item, Outcome],
-        base: str,
-        attempt: int,
+        self, included: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
     ) -> dict[_Item, Outcome]:
         """Stage everything at once, commit what changed tracked files, push."""
         co = self.checkout
@@ -319,20 +286,14 @@ class Batcher:
         sha = await in_thread(
             co.commit, batch_message(messages), *(it.parsed.id for it in committed)
         )
-        for lease in leases:
+        for lease in self._leases:
             lease.check()  # never push without every path lock
         await in_thread(co.push, co.branch)
+        why = f"pushed {sha[:12]} to {co.branch}"
+        why += f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""
+        done = {"commit": sha, "branch": co.branch, "attempts": attempt}
         return {
-            it: self._out(
-                it,
-                Kind.HEALED,
-                f"pushed {sha[:12]} to {co.branch}"
-                + (f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""),
-                commit=sha,
-                branch=co.branch,
-                commit_message=message,
-                attempts=attempt,
-            )
+            it: self._out(it, Kind.HEALED, why, commit_message=message, **done)
             for it, message in zip(committed, messages, strict=True)
         }
 
