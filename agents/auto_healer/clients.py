@@ -8,7 +8,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from auto_healer.bloodstream import connect
 from auto_healer.embedded import DEFAULT_URL, running_urls
 from auto_healer.errors import ConfigError
 from auto_healer.settings import NatsSettings
@@ -39,6 +38,8 @@ def client_url(given: str | None) -> str:
 async def connect_client(settings: NatsSettings, url: str, *, name: str) -> Any:
     """A command-line client's connection: when no server answers, fail within a second or
     two with one line (no retries a person would wait for)."""
+    from auto_healer.bloodstream import connect  # nats: only for a command that connects
+
     try:
         return await connect(
             settings,
