@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -37,11 +38,12 @@ def template(tmp: Path, n: int) -> Path:
     return root
 
 
-def payloads(n: int) -> list[bytes]:
+def payloads(n: int, audit: int) -> list[bytes]:
+    """The injuries of one audit: ids differ from audit to audit (the KV remembers healed ids)."""
     return [
         json.dumps(
             {
-                "timestamp": 1735920000.0 + i,
+                "timestamp": 1735920000.0 + audit * 86400 + i,
                 "injury_type": "unauthorized_directory",
                 "affected_path": f"{d}/",
                 "severity": "high",
@@ -107,12 +109,17 @@ async def _burst(url: str, remote: Path, data: list[bytes], timeout_s: float) ->
     return elapsed, healed
 
 
-def agent_run(ctx: Context, tmpl: Path, dest: Path, n: int) -> dict[str, float]:
+def agent_run(ctx: Context, tmpl: Path, dest: Path, n: int, audit: int) -> dict[str, float]:
     remote, _work = copy_repo(tmpl, dest)
     base = git(remote, "rev-parse", "main").strip()
     agent = Agent(dest, ctx.nats_url, str(remote), dry_run=False)
     try:
-        elapsed, healed = asyncio.run(_burst(ctx.nats_url, remote, payloads(n), 600))
+        elapsed, healed = asyncio.run(_burst(ctx.nats_url, remote, payloads(n, audit), 300))
+    except RuntimeError:
+        lines = agent.log.read_text(errors="replace").splitlines()
+        odd = [line for line in lines if '"level": "info"' not in line]
+        print("\n".join(["agent log, what was not info:", *odd[-40:]]), file=sys.stderr)
+        raise
     finally:
         agent.stop()
     commits = int(git(remote, "rev-list", "--count", f"{base}..main"))
@@ -131,7 +138,7 @@ def run(ctx: Context) -> list[Line]:
     runs, floors = [], []
     for i in range(ctx.runs):
         floors.append(floor(tmpl, ctx.tmp / f"burst-floor-{i}", n))
-        runs.append(agent_run(ctx, tmpl, ctx.tmp / f"burst-agent-{i}", n))
+        runs.append(agent_run(ctx, tmpl, ctx.tmp / f"burst-agent-{i}", n, i))
         r = runs[-1]
         print(
             f"burst {i + 1}/{ctx.runs}: agent {r['seconds']:.2f} s, {r['commits']:.0f} commits, "
