@@ -1,25 +1,24 @@
 """Coalesced heals: injuries that queue behind a heal are healed together, in one commit.
 
-`Batcher.heal()` is called once per injury and returns that injury's own outcome. Whoever takes
-the checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one
-sync, each injury planned and applied in turn (one refused, failed, escalated or with nothing
-to do is left out with its own outcome), one commit with every `Injury-Id:` trailer, one push.
-Healed outcomes are answered only after the push; a push race retries the whole batch on the
-new head.
+`Batcher.heal()` is called once per injury and returns its own outcome. Whoever takes the
+checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one sync,
+each injury planned and applied in turn (one refused, escalated or with nothing to do is left
+out with its own outcome), one commit with every `Injury-Id:` trailer, one push. Healed outcomes
+are answered only after the push; a push race retries the whole batch on the new head.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import retry_if_exception_type
+from tenacity import RetryCallState, retry_if_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout
@@ -31,6 +30,7 @@ from auto_healer.playbooks import Playbook
 
 log = structlog.get_logger("auto_healer.healer")
 T = TypeVar("T")
+INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a thread
 UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
 
 
@@ -48,11 +48,12 @@ class _Item:
     files: int = 0
 
 
+@dataclass
 class _Refused(Exception):
     """An injury refused while it was being applied: the batch is rebuilt without it."""
 
-    def __init__(self, item: _Item, outcome: Outcome) -> None:
-        self.item, self.outcome = item, outcome
+    item: _Item
+    outcome: Outcome
 
 
 class Batcher:
@@ -110,18 +111,21 @@ class Batcher:
                 if not it.future.done():
                     it.future.set_result(outcome)
         if len(batch) > 1:
-            kinds = [o.kind.value for o in outcomes.values()]
-            log.info("batch_done", injuries=len(batch), **{k: kinds.count(k) for k in set(kinds)})
+            kinds = Counter(o.kind.value for o in outcomes.values())
+            log.info("batch_done", injuries=len(batch), **kinds)
 
     async def _locked(self, batch: list[_Item]) -> dict[_Item, Outcome]:
         """Take the path lock of every injury, in sorted order (so two replicas never wait on
-        each other), then heal those whose lock was taken."""
+        each other), then heal those whose lock was taken; let go of them all at once."""
         outcomes: dict[_Item, Outcome] = {}
-        self._leases = leases = []
-        async with AsyncExitStack() as stack:
+        self._leases = []
+        held: list[AbstractAsyncContextManager[Lease]] = []
+        try:
             for key in sorted({it.lock_key for it in batch}):
+                lock = self.coordinator.path_lock(key)
                 try:
-                    leases.append(await stack.enter_async_context(self.coordinator.path_lock(key)))
+                    self._leases.append(await lock.__aenter__())
+                    held.append(lock)
                 except TransientError as exc:
                     for it in batch:
                         if it.lock_key == key:
@@ -131,6 +135,9 @@ class Batcher:
             live = [it for it in live if it not in outcomes]
             if live:
                 outcomes.update(await self._attempts(live))
+        finally:
+            exits = (lock.__aexit__(None, None, None) for lock in held)
+            await asyncio.gather(*exits, return_exceptions=True)
         return outcomes
 
     async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:
@@ -154,19 +161,14 @@ class Batcher:
         retrying = patient.retry.retrying(
             retry_if_exception_type(TransientError),
             before_sleep=lambda rs: log.warning(
-                "heal_retry",
-                attempt=rs.attempt_number,
-                injuries=len(items),
-                error=str(rs.outcome.exception()) if rs.outcome else None,
+                "heal_retry", attempt=rs.attempt_number, injuries=len(items), error=_error(rs)
             ),
         )
         attempts = 0
 
-        def rest(kind: Kind, reason: str, **fields: Any) -> dict[_Item, Outcome]:
-            left = (it for it in items if it not in final)
-            return final | {
-                it: self._out(it, kind, reason, attempts=attempts, **fields) for it in left
-            }
+        def rest(kind: Kind, reason: str, **more: Any) -> dict[_Item, Outcome]:
+            out = {it: self._out(it, kind, reason, attempts=attempts, **more) for it in items}
+            return out | final
 
         try:
             async for attempt in retrying:
@@ -219,8 +221,12 @@ class Batcher:
                 continue
             if included and files + it.files > self.max_files:
                 break  # it and the rest wait for the next batch
-            try:
-                await in_thread(co.apply_files, it.delete, it.write, it.playbook.protected_globs)
+            globs = it.playbook.protected_globs
+            try:  # a small plan is applied on the loop: a thread hop would cost more than it
+                if it.files > INLINE_FILES:
+                    await in_thread(co.apply_files, it.delete, it.write, globs)
+                else:
+                    co.apply_files(it.delete, it.write, globs)
             except (InjuryRejected, HealFailed) as exc:
                 kind = Kind.REJECTED if isinstance(exc, InjuryRejected) else Kind.FAILED
                 raise _Refused(it, self._out(it, kind, str(exc), attempts=attempt)) from None
@@ -269,9 +275,8 @@ class Batcher:
         co = self.checkout
         if not included:
             return {}
-        deletes = [d for it in included for d in it.delete]
-        writes = list(dict.fromkeys(w for it in included for w in it.write))
-        await in_thread(co.stage, deletes, writes)
+        writes = dict.fromkeys(w for it in included for w in it.write)
+        await in_thread(co.stage, [d for it in included for d in it.delete], list(writes))
         changed = _with_parents(await in_thread(co.staged_paths))
         committed = []
         for it in included:
@@ -308,6 +313,10 @@ def batch_message(messages: list[str]) -> str:
         return messages[0]
     body = "\n".join(f"- {m.strip().partition(chr(10))[0]}" for m in messages)
     return f"auto-heal: {len(messages)} injuries\n\n{body}"
+
+
+def _error(state: RetryCallState) -> str | None:
+    return str(state.outcome.exception()) if state.outcome else None
 
 
 def _with_parents(paths: Iterable[str]) -> set[str]:
