@@ -11,7 +11,8 @@ Lines (see `LINES`; add one by registering a `(Context) -> list[Line]` function)
 
 `BENCH_QUICK=1` runs smaller, once each. Results go to `bench/results/last-run.{json,md}`
 (not tracked); `--publish` (`make bench-publish`) also writes the checked-in
-`bench/results/latest.{json,md}` and the table quoted in docs/benchmarks.md. Speed is never asserted in tests.
+`bench/results/latest.{json,md}` and the table quoted in docs/benchmarks.md. Speed is never
+asserted in tests.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated lines (default: {','.join(LINES)})")
     parser.add_argument("--runs", type=int, help="runs of each measured figure (default 3)")
     parser.add_argument(
-        "--publish", action="store_true", help="also refresh the checked-in results and docs/benchmarks.md"
+        "--publish",
+        action="store_true",
+        help="also refresh the checked-in results and docs/benchmarks.md",
     )
     args = parser.parse_args()
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
