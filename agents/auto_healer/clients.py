@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from auto_healer.embedded import DEFAULT_URL, running_urls
 from auto_healer.errors import ConfigError
-from auto_healer.settings import NatsSettings
+
+if TYPE_CHECKING:  # the flags are built for every command: settings load only when used
+    from auto_healer.settings import NatsSettings
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
 def client_url(given: str | None) -> str:
     """The URL given (flag or NATS_URL), else the running embedded server's, else the default
     `nats://127.0.0.1:4222`."""
+    from auto_healer.embedded import DEFAULT_URL, running_urls
+
     if given:
         return given
     running = running_urls()
