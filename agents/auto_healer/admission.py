@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from auto_healer.alerts import alert_injury
 from auto_healer.contracts import (
     SUBJECT_EVENTS_PREFIX,
     ParsedInjury,
@@ -76,6 +75,8 @@ class Gate:
     @staticmethod
     def _alert(delivery: Delivery) -> Admitted:
         """An alert is the Hive's own (signed its way, not ours): escalated, never healed."""
+        from auto_healer.alerts import alert_injury  # protobuf: only for the Hive's alerts
+
         ident = body_id(delivery)
         try:
             return alert_injury(

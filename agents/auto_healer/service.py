@@ -92,7 +92,14 @@ async def serve(
         replicas = settings.nats.replicas or default_replicas(nc)
         coordinator = await _coordinator(settings, nc, replicas)
         metrics.watch_store(coordinator.degraded)
-        healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
+        healer = Healer(
+            playbooks,
+            checkout,
+            dry_run=settings.dry_run,
+            coordinator=coordinator,
+            max_batch=settings.max_batch,
+            max_batch_files=settings.max_batch_files,
+        )
         paging = bool(settings.pager.webhook_url) and not settings.dry_run  # dry-run: no writes
         shared = await open_shared_pages(nc, replicas=replicas) if paging else None
         pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run, shared=shared)
