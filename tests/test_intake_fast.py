@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from auto_healer.checkout import Checkout, Identity
 from auto_healer.confinement import confine_cached
-from auto_healer.contracts import canonical_json, decode_body, injury_id, loads
+from auto_healer.contracts import DomainEvent, canonical_json, decode_body, injury_id, loads
 from auto_healer.demo import make_repo
 from auto_healer.errors import InjuryRejected
 from auto_healer.fit import event_json, fit_event
@@ -19,6 +19,8 @@ from auto_healer.paths import DEFAULT_PROTECTED, confine, generation, remove_tre
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import injury
+from tests.inprocess import delivery, run_agent
 from tests.test_paths import _PATHS, PROTECTED
 
 JSON_VALUES = st.recursive(
@@ -150,3 +152,13 @@ def test_protected_paths_are_refused_by_the_cached_confinement(tmp_path: Path) -
     (tmp_path / ".github").mkdir()
     with pytest.raises(InjuryRejected, match="protected"):
         confine_cached(tmp_path, ".github/workflows", protected=DEFAULT_PROTECTED, allow_root=False)
+
+
+async def test_an_outcome_event_is_a_valid_domain_event(repo: tuple[Path, Path]) -> None:
+    """The event dict built without pydantic is what DomainEvent validates and dumps."""
+    _remote, work = repo
+    body = json.dumps(injury("core/src/random_stuff/")).encode()
+    d, _settler = delivery(body, max_attempts=5)
+    [event] = (await run_agent(work, [d], dry_run=True)).events()
+    assert DomainEvent.model_validate(event).model_dump(exclude_none=True) == event
+    assert event["event_type"] == "injury_heal_planned"
