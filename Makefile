@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
-.PHONY: demo test check bench schema proto manifests mutation lock clean
+.PHONY: demo test check bench bench-publish schema proto manifests mutation lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -30,8 +30,13 @@ check: $(STAMP)
 	$(BIN)/ruff format --check agents tests bench
 	$(BIN)/mypy
 
+# `make bench` writes bench/results/last-run.* only; `make bench-publish` also refreshes the
+# checked-in bench/results/latest.* and the table quoted in docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+bench-publish: $(STAMP)
+	$(BIN)/python -m bench.run --publish
 
 mutation: $(STAMP)
 	$(BIN)/python -m bench.mutation $(MUTATE) --tests $(MUTATION_TESTS) --skip $(MUTATION_SKIP)
