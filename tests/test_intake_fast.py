@@ -13,11 +13,13 @@ from auto_healer.checkout import Checkout, Identity
 from auto_healer.confinement import confine_cached
 from auto_healer.contracts import DomainEvent, canonical_json, decode_body, injury_id, loads
 from auto_healer.demo import make_repo
-from auto_healer.errors import InjuryRejected
+from auto_healer.errors import InjuryRejected, TransientError
 from auto_healer.fit import event_json, fit_event
 from auto_healer.paths import DEFAULT_PROTECTED, confine, generation, remove_tree
+from auto_healer.retry import RetryPolicy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from tests.conftest import injury
 from tests.inprocess import delivery, run_agent
@@ -162,3 +164,39 @@ async def test_an_outcome_event_is_a_valid_domain_event(repo: tuple[Path, Path])
     [event] = (await run_agent(work, [d], dry_run=True)).events()
     assert DomainEvent.model_validate(event).model_dump(exclude_none=True) == event
     assert event["event_type"] == "injury_heal_planned"
+
+
+@pytest.mark.parametrize(
+    ("script", "want"),
+    [
+        ([], ("ok", 1)),
+        ([TransientError], ("ok", 2)),
+        ([TransientError, TransientError, TransientError], ("TransientError", 3)),
+        ([ValueError], ("ValueError", 1)),
+    ],
+)
+async def test_the_fast_retry_loop_runs_as_tenacity_does(
+    script: list[type[Exception]], want: Any
+) -> None:
+    """Attempts, retries and the exception that ends the loop are tenacity's own."""
+    policy = RetryPolicy(attempts=3, backoff_s=0.0, max_backoff_s=0.0)
+    results = []
+    for retrying in (
+        policy.retrying(retry_if_exception_type(TransientError)),
+        AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(3),
+            reraise=True,
+        ),
+    ):
+        left, attempts = list(script), 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    if left:
+                        raise left.pop(0)("boom")
+            results.append(("ok", attempts))
+        except Exception as exc:
+            results.append((type(exc).__name__, attempts))
+    assert results == [want, want]
