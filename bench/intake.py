@@ -1,11 +1,14 @@
-"""Intake: the agent's throughput and memory in dry-run, beside raw nats-py baselines.
+"""Intake: the agent's dry-run throughput and memory, each beside its baseline in the same run.
 
-  (a) raw nats-py queue subscriber that only decodes JSON        (baseline for b)
-  (b) the agent's full pipeline, core mode, dry-run: first publish → last outcome event
-  (c) the agent in JetStream mode vs a raw fetch+ack consumer     (ratio c)
-  (d) the agent's RSS idle and after N injuries (growth)
+  core       the agent (core NATS, dry-run), first publish → last outcome event, ÷ a raw nats-py
+             queue subscriber that decodes JSON (`bench.baselines core`)       target ≥ 0.25
+  jetstream  the agent in JetStream mode ÷ a raw pull consumer: fetch + decode + ack  ≥ 0.3
+  eda        the agent (core) ÷ ansible-rulebook, 5 rules, generator source, same N   ≥ 5x
+  memory     the agent's RSS idle, and its growth after `rss_n` injuries fed steadily
+             (idle ≤ 60 MiB, growth ≤ 10 MiB)
 
-One run of each (the lines of issue 12's intake work will refine them).
+Every run measures each figure and its baseline back to back; a line reports the median ratio
+and its min and max over the runs.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from typing import Any
 import nats
 from auto_healer.demo import make_repo
 
-from bench.common import ROOT, Agent, Context, Line
+from bench import eda
+from bench.common import ROOT, Agent, Context, Line, fmt_spread, spread
 
-TARGETS = {"b_over_a": 0.5, "c_ratio": 0.7, "idle_rss_mib": 60.0, "rss_growth_mib": 10.0}
+TARGETS = {"core": 0.25, "jetstream": 0.3, "eda": 5.0, "idle_mib": 60.0, "growth_mib": 10.0}
+EVENTS = "aura.hive.events.>"
 
 
 def injuries(n: int, start: int = 0) -> list[bytes]:
@@ -65,7 +70,7 @@ async def _timed(
         if got >= expect:
             finished.set()
 
-    await nc.subscribe(done_subject, cb=on)
+    await nc.subscribe(done_subject, cb=on, pending_msgs_limit=10_000_000)
     await nc.flush()
     js = nc.jetstream()
     t0 = time.perf_counter()
@@ -109,74 +114,132 @@ def _baseline(mode: str, url: str, n: int, payloads: list[bytes]) -> float:
     return asyncio.run(ready_then_time())
 
 
+def _agent_rate(ctx: Context, work: Path, payloads: list[bytes], *, jetstream: bool) -> float:
+    if jetstream:
+        asyncio.run(_reset_stream(ctx.nats_url))
+    agent = Agent(ctx.tmp, ctx.nats_url, str(work), dry_run=True, jetstream=jetstream)
+    try:
+        seconds = asyncio.run(
+            _timed(ctx.nats_url, payloads, EVENTS, len(payloads), jetstream=jetstream)
+        )
+    finally:
+        agent.stop()
+    return len(payloads) / seconds
+
+
+def _memory(ctx: Context, work: Path, n: int, rss_n: int) -> tuple[float, float, float]:
+    """Idle RSS of a fresh agent, then after `rss_n` injuries fed in batches of 1,000 (what it
+    keeps, not the queue of a burst), and its peak."""
+    agent = Agent(ctx.tmp, ctx.nats_url, str(work), dry_run=True)
+    try:
+        time.sleep(1.0)
+        idle = rss_mib(agent.proc.pid)
+        for start in range(0, rss_n, 1000):
+            batch = injuries(min(1000, rss_n - start), n + start)
+            asyncio.run(_timed(ctx.nats_url, batch, EVENTS, len(batch), jetstream=False))
+        return idle, rss_mib(agent.proc.pid), rss_mib(agent.proc.pid, "VmHWM:")
+    finally:
+        agent.stop()
+
+
 def run(ctx: Context) -> list[Line]:
     n = 5_000 if ctx.quick else 20_000
-    rss_n = 20_000 if ctx.quick else 100_000
+    rss_n = 10_000 if ctx.quick else 100_000
     (ctx.tmp / "intake-repo").mkdir()
     _remote, work = make_repo(ctx.tmp / "intake-repo")
-    url = ctx.nats_url
     payloads = injuries(n)
-    a = _baseline("core", url, n, payloads)
-    print(f"(a) raw core subscriber:   {n / a:10.0f} msg/s", flush=True)
-    agent = Agent(ctx.tmp, url, str(work), dry_run=True)
-    b = asyncio.run(_timed(url, payloads, "aura.hive.events.>", n, jetstream=False))
-    print(f"(b) agent, core, dry-run:  {n / b:10.0f} injuries/s", flush=True)
-    agent.stop()
-
-    # (d) on a fresh agent: steady feeding in batches, so the figure is what it keeps,
-    # not the queue of a burst (the peak is reported beside it).
-    agent = Agent(ctx.tmp, url, str(work), dry_run=True)
-    time.sleep(1.0)
-    idle = rss_mib(agent.proc.pid)
-    for start in range(0, rss_n, 1000):
-        batch = injuries(min(1000, rss_n - start), n + start)
-        asyncio.run(_timed(url, batch, "aura.hive.events.>", len(batch), jetstream=False))
-    after = rss_mib(agent.proc.pid)
-    peak = rss_mib(agent.proc.pid, "VmHWM:")
-    print(f"(d) agent RSS idle {idle:.1f} MiB, after {rss_n} {after:.1f} MiB", flush=True)
-    agent.stop()
-
-    asyncio.run(_reset_stream(url))
-    c_raw = _baseline("js", url, n, payloads)
-    print(f"(c) raw JetStream fetch+ack:{n / c_raw:9.0f} msg/s", flush=True)
-    asyncio.run(_reset_stream(url))
-    agent = Agent(ctx.tmp, url, str(work), dry_run=True, jetstream=True)
-    c_agent = asyncio.run(_timed(url, payloads, "aura.hive.events.>", n, jetstream=True))
-    print(f"(c) agent, JetStream:      {n / c_agent:10.0f} injuries/s", flush=True)
-    agent.stop()
-    throughput = {
-        "n": n,
-        "a_raw_core_msgs_per_s": n / a,
-        "b_agent_core_dry_run_per_s": n / b,
-        "c_raw_js_msgs_per_s": n / c_raw,
-        "c_agent_js_dry_run_per_s": n / c_agent,
+    exe, why_not = eda.peer()
+    figures: dict[str, list[float]] = {
+        k: []
+        for k in ("raw_core", "agent_core", "raw_js", "agent_js", "eda", "idle", "after", "peak")
     }
-    memory = {"rss_n": rss_n, "idle_mib": idle, "after_mib": after, "peak_mib": peak}
-    return [
+    for i in range(ctx.runs):
+        figures["raw_core"].append(n / _baseline("core", ctx.nats_url, n, payloads))
+        figures["agent_core"].append(_agent_rate(ctx, work, payloads, jetstream=False))
+        if exe is not None:
+            (ctx.tmp / f"eda-{i}").mkdir()
+            figures["eda"].append(eda.rate(exe, n, ctx.tmp / f"eda-{i}"))
+        asyncio.run(_reset_stream(ctx.nats_url))
+        figures["raw_js"].append(n / _baseline("js", ctx.nats_url, n, payloads))
+        figures["agent_js"].append(_agent_rate(ctx, work, payloads, jetstream=True))
+        idle, after, peak = _memory(ctx, work, n, rss_n)
+        figures["idle"].append(idle)
+        figures["after"].append(after)
+        figures["peak"].append(peak)
+        print(f"intake run {i + 1}/{ctx.runs}: " + _rates(figures, -1), flush=True)
+    return _lines(figures, n, rss_n, why_not)
+
+
+def _rates(figures: dict[str, list[float]], at: int) -> str:
+    parts = [f"{k} {v[at]:,.0f}" for k, v in figures.items() if v]
+    return ", ".join(parts)
+
+
+def _lines(figures: dict[str, list[float]], n: int, rss_n: int, why_not: str) -> list[Line]:
+    def ratios(top: str, bottom: str) -> list[float]:
+        return [a / b for a, b in zip(figures[top], figures[bottom], strict=True)]
+
+    def line(key: str, measure: str, values: list[float], target: str, goal: float) -> Line:
+        s = spread(values)
+        detail = {k: spread(v) for k, v in figures.items() if v}
+        figure = f"{s['median']:.3f} (min {s['min']:.3f}, max {s['max']:.3f})"
+        return Line(key, measure, figure, target, s["median"] >= goal, detail)
+
+    per_s = {k: spread(v)["median"] for k, v in figures.items() if v}
+    core = line(
+        "intake_core",
+        f"intake: agent core dry-run ÷ raw nats-py subscriber (N = {n:,})",
+        ratios("agent_core", "raw_core"),
+        "≥ 0.25",
+        TARGETS["core"],
+    )
+    core.note = f"agent {per_s['agent_core']:,.0f}/s, raw {per_s['raw_core']:,.0f} msg/s (medians)"
+    js = line(
+        "intake_jetstream",
+        f"intake: agent JetStream ÷ raw fetch+ack (N = {n:,})",
+        ratios("agent_js", "raw_js"),
+        "≥ 0.3",
+        TARGETS["jetstream"],
+    )
+    js.note = f"agent {per_s['agent_js']:,.0f}/s, raw {per_s['raw_js']:,.0f} msg/s (medians)"
+    lines = [core, js]
+    if figures["eda"]:
+        peer = line(
+            "intake_eda",
+            f"intake: agent core dry-run ÷ Event-Driven Ansible, 5 rules (N = {n:,})",
+            ratios("agent_core", "eda"),
+            "≥ 5x",
+            TARGETS["eda"],
+        )
+        peer.note = f"ansible-rulebook {per_s['eda']:,.0f} events/s (median)"
+        lines.append(peer)
+    else:
+        lines.append(
+            Line("intake_eda", "intake: agent ÷ Event-Driven Ansible", "skipped", "≥ 5x", None)
+        )
+        lines[-1].note = f"peer not available: {why_not}"
+    growth = [a - i for a, i in zip(figures["after"], figures["idle"], strict=True)]
+    idle = spread(figures["idle"])
+    grown = spread(growth)
+    lines.append(
         Line(
-            "b_over_a",
-            f"intake: agent core dry-run ÷ raw decode (N = {n:,})",
-            f"{a / b:.3f}",
-            "≥ 0.5",
-            a / b >= TARGETS["b_over_a"],
-            throughput,
-        ),
-        Line(
-            "c_ratio",
-            f"intake: agent JetStream ÷ raw fetch+ack (N = {n:,})",
-            f"{c_raw / c_agent:.3f}",
-            "≥ 0.7",
-            c_raw / c_agent >= TARGETS["c_ratio"],
-            throughput,
-        ),
-        Line("idle_rss_mib", "idle RSS", f"{idle:.1f} MiB", "≤ 60 MiB", idle <= 60.0, memory),
+            "idle_rss_mib",
+            "idle RSS",
+            fmt_spread(figures["idle"], "MiB", 1),
+            "≤ 60 MiB",
+            idle["median"] <= TARGETS["idle_mib"],
+            {"idle": idle},
+        )
+    )
+    lines.append(
         Line(
             "rss_growth_mib",
             f"RSS growth after {rss_n:,} injuries",
-            f"{after - idle:.1f} MiB",
+            fmt_spread(growth, "MiB", 1),
             "≤ 10 MiB",
-            after - idle <= TARGETS["rss_growth_mib"],
-            memory,
-            f"peak {peak:.1f} MiB",
-        ),
-    ]
+            grown["median"] <= TARGETS["growth_mib"],
+            {"growth": grown, "peak": spread(figures["peak"])},
+            f"peak {spread(figures['peak'])['median']:.1f} MiB",
+        )
+    )
+    return lines

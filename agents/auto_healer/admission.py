@@ -67,10 +67,10 @@ class Gate:
             if is_envelope(doc):
                 entries = split(doc, body_id(delivery), received_at=delivery.received_at)
                 return [_admitted(entry_id, got) for entry_id, got in entries]
-            parsed = parse_injury_obj(doc, delivery.headers)
+            parsed = parse_injury_obj(doc, delivery.headers, received_at=delivery.received_at)
         except InjuryRejected as exc:
             return [Rejection(body_id(delivery), str(exc))]
-        return [parsed.model_copy(update={"received_at": delivery.received_at})]
+        return [parsed]
 
     @staticmethod
     def _alert(delivery: Delivery) -> Admitted:

@@ -18,7 +18,7 @@ from pathlib import Path
 import git
 
 from auto_healer.errors import ConfigError, HealFailed, TransientError
-from auto_healer.paths import confine, remove_tree, replace_file
+from auto_healer.paths import bump_generation, confine, remove_tree, replace_file
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
@@ -161,6 +161,7 @@ class Checkout:
         Our own clone is also cleaned. A user's checkout (`--repo`) keeps its untracked files
         (an injuries file, build output): only the heal's own paths are ever staged.
         """
+        bump_generation(self.root)
         self._fetch()
         upstream = f"{self.remote}/{self.branch}"
         if not self.owned:
@@ -279,6 +280,7 @@ class Checkout:
     def restore(self, base: str) -> None:
         """Leave the checkout clean at `base` after a failed or cut-off heal (a user's untracked
         files are theirs: only our own clone is cleaned of them)."""
+        bump_generation(self.root)
         self._git("reset", "-q", "--hard", base)
         if self.owned:
             self._git("clean", "-q", "-fd")

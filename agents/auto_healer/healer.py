@@ -71,8 +71,10 @@ class Healer:
         """Decide and carry out the heal of one valid injury; always returns an outcome."""
         with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
             outcome = await self._handle(parsed)
+            # a dry-run plan or a skip is the bulk of a burst: debug; a change or a problem: said
+            quiet = outcome.kind in (Kind.PLANNED, Kind.SKIPPED)
             bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
-            (log.warning if bad else log.info)(
+            (log.warning if bad else log.debug if quiet else log.info)(
                 "injury_outcome",
                 outcome=outcome.kind.value,
                 reason=outcome.reason,

@@ -28,7 +28,7 @@ from auto_healer.fleet import open_shared_pages
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.liveness import Liveness
-from auto_healer.logs import redact_url
+from auto_healer.logs import cache_loggers, redact_url
 from auto_healer.metrics import Metrics
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
@@ -54,6 +54,7 @@ async def serve(
     settings: Settings, *, install_signals: bool = True, stop: asyncio.Event | None = None
 ) -> None:
     """Run one agent replica until SIGTERM/SIGINT, or until `stop` is set."""
+    cache_loggers()  # configured by the CLI; from here on each logger binds once
     playbooks = load_playbooks(settings.playbooks_dir)
     async with AsyncExitStack() as stack:
         url = settings.nats_url
