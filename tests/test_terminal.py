@@ -69,11 +69,15 @@ def term_env(**extra: str) -> dict[str, str]:
     return {**env, "TERM": "xterm-256color", "LOG_FORMAT": "auto", **extra}
 
 
+HEAL = [str(BIN / "auto-healer"), "heal"]
+
+
 def test_tty_heal_shows_a_bar_above_logs_and_the_summary_first(tmp_path: Path) -> None:
     """500 injuries on a TTY: a bar with rate and ETA, log lines whole, summary table first."""
     work, injuries = many_injuries(tmp_path, planned=450, escalated=50)
     code, raw = run_in_pty(
-        [str(BIN / "auto-healer"), "heal", str(injuries), "--dry-run", "--repo", str(work)],
+        # debug: a plan logs at debug, and every one of the 500 lines must stay whole
+        [*HEAL, str(injuries), "--dry-run", "--repo", str(work), "--log-level", "debug"],
         term_env(),
         tmp_path,
     )
