@@ -25,6 +25,7 @@ from auto_healer.admission import Admitted, Gate, Rejection, body_id
 from auto_healer.decision import Context, decide, nak_delay_s
 from auto_healer.effects import Effects
 from auto_healer.errors import LinkLost
+from auto_healer.guard import Guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.liveness import Liveness
@@ -61,11 +62,13 @@ class Agent:
         max_in_flight: int,
         grace_period_s: float,
         heart: Heart | None = None,
+        guard: Guard | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
     ) -> None:
         self.source, self.healer, self.effects, self.gate = source, healer, effects, gate
         self.link, self.liveness, self.metrics, self.heart = link, liveness, metrics, heart
+        self.guard = guard  # the operator controls (pause, breaker), asked before a heal
         self.dry_run = healer.dry_run
         self.grace_period_s = grace_period_s
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
@@ -240,6 +243,8 @@ class Agent:
                 raw_id=admitted.injury_id,
                 dry_run=self.dry_run,
             )
+        if self.guard is not None:
+            return await self.guard.handle(admitted, self.healer.handle)
         return await self.healer.handle(admitted)
 
     @staticmethod

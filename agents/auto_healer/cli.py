@@ -19,6 +19,7 @@ import structlog
 from auto_healer.admission import Gate, Rejection
 from auto_healer.cli_parser import build_parser
 from auto_healer.clients import client_url
+from auto_healer.control_cli import COMMANDS as CONTROL_COMMANDS
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
 from auto_healer.inputs import input_name, read_text
 from auto_healer.logs import configure_logging, redact_url
@@ -205,6 +206,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "publish": cmd_publish,
     "tail": cmd_tail,
     "demo": cmd_demo,
+    **CONTROL_COMMANDS,
 }
 
 

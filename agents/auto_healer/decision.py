@@ -39,6 +39,7 @@ EVENT_TYPES = {
     Kind.ESCALATED: "injury_escalated",
     Kind.FAILED: "injury_heal_failed",
     Kind.REJECTED: "injury_rejected",
+    Kind.HELD: "injury_held",
 }
 NAK_BACKOFF = RetryPolicy(backoff_s=5.0, max_backoff_s=300.0)  # the transport redelivers
 
@@ -115,6 +116,16 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
         # a valid injury refused for safety is paged as well.
         page = PageAction.TRIGGER if outcome.injury is not None else PageAction.NONE
         settle, dead_letter = Settle.TERM, True
+    elif kind is Kind.HELD:
+        # Held (paused, breaker open): back into the stream while it can come back, paged only
+        # by the one that carries its control's page. Core NATS cannot hold it, nor can the last
+        # delivery: it is escalated with the reason (and the last delivery dead-lettered).
+        if redeliverable:
+            settle = Settle.NAK
+            page = PageAction.TRIGGER if outcome.page_held else PageAction.NONE
+        else:
+            page = PageAction.TRIGGER
+            dead_letter = ctx.last_attempt
     if not ctx.pager:
         page = PageAction.NONE
     if ctx.dry_run:
@@ -122,9 +133,10 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     return Decision(
         event_type=EVENT_TYPES[kind],
         success=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED),
-        ok=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED, Kind.ESCALATED),
+        ok=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED, Kind.ESCALATED, Kind.HELD),
         page=page,
-        page_durable=not redeliverable or page is not PageAction.TRIGGER,
+        # a held injury's page comes back with no redelivery: the outbox must keep it
+        page_durable=not redeliverable or page is not PageAction.TRIGGER or kind is Kind.HELD,
         dead_letter=dead_letter,
         settle=settle,
         retry_if_incomplete=redeliverable,

@@ -1,0 +1,128 @@
+"""The operator controls in the pipeline: before a heal, the pause and the breaker are asked.
+
+The agent hands each admitted injury to `Guard.handle()` with the healer's `handle` as `heal`.
+An injury a playbook would heal is held while paused (everything or its playbook) or while the
+repository's breaker is open; otherwise the breaker reserves its place, the heal runs, and a
+place that did not heal is given back. Whatever would not be healed anyway (no playbook,
+`auto_heal: false`) goes straight on, so those escalations still page while paused.
+
+A held injury is an outcome (`Kind.HELD`); `decision.decide()` says what becomes of it. In
+JetStream mode `run()` also closes the intake while paused or tripped (`controls.gate_intake`),
+so waiting injuries stay in the stream and are not redelivered to death meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from auto_healer import breaker
+from auto_healer.contracts import ParsedInjury
+from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Controls, gate_intake
+from auto_healer.coordination import KvCell
+from auto_healer.errors import TransientError
+from auto_healer.outcomes import Kind, Outcome
+from auto_healer.playbooks import Playbooks
+from auto_healer.settings import ControlSettings
+
+log = structlog.get_logger("auto_healer.guard")
+Heal = Callable[[ParsedInjury], Awaitable[Outcome]]
+
+
+class Guard:
+    """Holds injuries for the pause and the breaker; counts heals against the breaker."""
+
+    def __init__(
+        self, controls: Controls, playbooks: Playbooks, *, repo: str, limits: breaker.Limits
+    ) -> None:
+        self.controls, self.playbooks = controls, playbooks
+        self.repo, self.limits = repo, limits
+        self._breaker_key = breaker.breaker_key(repo).removeprefix(BREAKER_PREFIX)
+
+    async def handle(self, parsed: ParsedInjury, heal: Heal) -> Outcome:
+        """The outcome of one admitted injury: held, or healed (or not) by `heal`."""
+        playbook = self.playbooks.match(parsed.injury)
+        if playbook is None or not playbook.adopt(parsed).injury.auto_heal:
+            return await heal(parsed)
+        pause = self.controls.paused(playbook.name)
+        if pause is not None:
+            return _held(parsed, playbook.name, pause.describe())
+        cells = self.controls.cells
+        if cells is None or self.limits.max_heals == 0:
+            return await heal(parsed)
+        try:
+            verdict = await breaker.reserve(cells, self.repo, self.limits)
+        except TransientError as exc:
+            return Outcome(
+                Kind.FAILED, str(exc), injury=parsed, playbook=playbook.name, retryable=True
+            )
+        if verdict is not breaker.Verdict.GO:
+            why = (
+                f"blast-radius breaker open on {self.repo}: more than {self.limits.max_heals} "
+                f"heals within {self.limits.window_s:g} s; held until `auto-healer reset-breaker "
+                f"{self.repo}`" + ("" if self.limits.manual_reset else " or the window ends")
+            )
+            if verdict is breaker.Verdict.TRIPPED:
+                log.error("breaker_tripped", repo=self.repo, max_heals=self.limits.max_heals)
+            return _held(parsed, playbook.name, why, page=verdict is breaker.Verdict.TRIPPED)
+        outcome = await heal(parsed)
+        if outcome.kind is not Kind.HEALED:
+            with contextlib.suppress(TransientError):  # at worst the window counts one too many
+                await breaker.release(cells, self.repo)
+        return outcome
+
+    def paused(self) -> bool:
+        return self.controls.paused() is not None
+
+    def breaker_open(self) -> bool:
+        return breaker.is_open(self.controls.breakers.get(self._breaker_key), self.limits)
+
+    def intake_closed(self) -> bool:
+        """JetStream mode: take no injuries while everything is paused or the breaker is open."""
+        return self.controls.paused() is not None or self.breaker_open()
+
+    def details(self) -> dict[str, Any]:
+        """What the heartbeat says: the pause (who, why, since when) and the breaker."""
+        return {**self.controls.details(), "repo": self.repo, "breaker_open": self.breaker_open()}
+
+    async def run(self, slots: Any | None) -> None:
+        """Mirror the controls; with `slots` (JetStream mode) also gate the intake."""
+        tasks = [asyncio.create_task(self.controls.watch())]
+        if slots is not None:
+            await self.controls.synced.wait()  # a pause set before we started holds at once
+            tasks.append(
+                asyncio.create_task(gate_intake(slots, self.intake_closed, self.controls.changed))
+            )
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def _held(parsed: ParsedInjury, playbook: str, why: str, *, page: bool = False) -> Outcome:
+    log.info("injury_held", reason=why, playbook=playbook)
+    return Outcome(Kind.HELD, why, injury=parsed, playbook=playbook, page_held=page)
+
+
+async def open_guard(
+    settings: ControlSettings, js: Any | None, playbooks: Playbooks, *, repo: str
+) -> Guard:
+    """The guard of a real replica: the controls bucket when the server has JetStream (KV);
+    without it there is nothing to pause from and no shared count, and the log says so."""
+    cells = None
+    if js is not None:
+        try:
+            cells = await KvCell.open(js, BUCKET_CONTROLS)
+        except Exception as exc:
+            log.warning("controls_unavailable", error=str(exc) or type(exc).__name__)
+    if settings.breaker_max_heals == 0:
+        log.warning("breaker_off", detail="BREAKER_MAX_HEALS=0: no limit on heals per window")
+    limits = breaker.Limits(
+        settings.breaker_max_heals, settings.breaker_window_s, settings.breaker_manual_reset
+    )
+    return Guard(Controls(cells), playbooks, repo=repo, limits=limits)
