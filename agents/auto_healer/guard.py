@@ -69,11 +69,15 @@ class Guard:
             if verdict is breaker.Verdict.TRIPPED:
                 log.error("breaker_tripped", repo=self.repo, max_heals=self.limits.max_heals)
             return _held(parsed, playbook.name, why, page=verdict is breaker.Verdict.TRIPPED)
-        outcome = await heal(parsed)
-        if outcome.kind is not Kind.HEALED:
-            with contextlib.suppress(TransientError):  # at worst the window counts one too many
-                await breaker.release(cells, self.repo)
-        return outcome
+        healed = False
+        try:
+            outcome = await heal(parsed)
+            healed = outcome.kind is Kind.HEALED
+            return outcome
+        finally:
+            if not healed:  # also when cut off by shutdown: its redelivery reserves again
+                with contextlib.suppress(Exception):  # at worst the window counts one too many
+                    await asyncio.shield(breaker.release(cells, self.repo))
 
     def paused(self) -> bool:
         return self.controls.paused() is not None
