@@ -86,6 +86,8 @@ class Agent:
             "LOG_LEVEL": "info",  # as deployed: one JSON line per injury
             "XDG_STATE_HOME": str(tmp / "state"),
             "HEARTBEAT_INTERVAL_SEC": "3600",
+            # the burst is no runaway: no blast-radius breaker (a dry-run ignores it anyway)
+            "BREAKER_MAX_HEALS": "0",
         }
         with open(tmp / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
