@@ -254,3 +254,79 @@ async def test_history_and_show_answer_from_the_stream_after_both_replicas_resta
         await events.close()
         for a in agents:
             a.kill()
+
+
+def _approval_playbooks(tmp: Path) -> Path:
+    """The shipped playbooks, the directory one needing a human's approval first."""
+    from tests.conftest import PLAYBOOKS
+
+    pb = tmp / "approval-playbooks"
+    pb.mkdir()
+    for source in PLAYBOOKS.glob("*.yaml"):
+        text = source.read_text()
+        if source.name == "unauthorized_directory.yaml":
+            text += "approval: required\n"
+        (pb / source.name).write_text(text)
+    return pb
+
+
+async def test_approval_holds_the_injury_until_approved_then_one_replica_heals_it_once(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """JetStream, two replicas: an `approval: required` injury is held and paged with the plan
+    and the commands; `approve` heals it once; `reject` closes another and resolves its page."""
+    remote, work = repo
+    seed_dirs(work, ["wanted", "unwanted"])
+    receiver = Receiver().start()
+    pb = _approval_playbooks(tmp_path)
+    agents = [
+        AgentProcess(
+            tmp_path, f"a{i}", nats_server.url, remote, jetstream=True, playbooks=pb,
+            env=_pager_env(receiver),
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    events = await Events().start(nats_server.url)
+    try:
+        for a in agents:
+            a.wait_ready()
+        await _publish(nats_server.url, ["core/src/wanted/", "core/src/unwanted/"], jetstream=True)
+        await wait_outcomes(events, 2)
+        held = events.of_type("injury_held")
+        assert len(held) == 2, events.seen()
+        ids = {e["metadata"]["injury"]["affected_path"]: e["metadata"]["injury_id"] for e in held}
+        wanted, unwanted = ids["core/src/wanted/"], ids["core/src/unwanted/"]
+        await wait_until(lambda: len(receiver.delivered) >= 2, 20, "the two approval pages")
+        summaries = " ".join(str(p["payload"]["summary"]) for p in receiver.delivered)
+        assert f"auto-healer approve {wanted}" in summaries
+        assert "delete_directory on core/src/wanted" in summaries
+        c = await consumer_info(nats_server.url)
+        assert (c.num_pending, c.num_ack_pending) == (0, 0)  # the requests hold them, not NATS
+        assert _strays(remote, ["wanted", "unwanted"]) == ["wanted", "unwanted"]
+
+        out = ctl(nats_server.url, "approve", wanted, "--by", "erin")
+        assert f"injury {wanted} approved by erin" in out
+        await wait_until(lambda: events.of_type("injury_healed"), 30, "the approved heal")
+        ctl(nats_server.url, "reject", unwanted, "--by", "erin", "--reason", "keep it")
+        await wait_until(lambda: events.of_type("injury_skipped"), 30, "the rejection")
+        # Absence can't be awaited: a second heal of the approval would arrive in this window.
+        await asyncio.sleep(2)
+        healed = events.of_type("injury_healed")
+        assert len(healed) == 1 and healed[0]["metadata"]["injury_id"] == wanted
+        assert "approved by erin" in healed[0]["metadata"]["reason"]
+        assert _strays(remote, ["wanted", "unwanted"]) == ["unwanted"]
+        skipped = events.of_type("injury_skipped")[0]["metadata"]
+        assert skipped["reason"] == "rejected by erin: keep it"
+        resolves = [p for p in receiver.delivered if p["event_action"] == "resolve"]
+        assert len(resolves) == 2  # the healed one's page and the rejected one's
+        again = subprocess.run(
+            [sys.executable, "-m", "auto_healer", "approve", unwanted, "--nats-url",
+             nats_server.url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 2 and "is closed" in again.stderr
+    finally:
+        await events.close()
+        receiver.stop()
+        for a in agents:
+            a.kill()

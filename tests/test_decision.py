@@ -219,3 +219,26 @@ def test_the_held_injury_that_trips_the_breaker_carries_the_one_page(
     assert (d.settle, d.page, d.page_durable, d.event_type) == (settle, page, True, "injury_held")
     assert d.dead_letter is last
     assert d.final(paged=False, dead_lettered=True) is settle
+
+
+@pytest.mark.parametrize(
+    ("redeliverable", "last", "pager", "page"),
+    [(True, False, True, TRIG), (False, False, True, TRIG), (False, True, True, TRIG),
+     (True, False, False, NO)],
+)  # fmt: skip
+def test_an_injury_kept_aside_for_approval_is_paged_and_its_message_settled(
+    redeliverable: bool, last: bool, pager: bool, page: PageAction
+) -> None:
+    """Awaiting approval the request holds the injury: ack, page the plan, no dead letter."""
+    held = Outcome(Kind.HELD, "awaiting approval", injury=INJURY, kept_aside=True)
+    d = decide(held, Context(redeliverable=redeliverable, last_attempt=last, pager=pager))
+    assert (d.settle, d.page, d.page_durable, d.dead_letter) == (A, page, True, False)
+    assert (d.event_type, d.ok, d.success) == ("injury_held", True, False)
+
+
+@pytest.mark.parametrize(("resolves", "page"), [(True, RES), (False, NO)])
+def test_a_rejected_approval_resolves_its_page(resolves: bool, page: PageAction) -> None:
+    """A skip that closes a paged problem (rejected) resolves it; any other skip pages nothing."""
+    skipped = Outcome(Kind.SKIPPED, "rejected by ops", injury=INJURY, resolves=resolves)
+    d = decide(skipped, Context(redeliverable=True, pager=True))
+    assert (d.settle, d.page, d.event_type, d.success) == (A, page, "injury_skipped", True)

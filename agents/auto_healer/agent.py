@@ -218,6 +218,13 @@ class Agent:
             if keeper is not None:
                 keeper.cancel()
 
+    async def announce_aside(self, outcome: Outcome) -> None:
+        """Decide and carry out an outcome no message carries (an approval, carried out)."""
+        delivery = Delivery(data=b"", subject="auto-healer.controls", received_at=time.time())
+        context = Context(dry_run=self.dry_run, pager=self.effects.pager is not None)
+        await self.effects.carry_out(outcome, delivery, decide(outcome, context))
+        self._observe(outcome, time.monotonic())
+
     def _context(self, delivery: Delivery) -> Context:
         return Context(
             redeliverable=delivery.redeliverable,

@@ -206,6 +206,15 @@ def add_control_commands(
     p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
     add_client_flags(p)
     for name, help_ in (
+        ("approve", "approve a heal held for approval: one replica heals it"),
+        ("reject", "reject a heal held for approval: it is closed and its page resolved"),
+    ):
+        p = add(name, commands[name], help_, playbooks=False)
+        p.add_argument("injury_id", metavar="INJURY_ID")
+        p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
+        p.add_argument("--reason", metavar="TEXT", help="why (kept with the decision)")
+        add_client_flags(p)
+    for name, help_ in (
         ("history", "print what the agents did, from the AURA_HEAL_HISTORY stream"),
         ("show", "print one injury's whole story from the history"),
     ):

@@ -1,4 +1,5 @@
-"""The operator commands: `pause`, `resume`, `reset-breaker`, `history` and `show`.
+"""The operator commands: `pause`, `resume`, `reset-breaker`, `approve`, `reject`, `history`
+and `show`.
 
 Each is a short-lived client of the bloodstream: it writes the controls bucket every replica
 watches (see `controls`, `breaker`) or reads the heal history stream (see `history`). A control
@@ -16,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from auto_healer import breaker, controls, history
+from auto_healer import approvals, breaker, controls, history
 from auto_healer.clients import client_url, connect_client
 from auto_healer.contracts import DomainEvent, event_subject
 from auto_healer.coordination import KvCell
@@ -115,6 +116,35 @@ def cmd_reset_breaker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _decide(args: argparse.Namespace, *, approve: bool) -> int:
+    async def act(cells: Any, nc: Any) -> approvals.Request:
+        request = await approvals.decide_request(
+            cells, args.injury_id, approve=approve, by=_who(args), reason=args.reason or ""
+        )
+        await _announce(
+            nc,
+            request.state,
+            by=request.by,
+            injury_id=request.injury_id,
+            reason=request.reason,
+        )
+        return request
+
+    request = asyncio.run(_with_controls(_settings(args), act))
+    print(f"injury {request.injury_id} {request.state} by {request.by}: {request.plan}")
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a held injury: one replica heals it."""
+    return _decide(args, approve=True)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject a held injury: it is closed, and its page resolved."""
+    return _decide(args, approve=False)
+
+
 def _read_history(args: argparse.Namespace, since: str) -> list[history.Entry]:
     from auto_healer.sources import nats_stream
 
@@ -158,6 +188,8 @@ COMMANDS = {
     "pause": cmd_pause,
     "resume": cmd_resume,
     "reset-breaker": cmd_reset_breaker,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
     "history": cmd_history,
     "show": cmd_show,
 }

@@ -28,6 +28,7 @@ log = structlog.get_logger("auto_healer.controls")
 BUCKET_CONTROLS = "auto-healer-controls"
 PAUSE_ALL = "pause"
 BREAKER_PREFIX = "breaker."
+APPROVAL_PREFIX = "approval."
 
 
 class Cells(Protocol):
@@ -86,7 +87,9 @@ class Controls:
         self.cells = cells
         self._pauses: dict[str, Pause] = {}
         self.breakers: dict[str, dict[str, Any]] = {}  # repo key -> the breaker's state
+        self.approvals: dict[str, bytes] = {}  # approval key -> the request (see `approvals`)
         self.changed = asyncio.Event()
+        self.approvals_seen = asyncio.Event()  # an approval request changed
         self.synced = asyncio.Event()  # set once the current values were read
 
     def paused(self, playbook: str | None = None) -> Pause | None:
@@ -110,7 +113,13 @@ class Controls:
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One change of the bucket, as the watch saw it."""
-        if key.startswith(BREAKER_PREFIX):
+        if key.startswith(APPROVAL_PREFIX):
+            if value is None or b'"state": "done"' in value or b'"state": "closed"' in value:
+                self.approvals.pop(key, None)  # nothing left to do: not kept in memory
+            else:
+                self.approvals[key] = value
+            self.approvals_seen.set()
+        elif key.startswith(BREAKER_PREFIX):
             repo = key[len(BREAKER_PREFIX) :]
             if value is None:
                 self.breakers.pop(repo, None)

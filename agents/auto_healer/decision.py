@@ -101,7 +101,7 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     kind = outcome.kind
     redeliverable = ctx.redeliverable and not ctx.dry_run
     page, settle, dead_letter = PageAction.NONE, Settle.ACK, False
-    if kind is Kind.HEALED:
+    if kind is Kind.HEALED or (kind is Kind.SKIPPED and outcome.resolves):
         page = PageAction.RESOLVE
     elif kind is Kind.ESCALATED:
         page = PageAction.TRIGGER
@@ -119,8 +119,11 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     elif kind is Kind.HELD:
         # Held (paused, breaker open): back into the stream while it can come back, paged only
         # by the one that carries its control's page. Core NATS cannot hold it, nor can the last
-        # delivery: it is escalated with the reason (and the last delivery dead-lettered).
-        if redeliverable:
+        # delivery: it is escalated with the reason (and the last delivery dead-lettered). One
+        # kept aside (awaiting approval) is paged and its message settled.
+        if outcome.kept_aside:  # an approval request holds it: the message is done with
+            page = PageAction.TRIGGER
+        elif redeliverable:
             settle = Settle.NAK
             page = PageAction.TRIGGER if outcome.page_held else PageAction.NONE
         else:

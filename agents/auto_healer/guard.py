@@ -15,22 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
-from auto_healer import breaker
+from auto_healer import approvals, breaker
 from auto_healer.contracts import ParsedInjury
 from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Controls, gate_intake
 from auto_healer.coordination import KvCell
 from auto_healer.errors import TransientError
 from auto_healer.outcomes import Kind, Outcome
-from auto_healer.playbooks import Playbooks
+from auto_healer.playbooks import Playbook, Playbooks
 from auto_healer.settings import ControlSettings
 
 log = structlog.get_logger("auto_healer.guard")
 Heal = Callable[[ParsedInjury], Awaitable[Outcome]]
+Announce = Callable[[Outcome], Awaitable[None]]  # decide and carry out an outcome with no message
 
 
 class Guard:
@@ -51,6 +54,12 @@ class Guard:
         pause = self.controls.paused(playbook.name)
         if pause is not None:
             return _held(parsed, playbook.name, pause.describe())
+        if playbook.approval is not None and playbook.approval.required:
+            return await self._ask(parsed, playbook)
+        return await self._counted(parsed, playbook, heal)
+
+    async def _counted(self, parsed: ParsedInjury, playbook: Playbook, heal: Heal) -> Outcome:
+        """Heal within the breaker: reserve a place, give it back unless healed."""
         cells = self.controls.cells
         if cells is None or self.limits.max_heals == 0:
             return await heal(parsed)
@@ -79,6 +88,94 @@ class Guard:
                 with contextlib.suppress(Exception):  # at worst the window counts one too many
                     await asyncio.shield(breaker.release(cells, self.repo))
 
+    async def _ask(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
+        """Keep the injury as a pending approval request; page the plan and the commands."""
+        cells = self.controls.cells
+        if cells is None:
+            why = "the playbook needs approval, and approvals need JetStream KV on the server"
+            return Outcome(Kind.ESCALATED, why, injury=parsed, playbook=playbook.name)
+        assert playbook.approval is not None
+        steps = ", ".join(s.action for s in playbook.steps)
+        plan = f"playbook {playbook.name}: {steps} on {parsed.path or parsed.injury.affected_path}"
+        now = time.time()
+        request = approvals.Request(
+            injury_id=parsed.id,
+            playbook=playbook.name,
+            state="pending",
+            parsed=parsed.model_dump(mode="json"),
+            plan=plan,
+            requested_at=now,
+            expires_at=now + playbook.approval.expires_s,
+        )
+        try:
+            created, current = await approvals.ask(cells, request)
+        except TransientError as exc:
+            return Outcome(
+                Kind.FAILED, str(exc), injury=parsed, playbook=playbook.name, retryable=True
+            )
+        if not created:
+            why = f"approval request already {current.state}" + (
+                f" by {current.by}" if current.by else ""
+            )
+            return Outcome(Kind.SKIPPED, why, injury=parsed, playbook=playbook.name)
+        why = (
+            f"awaiting approval: {plan}. Decide with `auto-healer approve {parsed.id}` or "
+            f"`auto-healer reject {parsed.id} --reason TEXT` within "
+            f"{playbook.approval.expires_s:g} s"
+        )
+        log.info("approval_requested", playbook=playbook.name, expires_at=request.expires_at)
+        return Outcome(Kind.HELD, why, injury=parsed, playbook=playbook.name, kept_aside=True)
+
+    async def carry_out_approvals(self, heal: Heal, announce: Announce, owner: str) -> None:
+        """Carry out what humans decided (and escalate what expired), once across replicas:
+        the replica whose compare-and-set wins does it. Runs until cancelled."""
+        cells = self.controls.cells
+        if cells is None:
+            return
+        while True:
+            for value in list(self.controls.approvals.values()):
+                request = approvals.load(value)
+                if request is not None:
+                    with contextlib.suppress(TransientError):
+                        await self._settle_request(cells, request, heal, announce, owner)
+            self.controls.approvals_seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.controls.approvals_seen.wait(), 1.0)
+
+    async def _settle_request(
+        self, cells: Any, request: approvals.Request, heal: Heal, announce: Announce, owner: str
+    ) -> None:
+        parsed = ParsedInjury.model_validate(request.parsed)
+        ident = request.injury_id
+        if request.state == "pending" and time.time() >= request.expires_at:
+            if await approvals.move(cells, ident, frm=("pending",), to="expired", owner=owner):
+                why = f"approval expired: nobody decided within its time ({request.plan})"
+                await announce(
+                    Outcome(Kind.ESCALATED, why, injury=parsed, playbook=request.playbook)
+                )
+        elif request.state == "rejected":
+            if await approvals.move(cells, ident, frm=("rejected",), to="closed", owner=owner):
+                why = f"rejected by {request.by}" + (
+                    f": {request.reason}" if request.reason else ""
+                )
+                await announce(
+                    Outcome(
+                        Kind.SKIPPED, why, injury=parsed, playbook=request.playbook, resolves=True
+                    )
+                )
+        elif request.state == "approved":
+            playbook = self.playbooks.match(parsed.injury)
+            if playbook is None or self.controls.paused(playbook.name) or self.breaker_open():
+                return  # it waits, approved, for the resume or the reset
+            if not await approvals.move(cells, ident, frm=("approved",), to="healing", owner=owner):
+                return
+            outcome = await self._counted(parsed, playbook, heal)
+            if outcome.kind is Kind.HELD:  # the breaker tripped meanwhile: approved, it waits
+                await approvals.move(cells, ident, frm=("healing",), to="approved")
+                return
+            await approvals.move(cells, ident, frm=("healing",), to="done", commit=outcome.commit)
+            await announce(replace(outcome, reason=f"{outcome.reason} (approved by {request.by})"))
+
     def paused(self) -> bool:
         return self.controls.paused() is not None
 
@@ -93,9 +190,13 @@ class Guard:
         """What the heartbeat says: the pause (who, why, since when) and the breaker."""
         return {**self.controls.details(), "repo": self.repo, "breaker_open": self.breaker_open()}
 
-    async def run(self, slots: Any | None) -> None:
-        """Mirror the controls; with `slots` (JetStream mode) also gate the intake."""
-        tasks = [asyncio.create_task(self.controls.watch())]
+    async def run(self, slots: Any | None, *, heal: Heal, announce: Announce, owner: str) -> None:
+        """Mirror the controls and carry out approvals; with `slots` (JetStream mode) also gate
+        the intake."""
+        tasks = [
+            asyncio.create_task(self.controls.watch()),
+            asyncio.create_task(self.carry_out_approvals(heal, announce, owner)),
+        ]
         if slots is not None:
             await self.controls.synced.wait()  # a pause set before we started holds at once
             tasks.append(

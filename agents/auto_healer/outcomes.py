@@ -62,6 +62,8 @@ class Outcome:
     raw: bytes | None = None  # the body of a payload that never became an injury
     raw_id: str | None = None  # its id: the msg-id, or a hash of the body
     page_held: bool = False  # a held injury that carries its control's one page (breaker trip)
+    kept_aside: bool = False  # held where no message is needed (an approval request): paged
+    resolves: bool = False  # a skip that closes a paged problem (an approval rejected)
 
     @property
     def injury_id(self) -> str | None:

@@ -122,6 +122,14 @@ class Throttle(Strict):
     window_s: float = Field(gt=0, le=7 * 86400)
 
 
+class Approval(Strict):
+    """A human approves each heal first (`approval: required` is short for `{required: true}`);
+    a request not decided within `expires_s` is escalated."""
+
+    required: bool = True
+    expires_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
+
+
 class Playbook(Strict):
     """A declarative heal for one kind of injury."""
 
@@ -134,9 +142,15 @@ class Playbook(Strict):
     commit: Commit = Commit()
     protected: list[str] = Field(default_factory=list, description="Globs added to the defaults.")
     throttle: Throttle | None = None
+    approval: Approval | None = None
     free_text: FreeText = FreeText()
     source: str = Field(default="", exclude=True, description="Set by the loader.")
     _match_line: int | None = PrivateAttr(default=None)
+
+    @field_validator("approval", mode="before")
+    @classmethod
+    def _approval(cls, value: Any) -> Any:
+        return {"required": True} if value == "required" else value
 
     @field_validator("protected")
     @classmethod

@@ -133,7 +133,14 @@ async def serve(
             metrics_host=settings.metrics_host,
         )
         if guard is not None:
-            controls = asyncio.create_task(guard.run(agent.slots if settings.jetstream else None))
+            controls = asyncio.create_task(
+                guard.run(
+                    agent.slots if settings.jetstream else None,
+                    heal=healer.handle,
+                    announce=agent.announce_aside,
+                    owner=f"{socket.gethostname()}-{os.getpid()}",
+                )
+            )
             stack.callback(controls.cancel)
         log.info(
             "agent_starting",
