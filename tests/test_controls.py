@@ -325,6 +325,10 @@ async def test_approval_holds_the_injury_until_approved_then_one_replica_heals_i
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert again.returncode == 2 and "is closed" in again.stderr
+        story = ctl(nats_server.url, "show", wanted)
+        assert "held: awaiting approval" in story
+        assert "approved by erin" in story
+        assert "healed: " in story and f"commit: {healed[0]['metadata']['commit']}" in story
     finally:
         await events.close()
         receiver.stop()

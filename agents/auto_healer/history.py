@@ -145,6 +145,10 @@ def story(injury_id: str, found: list[Entry]) -> list[str]:
     for e in found:
         m = e.meta
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
+        if e.event_type == CONTROL_EVENT:  # a human's decision on it (approved, rejected)
+            why = f": {m['reason']}" if m.get("reason") else ""
+            lines.append(f"{when}Z  {m.get('control')} by {m.get('by')}{why}")
+            continue
         lines.append(f"{when}Z  {m.get('outcome', e.event_type)}: {m.get('reason', '')}")
         injury = m.get("injury")
         if isinstance(injury, dict):
