@@ -334,3 +334,51 @@ async def test_approval_holds_the_injury_until_approved_then_one_replica_heals_i
         receiver.stop()
         for a in agents:
             a.kill()
+
+
+async def test_a_directory_that_keeps_coming_back_stops_being_deleted_the_4th_time(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """With `recurrence: {max_heals: 3}` the 4th return of one problem is held for approval and
+    paged as a fix that does not hold, naming the three heal commits."""
+    from tests.conftest import PLAYBOOKS
+
+    remote, work = repo
+    pb = tmp_path / "recurrence-playbooks"
+    pb.mkdir()
+    text = (PLAYBOOKS / "unauthorized_directory.yaml").read_text()
+    text = text.replace("throttle:\n  window_s: 60\n", "")  # every return is healed
+    (pb / "unauthorized_directory.yaml").write_text(
+        text + "recurrence:\n  max_heals: 3\n  window_s: 3600\n"
+    )
+    receiver = Receiver().start()
+    agent = AgentProcess(
+        tmp_path, "a", nats_server.url, remote, jetstream=True, playbooks=pb,
+        env=_pager_env(receiver),
+    )  # fmt: skip
+    events = await Events().start(nats_server.url)
+    try:
+        agent.wait_ready()
+        for i in range(4):
+            git(work, "pull", "-q", "--rebase", "origin", "main")
+            seed_dirs(work, ["back"])
+            await _publish(
+                nats_server.url, ["core/src/back/"], jetstream=True, timestamp=1735920000.0 + i
+            )
+            await wait_outcomes(events, i + 1)
+        kinds = [e["event_type"] for e in outcomes(events)]
+        assert kinds == ["injury_healed"] * 3 + ["injury_held"], events.seen()
+        commits = [e["metadata"]["commit"][:12] for e in events.of_type("injury_healed")]
+        why = events.of_type("injury_held")[0]["metadata"]["reason"]
+        assert "the fix does not hold: healed 3 times" in why
+        assert all(c in why for c in commits)
+        assert _strays(remote, ["back"]) == ["back"]
+        await wait_until(
+            lambda: any("does not hold" in str(p) for p in receiver.delivered), 20, "the page"
+        )
+        triggers = [p for p in receiver.delivered if p["event_action"] == "trigger"]
+        assert len(triggers) == 1
+    finally:
+        await events.close()
+        receiver.stop()
+        agent.kill()

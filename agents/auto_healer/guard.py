@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from auto_healer import approvals, breaker
+from auto_healer import approvals, breaker, recurrence
 from auto_healer.contracts import ParsedInjury
 from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Controls, gate_intake
 from auto_healer.coordination import KvCell
@@ -56,7 +56,47 @@ class Guard:
             return _held(parsed, playbook.name, pause.describe())
         if playbook.approval is not None and playbook.approval.required:
             return await self._ask(parsed, playbook)
-        return await self._counted(parsed, playbook, heal)
+        try:
+            why = await self._does_not_hold(parsed, playbook)
+        except TransientError as exc:
+            return Outcome(
+                Kind.FAILED, str(exc), injury=parsed, playbook=playbook.name, retryable=True
+            )
+        if why:
+            return await self._ask(parsed, playbook, because=why)
+        return await self._recorded(parsed, playbook, await self._counted(parsed, playbook, heal))
+
+    async def _does_not_hold(self, parsed: ParsedInjury, playbook: Playbook) -> str | None:
+        """Why this problem's fix does not hold (healed too often already), if it does not."""
+        rule, cells = playbook.recurrence, self.controls.cells
+        if rule is None or cells is None:
+            return None
+        key = recurrence.recurrence_key(self.repo, parsed.injury.injury_type, parsed.problem)
+        past = await recurrence.heals(cells, key, rule.window_s)
+        if len(past.commits) < rule.max_heals:
+            return None
+        log.error("fix_does_not_hold", playbook=playbook.name, heals=len(past.commits))
+        commits = ", ".join(c[:12] for c in past.commits)
+        return (
+            f"the fix does not hold: healed {len(past.commits)} times within "
+            f"{rule.window_s:g} s (commits {commits}) and back again"
+        )
+
+    async def _recorded(
+        self, parsed: ParsedInjury, playbook: Playbook, outcome: Outcome
+    ) -> Outcome:
+        """Count a heal of a problem whose playbook watches recurrence."""
+        rule, cells = playbook.recurrence, self.controls.cells
+        if (
+            rule is not None
+            and cells is not None
+            and outcome.kind is Kind.HEALED
+            and outcome.commit
+        ):
+            key = recurrence.recurrence_key(self.repo, parsed.injury.injury_type, parsed.problem)
+            with contextlib.suppress(TransientError):  # at worst one heal goes uncounted
+                await recurrence.record(cells, key, outcome.commit, rule.window_s)
+        return outcome
 
     async def _counted(self, parsed: ParsedInjury, playbook: Playbook, heal: Heal) -> Outcome:
         """Heal within the breaker: reserve a place, give it back unless healed."""
@@ -88,13 +128,13 @@ class Guard:
                 with contextlib.suppress(Exception):  # at worst the window counts one too many
                     await asyncio.shield(breaker.release(cells, self.repo))
 
-    async def _ask(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
+    async def _ask(self, parsed: ParsedInjury, playbook: Playbook, because: str = "") -> Outcome:
         """Keep the injury as a pending approval request; page the plan and the commands."""
         cells = self.controls.cells
         if cells is None:
             why = "the playbook needs approval, and approvals need JetStream KV on the server"
             return Outcome(Kind.ESCALATED, why, injury=parsed, playbook=playbook.name)
-        assert playbook.approval is not None
+        expires_s = playbook.approval.expires_s if playbook.approval else 86400.0
         steps = ", ".join(s.action for s in playbook.steps)
         plan = f"playbook {playbook.name}: {steps} on {parsed.path or parsed.injury.affected_path}"
         now = time.time()
@@ -105,7 +145,7 @@ class Guard:
             parsed=parsed.model_dump(mode="json"),
             plan=plan,
             requested_at=now,
-            expires_at=now + playbook.approval.expires_s,
+            expires_at=now + expires_s,
         )
         try:
             created, current = await approvals.ask(cells, request)
@@ -119,9 +159,10 @@ class Guard:
             )
             return Outcome(Kind.SKIPPED, why, injury=parsed, playbook=playbook.name)
         why = (
-            f"awaiting approval: {plan}. Decide with `auto-healer approve {parsed.id}` or "
+            (f"{because}; " if because else "")
+            + f"awaiting approval: {plan}. Decide with `auto-healer approve {parsed.id}` or "
             f"`auto-healer reject {parsed.id} --reason TEXT` within "
-            f"{playbook.approval.expires_s:g} s"
+            f"{expires_s:g} s"
         )
         log.info("approval_requested", playbook=playbook.name, expires_at=request.expires_at)
         return Outcome(Kind.HELD, why, injury=parsed, playbook=playbook.name, kept_aside=True)
@@ -169,7 +210,9 @@ class Guard:
                 return  # it waits, approved, for the resume or the reset
             if not await approvals.move(cells, ident, frm=("approved",), to="healing", owner=owner):
                 return
-            outcome = await self._counted(parsed, playbook, heal)
+            outcome = await self._recorded(
+                parsed, playbook, await self._counted(parsed, playbook, heal)
+            )
             if outcome.kind is Kind.HELD:  # the breaker tripped meanwhile: approved, it waits
                 await approvals.move(cells, ident, frm=("healing",), to="approved")
                 return

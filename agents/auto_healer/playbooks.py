@@ -130,6 +130,14 @@ class Approval(Strict):
     expires_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
 
 
+class Recurrence(Strict):
+    """Stop auto-healing a problem healed `max_heals` times within `window_s` that came back:
+    a human approves its next heal (the fix does not hold)."""
+
+    max_heals: int = Field(default=3, ge=1, le=1000)
+    window_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
+
+
 class Playbook(Strict):
     """A declarative heal for one kind of injury."""
 
@@ -143,6 +151,7 @@ class Playbook(Strict):
     protected: list[str] = Field(default_factory=list, description="Globs added to the defaults.")
     throttle: Throttle | None = None
     approval: Approval | None = None
+    recurrence: Recurrence | None = None
     free_text: FreeText = FreeText()
     source: str = Field(default="", exclude=True, description="Set by the loader.")
     _match_line: int | None = PrivateAttr(default=None)
