@@ -77,7 +77,7 @@ class AgentProcess:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, ""
+            return exc.code, exc.read().decode(errors="replace")
 
     def wait_ready(self, timeout_s: float = 20.0) -> AgentProcess:
         deadline = time.monotonic() + timeout_s

@@ -121,6 +121,12 @@ def commit_count(remote: Path, branch: str = "main") -> int:
     return int(git(remote, "rev-list", "--count", branch))
 
 
+def injury_trailers(remote: Path, branch: str = "main") -> list[str]:
+    """Every `Injury-Id:` trailer on a branch, newest commit first (a batch has several)."""
+    out = git(remote, "log", "--format=%(trailers:key=Injury-Id,valueonly,separator=%x00)", branch)
+    return [i for line in out.splitlines() for i in line.split("\0") if i]
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """A real HTTP receiver on 127.0.0.1 (a pager that answers as scripted)."""

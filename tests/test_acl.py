@@ -317,7 +317,8 @@ async def test_auto_healer_key_value_buckets(acl_server: NatsServer, direct: boo
     """auto-healer creates and uses its KV buckets: put, get, create, update, delete."""
     async with connect(acl_server, "auto-healer") as ah:
         js = ah.nc.jetstream()
-        for bucket in ("auto-healer-locks", "auto-healer-healed", "auto-healer-throttle"):
+        buckets = ("locks", "healed", "throttle", "pages")
+        for bucket in (f"auto-healer-{b}" for b in buckets):
             with pytest.raises(nats.js.errors.BucketNotFoundError):
                 await js.key_value(bucket)
             await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=60, direct=direct))

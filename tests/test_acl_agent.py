@@ -4,6 +4,9 @@ on injuries bee-keeper publishes, and signed-injury enforcement rejects the unsi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +81,73 @@ async def test_agent_heals_within_its_acl_and_rejects_unsigned(
     finally:
         await events.close()
         agent.kill()
+
+
+def _conf_without_create_grants(tmp_path: Path) -> Path:
+    """The shipped ACL file with an admin user added and auto-healer's CREATE grants removed,
+    as the file's caveat says to do once `setup-nats` made the assets."""
+    lines = CONF.read_text().splitlines()
+    kept = [ln for ln in lines if not ('"$JS.API.' in ln and "CREATE" in ln)]
+    assert len(kept) < len(lines) - 5  # the streams', the consumer's and the buckets' grants
+    text = "\n".join(kept).replace(
+        "users: [", 'users: [\n      { user: "admin", password: "dev-admin-password" }', 1
+    )
+    conf = tmp_path / "no-create.conf"
+    conf.write_text(text)
+    return conf
+
+
+async def test_setup_nats_as_admin_lets_the_agent_run_without_create_grants(
+    tmp_path: Path,
+    repo: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Assets made by `setup-nats` as an admin: the agent, with no CREATE grant, still heals."""
+    from tests.pager_receiver import Receiver
+
+    for user in USERS:
+        monkeypatch.setenv(f"{user.upper().replace('-', '_')}_NATS_PASSWORD", password(user))
+    conf = _conf_without_create_grants(tmp_path)
+    remote, _work = repo
+    receiver = Receiver().start()
+    with NatsServer(tmp_path / "nats", config=conf, extra_args=("-m", str(free_port()))) as s:
+        admin = {**os.environ, "NATS_USER": "admin", "NATS_PASSWORD": "dev-admin-password"}
+        setup = subprocess.run(
+            [sys.executable, "-m", "auto_healer", "setup-nats", "--nats-url", s.url],
+            env=admin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert setup.returncode == 0, setup.stderr
+        assert "KV_auto-healer-pages" in setup.stdout
+        agent = AgentProcess(
+            tmp_path,
+            "a",
+            s.url,
+            remote,
+            jetstream=True,
+            env={
+                "NATS_USER": "auto-healer",
+                "NATS_PASSWORD": password("auto-healer"),
+                "PAGER_WEBHOOK_URL": receiver.url,
+                "PAGER_FORMAT": "generic",
+            },
+        )
+        events = await Events().start(_url(s, "observer"))
+        try:
+            agent.wait_ready()
+            bee = await nats.connect(_url(s, "bee-keeper"))
+            payload = json.dumps(injury("core/src/random_stuff/")).encode()
+            await bee.publish("aura.hive.injury", payload)
+            await bee.drain()
+            await events.wait_for(1, timeout_s=30)
+            assert [e["event_type"] for e in events.items] == ["injury_healed"]
+            assert agent.terminate() == 0
+            logs = agent.logs()
+            assert "Permissions Violation" not in logs
+            assert "shared_pages_unavailable" not in logs
+        finally:
+            await events.close()
+            agent.kill()
+            receiver.stop()

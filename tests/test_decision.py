@@ -242,3 +242,61 @@ def test_a_rejected_approval_resolves_its_page(resolves: bool, page: PageAction)
     skipped = Outcome(Kind.SKIPPED, "rejected by ops", injury=INJURY, resolves=resolves)
     d = decide(skipped, Context(redeliverable=True, pager=True))
     assert (d.settle, d.page, d.event_type, d.success) == (A, page, "injury_skipped", True)
+
+
+# A consumer that redelivers without limit (`max_deliver = -1`): the agent's own budget of heal
+# attempts (`heal_attempts` of `heal_budget`; None: not counted, the delivery count decides), and
+# coordination outages, which are no heal attempt.
+# (kind, retryable, outage, redeliverable, last_attempt, heal_attempts, heal_budget)
+#   -> (settle, page, page_durable, dead_letter, retry_if_incomplete, nak_delay_s)
+BUDGET_TABLE = [
+    # An outage comes back in a few seconds, on any delivery the transport will make again.
+    ((Kind.FAILED, True, True, True, False, None, 0), (N, NO, True, False, True, 3.0)),
+    ((Kind.FAILED, True, True, True, True, None, 0), (N, NO, True, False, False, 3.0)),
+    ((Kind.FAILED, True, True, True, True, 10, 10), (N, NO, True, False, False, 3.0)),
+    # ... but a transport that cannot bring it back (a limited consumer's last delivery) gives up.
+    ((Kind.FAILED, True, True, False, True, None, 0), (A, TRIG, True, True, False, 3.0)),
+    ((Kind.FAILED, True, True, False, False, None, 0), (A, TRIG, True, False, False, 3.0)),
+    # Counted heal attempts replace the delivery count: past 10 deliveries (outages), 2 of 10 heals.
+    ((Kind.FAILED, True, False, True, True, 2, 10), (N, NO, True, False, True, 10.0)),
+    ((Kind.FAILED, True, False, True, False, 9, 10), (N, NO, True, False, True, 300.0)),
+    ((Kind.FAILED, True, False, True, False, 10, 10), (A, TRIG, True, True, False, 300.0)),
+    ((Kind.FAILED, True, False, True, True, 11, 10), (A, TRIG, True, True, False, 300.0)),
+    ((Kind.FAILED, True, False, False, True, 3, 10), (A, TRIG, True, True, False, 20.0)),
+    # Not counted (the count itself failed): the delivery count decides, as on a limited consumer.
+    ((Kind.FAILED, True, False, True, True, None, 10), (A, TRIG, True, True, False, 20.0)),
+    ((Kind.FAILED, True, False, True, False, None, 10), (N, NO, True, False, True, 20.0)),
+    # A permanent failure is no outage and has no budget: paged at once.
+    ((Kind.FAILED, False, True, True, False, None, 0), (A, TRIG, False, False, True, 3.0)),
+    ((Kind.FAILED, False, False, True, False, 1, 10), (A, TRIG, False, False, True, 5.0)),
+    # Past the budget of deliveries, a trigger the pager cannot take now goes to the outbox.
+    ((Kind.ESCALATED, False, False, True, True, None, 0), (A, TRIG, True, False, False, 20.0)),
+    ((Kind.ESCALATED, False, False, True, False, None, 0), (A, TRIG, False, False, True, 20.0)),
+    ((Kind.HEALED, False, True, True, False, None, 0), (A, RES, True, False, True, 20.0)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("given", "expected"), BUDGET_TABLE)
+def test_budget_counts_heal_attempts_and_outages_come_back_soon(
+    given: tuple[object, ...], expected: tuple[object, ...]
+) -> None:
+    """Each row of the budget table is exactly what decide() returns (pager on, 3rd delivery)."""
+    kind, retryable, outage, redeliverable, last, heals, budget = given
+    outcome = Outcome(
+        kind,  # type: ignore[arg-type]
+        "why",
+        injury=INJURY,
+        retryable=retryable,  # type: ignore[arg-type]
+        store_unavailable=outage,  # type: ignore[arg-type]
+    )
+    ctx = Context(
+        redeliverable=redeliverable,  # type: ignore[arg-type]
+        last_attempt=last,  # type: ignore[arg-type]
+        attempt=3,
+        heal_attempts=heals,  # type: ignore[arg-type]
+        heal_budget=budget,  # type: ignore[arg-type]
+        pager=True,
+    )
+    d = decide(outcome, ctx)
+    got = (d.settle, d.page, d.page_durable, d.dead_letter, d.retry_if_incomplete, d.nak_delay_s)
+    assert got == expected

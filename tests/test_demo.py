@@ -38,7 +38,8 @@ def test_demo_heals_end_to_end(tmp_path: Path) -> None:
     assert loop.count("aura.hive.events.injury_healed") == 2
     assert "aura.hive.events.injury_escalated" in loop
     assert "aura.hive.events.injury_rejected" in loop
-    assert history.count("Healed-By: auto-healer") == 2
+    assert history.count("Injury-Id: ") == 2  # one commit or two: heals that queue coalesce
+    assert "Healed-By: auto-healer" in history
     assert "core/src/random_stuff" not in tree
 
 

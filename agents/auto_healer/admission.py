@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from auto_healer.alerts import alert_injury
 from auto_healer.contracts import (
     SUBJECT_EVENTS_PREFIX,
     ParsedInjury,
@@ -68,14 +67,16 @@ class Gate:
             if is_envelope(doc):
                 entries = split(doc, body_id(delivery), received_at=delivery.received_at)
                 return [_admitted(entry_id, got) for entry_id, got in entries]
-            parsed = parse_injury_obj(doc, delivery.headers)
+            parsed = parse_injury_obj(doc, delivery.headers, received_at=delivery.received_at)
         except InjuryRejected as exc:
             return [Rejection(body_id(delivery), str(exc))]
-        return [parsed.model_copy(update={"received_at": delivery.received_at})]
+        return [parsed]
 
     @staticmethod
     def _alert(delivery: Delivery) -> Admitted:
         """An alert is the Hive's own (signed its way, not ours): escalated, never healed."""
+        from auto_healer.alerts import alert_injury  # protobuf: only for the Hive's alerts
+
         ident = body_id(delivery)
         try:
             return alert_injury(

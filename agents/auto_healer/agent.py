@@ -24,7 +24,7 @@ import structlog
 from auto_healer.admission import Admitted, Gate, Rejection, body_id
 from auto_healer.decision import Context, decide, nak_delay_s
 from auto_healer.effects import Effects
-from auto_healer.errors import LinkLost
+from auto_healer.errors import LinkLost, TransientError
 from auto_healer.guard import Guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
@@ -83,7 +83,13 @@ class Agent:
         return len(self._tasks)
 
     def ready(self) -> bool:
-        return self.subscribed and self.link.is_connected and not self.stopping.is_set()
+        return self.not_ready() is None
+
+    def not_ready(self) -> str | None:
+        """Why `/readyz` fails now (a degraded coordination store included), or None."""
+        if not (self.subscribed and self.link.is_connected) or self.stopping.is_set():
+            return "not ready"
+        return self.healer.coordinator.degraded()
 
     def details(self) -> dict[str, Any]:
         """What the heartbeat says about this replica."""
@@ -105,6 +111,7 @@ class Agent:
                 self.metrics,
                 self.metrics_port,
                 ready=self.ready,
+                why_not_ready=self.not_ready,
                 alive=self.liveness.alive,
                 host=self.metrics_host,
             ).start()
@@ -192,8 +199,9 @@ class Agent:
                 if len(admitted) == 1:
                     outcomes = [await self._outcome(admitted[0], delivery)]
                     with structlog.contextvars.bound_contextvars(injury_id=outcomes[0].injury_id):
+                        context = await self._context(delivery, outcomes[0])
                         await self.effects.carry_out(
-                            outcomes[0], delivery, decide(outcomes[0], self._context(delivery))
+                            outcomes[0], delivery, decide(outcomes[0], context)
                         )
                 else:  # an envelope: its entries are not redelivered one by one
                     outcomes = [await self._outcome(a, delivery) for a in admitted]
@@ -225,11 +233,20 @@ class Agent:
         await self.effects.carry_out(outcome, delivery, decide(outcome, context))
         self._observe(outcome, time.monotonic())
 
-    def _context(self, delivery: Delivery) -> Context:
+    async def _context(self, delivery: Delivery, outcome: Outcome) -> Context:
+        """The delivery's context; a failed heal on a transport that redelivers forever is
+        counted against the heal budget (an outage is not; a count that fails is left out)."""
+        heal_attempts = None
+        failed_heal = outcome.kind is Kind.FAILED and outcome.retryable
+        if failed_heal and delivery.redelivers_forever and not outcome.store_unavailable:
+            with contextlib.suppress(TransientError):
+                heal_attempts = await self.healer.coordinator.count_attempt(outcome.injury_id or "")
         return Context(
             redeliverable=delivery.redeliverable,
             last_attempt=delivery.last_attempt,
             attempt=delivery.attempt,
+            heal_attempts=heal_attempts,
+            heal_budget=delivery.max_attempts or 0,
             dry_run=self.dry_run,
             pager=self.effects.pager is not None,
         )

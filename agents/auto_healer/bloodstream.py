@@ -15,17 +15,14 @@ import nats
 import nats.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tenacity import retry_if_exception_type
 
+from auto_healer.assets import DEAD_LETTER_STREAM as DEAD_LETTER_STREAM
+from auto_healer.assets import DURABLE
+from auto_healer.assets import STREAM as STREAM
+from auto_healer.assets import ensure_streams as ensure_streams  # set up here before
+from auto_healer.assets import injury_stream as injury_stream
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.encoding import Encoding, encode, json_size
 from auto_healer.errors import ConfigError
@@ -37,9 +34,6 @@ from auto_healer.settings import NatsSettings
 
 log = structlog.get_logger("auto_healer.bloodstream")
 
-STREAM = "AURA_INJURIES"
-DURABLE = "auto-healer"
-DEAD_LETTER_STREAM = "AURA_DEAD_LETTERS"
 DEAD_LETTER_SUBJECT = "aura.hive.dead_letter.injury"
 PUBLISH_RETRY = RetryPolicy(attempts=3, backoff_s=0.1, max_backoff_s=2.0)
 TRANSIENT_NATS = (
@@ -144,91 +138,35 @@ async def connect(
     return nc
 
 
-async def injury_stream(js: JetStreamContext) -> str | None:
-    """The name of the stream that captures `aura.hive.injury`, if there is one."""
-    try:
-        return str(await js.find_stream_name_by_subject(SUBJECT_INJURY))
-    except NotFoundError:
-        return None
-
-
-async def ensure_streams(js: JetStreamContext, *, max_deliver: int, ack_wait_s: float) -> str:
-    """Make sure a stream captures injuries, plus the dead-letter stream and the durable consumer.
-
-    An existing stream that captures `aura.hive.injury` is used as it is when it can keep
-    injuries across a restart; one that cannot (memory storage, sealed) is a clear error and is
-    never changed. Returns the name of the injury stream.
-    """
-    stream = await injury_stream(js)
-    if stream is None:
-        stream = STREAM
-        await js.add_stream(
-            StreamConfig(
-                name=STREAM,
-                subjects=[SUBJECT_INJURY],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=7 * 86400.0,
-                duplicate_window=360.0,  # past SIGNATURE_MAX_AGE_S + skew: a replay is a duplicate
-                description="bee-keeper injuries, captured for the auto-healer",
-            )
-        )
-    else:
-        config = (await js.stream_info(stream)).config
-        if config.storage != StorageType.FILE or config.sealed:
-            raise ConfigError(
-                f"stream {stream!r} captures {SUBJECT_INJURY} but is "
-                f"{'sealed' if config.sealed else 'in memory'}: injuries would be lost; use a "
-                "file-backed stream (auto-healer never changes an existing stream)"
-            )
-    try:
-        await js.stream_info(DEAD_LETTER_STREAM)
-    except NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=DEAD_LETTER_STREAM,
-                subjects=["aura.hive.dead_letter.>"],
-                storage=StorageType.FILE,
-                description="injuries the auto-healer could not take",
-            )
-        )
-    try:
-        await js.consumer_info(stream, DURABLE)
-    except NotFoundError:
-        await js.add_consumer(
-            stream,
-            ConsumerConfig(
-                durable_name=DURABLE,
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_s,
-                max_deliver=max_deliver,
-                filter_subject=SUBJECT_INJURY,
-                max_ack_pending=1000,
-            ),
-        )
-    return stream
-
-
 @dataclass(frozen=True)
 class Intake:
-    """A bound JetStream pull subscription and the limits its consumer really has."""
+    """A bound JetStream pull subscription and the limits its consumer really has.
+
+    `max_deliver` is the heal budget: the consumer's own limit when it has one, else (an
+    `unlimited` consumer, which redelivers until settled) the agent's `MAX_DELIVER`.
+    """
 
     psub: Any
     stream: str
     max_deliver: int
     ack_wait_s: float
     durable: bool
+    unlimited: bool = False
 
 
 async def open_intake(
-    js: JetStreamContext, *, dry_run: bool, max_deliver: int, ack_wait_s: float
+    js: JetStreamContext,
+    *,
+    dry_run: bool,
+    max_deliver: int,
+    ack_wait_s: float,
+    replicas: int = 1,
 ) -> Intake:
     """Bind to the shared durable consumer or, in dry-run, to a private ephemeral one.
 
     A dry-run replica must not take injuries from the real ones: it reads new injuries through
     its own consumer, and creates no stream. The consumer's own `max_deliver` and `ack_wait`
-    are used (an existing consumer may differ from the settings).
+    are used (an existing consumer may differ from the settings). New streams get `replicas`.
     """
     if dry_run:
         stream = await injury_stream(js)
@@ -252,7 +190,9 @@ async def open_intake(
             ),
         )
     else:
-        stream = await ensure_streams(js, max_deliver=max_deliver, ack_wait_s=ack_wait_s)
+        stream = await ensure_streams(
+            js, max_deliver=max_deliver, ack_wait_s=ack_wait_s, replicas=replicas
+        )
         psub = await js.pull_subscribe(SUBJECT_INJURY, durable=DURABLE, stream=stream)
     config = (await psub.consumer_info()).config
     actual_deliver = config.max_deliver if config.max_deliver and config.max_deliver > 0 else 0
@@ -264,6 +204,7 @@ async def open_intake(
         actual_deliver or max_deliver,
         config.ack_wait or ack_wait_s,
         durable=not dry_run,
+        unlimited=not actual_deliver,
     )
 
 

@@ -9,14 +9,16 @@ worker thread, one heal per checkout at a time.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
 from auto_healer.errors import ConfigError, HealFailed, TransientError
-from auto_healer.paths import confine, remove_tree, replace_file
+from auto_healer.paths import bump_generation, confine, remove_tree, replace_file
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
@@ -159,6 +161,7 @@ class Checkout:
         Our own clone is also cleaned. A user's checkout (`--repo`) keeps its untracked files
         (an injuries file, build output): only the heal's own paths are ever staged.
         """
+        bump_generation(self.root)
         self._fetch()
         upstream = f"{self.remote}/{self.branch}"
         if not self.owned:
@@ -186,7 +189,15 @@ class Checkout:
         return str(git.SymbolicReference.dereference_recursive(self.repo, "HEAD"))
 
     def apply(self, delete: list[str], write: dict[str, bytes], protected: tuple[str, ...]) -> None:
-        """Carry out a plan: remove directories and rewrite files, each re-confined first.
+        """Carry out a plan: remove directories and rewrite files, each re-confined first, then
+        stage what changed."""
+        self.apply_files(delete, write, protected)
+        self.stage(delete, write)
+
+    def apply_files(
+        self, delete: list[str], write: dict[str, bytes], protected: tuple[str, ...]
+    ) -> None:
+        """The working-tree half of `apply`: nothing is staged.
 
         Both are reached from the root without following symlinks (`remove_tree`,
         `replace_file`): a path swapped for a symlink since the plan is refused, not followed.
@@ -197,6 +208,10 @@ class Checkout:
         for rel, content in write.items():
             target = confine(self.root, rel, protected=protected, allow_root=False)
             replace_file(self.root, target.relative, content)
+
+    def stage(self, delete: list[str], write: Iterable[str]) -> None:
+        """Stage deleted directories and written files (of one plan or of a whole batch) in at
+        most two git processes. A written file deleted again later in a batch is not added."""
         # Literal pathspecs: a directory called `*` or `:(top)` must mean only itself. A deleted
         # directory may have held only untracked or ignored files, so `rm --ignore-unmatch`.
         if delete:
@@ -211,16 +226,24 @@ class Checkout:
                 *delete,
                 doing="rm",
             )
-        if write:
-            self._git("--literal-pathspecs", "add", "--", *write, doing="add")
+        present = [rel for rel in write if os.path.lexists(self.root / rel)]
+        if present:
+            self._git("--literal-pathspecs", "add", "--", *present, doing="add")
+
+    def staged_paths(self) -> set[str]:
+        """Every path whose staged content differs from HEAD."""
+        out = self._git("diff", "--cached", "--name-only", "--no-renames", "-z")
+        return {p for p in out.split("\0") if p}
 
     def has_staged_changes(self) -> bool:
         return bool(self.repo.git.diff("--cached", "--name-only"))
 
-    def commit(self, message: str, injury_id: str) -> str:
-        """One commit of what is staged, with the auto-healer trailers; returns its sha."""
-        clean_id = re.sub(r"[\x00-\x1f\x7f]", "?", injury_id)
-        full = f"{message.strip()}\n\nInjury-Id: {clean_id}\nHealed-By: auto-healer\n"
+    def commit(self, message: str, *injury_ids: str) -> str:
+        """One commit of what is staged, with the auto-healer trailers (an `Injury-Id:` for each
+        injury it heals); returns its sha."""
+        clean = (re.sub(r"[\x00-\x1f\x7f]", "?", i) for i in injury_ids)
+        trailers = "".join(f"Injury-Id: {i}\n" for i in clean)
+        full = f"{message.strip()}\n\n{trailers}Healed-By: auto-healer\n"
         self._git(
             "-c",
             f"user.name={self.identity.name}",
@@ -257,6 +280,7 @@ class Checkout:
     def restore(self, base: str) -> None:
         """Leave the checkout clean at `base` after a failed or cut-off heal (a user's untracked
         files are theirs: only our own clone is cleaned of them)."""
+        bump_generation(self.root)
         self._git("reset", "-q", "--hard", base)
         if self.owned:
             self._git("clean", "-q", "-fd")

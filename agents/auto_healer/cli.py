@@ -7,36 +7,25 @@ rejected (or, for `match`, when no playbook matches); 2 for usage or configurati
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import structlog
-
-from auto_healer.admission import Gate, Rejection
 from auto_healer.cli_parser import build_parser
-from auto_healer.clients import client_url
-from auto_healer.control_cli import COMMANDS as CONTROL_COMMANDS
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, LinkLost, TransientError
-from auto_healer.inputs import input_name, read_text
-from auto_healer.logs import configure_logging, redact_url
-from auto_healer.oneshot import heal_once
-from auto_healer.playbooks import load_playbooks, playbook_json_schema
-from auto_healer.report import Format
-from auto_healer.settings import Settings, load_settings
-from auto_healer.sources import Delivery
-from auto_healer.sources.files import read_deliveries, read_injuries
-from auto_healer.terminal import is_terminal
+
+if TYPE_CHECKING:  # each command imports what it uses, so `heal` starts fast (no nats, httpx)
+    from auto_healer.settings import Settings
+    from auto_healer.sources import Delivery
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
-log = structlog.get_logger("auto_healer.cli")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from auto_healer.settings import load_settings
+
     return load_settings(
         playbooks_dir=getattr(args, "playbooks", None),
         repo_path=getattr(args, "repo", None),
@@ -56,6 +45,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load every playbook and report the first problems, with file and line."""
+    from auto_healer.playbooks import load_playbooks
+
     settings = _settings(args)
     playbooks = load_playbooks(settings.playbooks_dir)
     for p in playbooks:
@@ -69,6 +60,14 @@ def cmd_match(args: argparse.Namespace) -> int:
     """Print the playbook each injury would run: exit 0 if one matches each, 1 if not.
 
     The input is one injury, or bee-keeper's envelope (free-text entries included)."""
+    import json
+    import time
+
+    from auto_healer.admission import Gate, Rejection
+    from auto_healer.inputs import input_name, read_text
+    from auto_healer.playbooks import load_playbooks
+    from auto_healer.sources import Delivery
+
     settings = _settings(args)
     playbooks = load_playbooks(settings.playbooks_dir)
     name = input_name(args.injury)
@@ -108,6 +107,10 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the playbook format (for editors)."""
+    import json
+
+    from auto_healer.playbooks import playbook_json_schema
+
     print(json.dumps(playbook_json_schema(), indent=2))
     return EXIT_OK
 
@@ -115,6 +118,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_heal(args: argparse.Namespace) -> int:
     """Heal the injuries of a file (or of the injury stream since a time) once, print the
     report, exit by outcome."""
+    from auto_healer.oneshot import heal_once
+    from auto_healer.report import Format
+    from auto_healer.sources.files import read_deliveries
+    from auto_healer.terminal import is_terminal
+
     settings = _settings(args)
     if args.from_stream:
         deliveries = _stream_deliveries(args, settings)
@@ -137,6 +145,7 @@ _STREAM_ONLY = {
 
 def _stream_deliveries(args: argparse.Namespace, settings: Settings) -> list[Delivery]:
     """The injuries the stream captured since `--since`/`--since-run` (see `nats_stream`)."""
+    from auto_healer.clients import client_url
     from auto_healer.sources import nats_stream
 
     if args.since is not None:
@@ -151,6 +160,8 @@ def _stream_deliveries(args: argparse.Namespace, settings: Settings) -> list[Del
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the cluster agent on the bloodstream until SIGTERM/SIGINT."""
+    import asyncio
+
     from auto_healer.service import serve
 
     settings = _settings(args)
@@ -160,6 +171,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish injuries from a file to `aura.hive.injury`, as bee-keeper does."""
+    import asyncio
+
+    from auto_healer.clients import client_url
+    from auto_healer.inputs import input_name, read_text
+    from auto_healer.logs import redact_url
+    from auto_healer.sources.files import read_injuries
     from auto_healer.tools import publish_injuries
 
     settings = _settings(args)
@@ -182,6 +199,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     """Print bloodstream messages (default `aura.hive.>`), pretty-printed."""
+    import asyncio
+
+    from auto_healer.clients import client_url
     from auto_healer.tools import tail
 
     settings = _settings(args)
@@ -190,11 +210,40 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_setup_nats(args: argparse.Namespace) -> int:
+    """Create every stream, the consumer and the KV buckets, replicated, as an admin."""
+    import asyncio
+
+    from auto_healer.clients import client_url
+    from auto_healer.tools import setup_nats
+
+    settings = _settings(args)
+    url = client_url(settings.nats_url)
+    replicas = asyncio.run(setup_nats(settings, url, replicas=args.replicas))
+    for name, count in replicas.items():
+        print(f"ok  {name:<28} replicas={count}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a heal end to end on a temporary repository with a bare remote."""
     from auto_healer.demo import run_demo
 
     return run_demo(_settings(args))
+
+
+CONTROLS = ("pause", "resume", "reset-breaker", "approve", "reject", "history", "show")
+
+
+def _control(name: str) -> Callable[[argparse.Namespace], int]:
+    """An operator command (`control_cli`), imported only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from auto_healer.control_cli import COMMANDS as CONTROL_COMMANDS
+
+        return CONTROL_COMMANDS[name](args)
+
+    return run
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -206,13 +255,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "publish": cmd_publish,
     "tail": cmd_tail,
     "demo": cmd_demo,
-    **CONTROL_COMMANDS,
+    "setup-nats": cmd_setup_nats,
+    **{name: _control(name) for name in CONTROLS},
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(COMMANDS)
     args = parser.parse_args(argv)
+    from auto_healer.logs import configure_logging
+    from auto_healer.settings import Settings
+
     try:
         env = Settings()
     except Exception:  # an invalid env is reported properly by the command's own load

@@ -176,6 +176,20 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="one canonical JSON line per message")
     p.add_argument("--count", type=int, help="stop after this many messages")
     add("demo", commands["demo"], "heal a temporary repository end to end, to see it work")
+    p = add(
+        "setup-nats",
+        commands["setup-nats"],
+        "create the agent's streams, consumer and KV buckets, replicated (as an admin user)",
+        playbooks=False,
+    )
+    add_client_flags(p)
+    p.add_argument(
+        "--replicas",
+        type=int,
+        choices=range(1, 6),
+        metavar="N",
+        help="replicas of each asset (env NATS_REPLICAS; default: the cluster's size, at most 3)",
+    )
     add_control_commands(add, commands)
     return parser
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from auto_healer.bloodstream import connect
-from auto_healer.embedded import DEFAULT_URL, running_urls
 from auto_healer.errors import ConfigError
-from auto_healer.settings import NatsSettings
+
+if TYPE_CHECKING:  # the flags are built for every command: settings load only when used
+    from auto_healer.settings import NatsSettings
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,8 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
 def client_url(given: str | None) -> str:
     """The URL given (flag or NATS_URL), else the running embedded server's, else the default
     `nats://127.0.0.1:4222`."""
+    from auto_healer.embedded import DEFAULT_URL, running_urls
+
     if given:
         return given
     running = running_urls()
@@ -39,6 +41,8 @@ def client_url(given: str | None) -> str:
 async def connect_client(settings: NatsSettings, url: str, *, name: str) -> Any:
     """A command-line client's connection: when no server answers, fail within a second or
     two with one line (no retries a person would wait for)."""
+    from auto_healer.bloodstream import connect  # nats: only for a command that connects
+
     try:
         return await connect(
             settings,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from auto_healer.errors import InjuryRejected
@@ -42,6 +44,9 @@ class Severity(StrEnum):
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
+
+
+_SEVERITIES = frozenset(s.value for s in Severity)
 
 
 class _Contract(BaseModel):
@@ -88,7 +93,7 @@ class Injury(_Contract):
         # an unhashable value (a list) from escaping as a TypeError instead of a field error.
         if isinstance(value, Severity):
             return value
-        if isinstance(value, str) and value in {s.value for s in Severity}:
+        if isinstance(value, str) and value in _SEVERITIES:
             return Severity(value)
         raise ValueError(f"must be one of {', '.join(s.value for s in Severity)}")
 
@@ -178,9 +183,24 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# orjson reads an integer past 64 bits as a float, and a long mantissa may round otherwise:
+# a body with a run of 19 digits anywhere goes to the standard library.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def loads(data: str | bytes) -> Any:
     """Strict JSON: NaN and Infinity, which Python accepts by default, are errors, and so is a
-    number too large for a float (it would become Infinity)."""
+    number too large for a float (it would become Infinity).
+
+    Bytes are read by orjson when it gives the same value; whatever it refuses (a lone surrogate,
+    a byte-order mark, UTF-16, bad JSON) is read again by the standard library, whose answer or
+    error stands.
+    """
+    if isinstance(data, bytes) and _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
@@ -188,11 +208,33 @@ def canonical_json(payload: Any) -> bytes:
     """One byte string per JSON value, whatever the key order or spacing it arrived with.
 
     A lone surrogate (legal in JSON as an escape) passes through as its surrogate bytes, so
-    such a payload still has a stable id instead of being refused.
+    such a payload still has a stable id instead of being refused. orjson writes it when its
+    bytes are provably those of the standard library (`_orjson_same`), which stays the reference.
     """
+    if _orjson_same(payload, 0):
+        try:
+            return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONEncodeError, TypeError):  # a lone surrogate, a 65-bit integer
+            pass
     return json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8", "surrogatepass")
+
+
+def _orjson_same(value: Any, depth: int) -> bool:
+    """Whether orjson writes `value` as `json.dumps` does: plain JSON types, string keys, floats
+    printed without an exponent (`1e-5` vs `1e-05`); other strings and integers make it raise."""
+    if isinstance(value, float):
+        return value == 0.0 or 1e-4 <= abs(value) < 1e16
+    if value is None or isinstance(value, str | int):  # bool is an int
+        return True
+    if depth > 64:
+        return False
+    if type(value) is dict:
+        return all(type(k) is str and _orjson_same(v, depth + 1) for k, v in value.items())
+    if type(value) is list:
+        return all(_orjson_same(v, depth + 1) for v in value)
+    return False
 
 
 MSG_ID_MAX_CHARS = 200
@@ -263,7 +305,9 @@ class ParsedInjury(BaseModel):
         return self.received_at if self.received_at is not None else time.time()
 
 
-def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> ParsedInjury:
+def parse_injury_obj(
+    payload: Any, headers: Mapping[str, str] | None = None, *, received_at: float | None = None
+) -> ParsedInjury:
     """Validate one decoded JSON value as an injury, or raise `InjuryRejected` naming the field."""
     if not isinstance(payload, dict):
         raise InjuryRejected(f"payload must be a JSON object, got {type(payload).__name__}")
@@ -279,7 +323,15 @@ def parse_injury_obj(payload: Any, headers: Mapping[str, str] | None = None) -> 
         path, path_error = normalise(injury.affected_path), None
     except InjuryRejected as exc:
         path, path_error = None, str(exc)
-    return ParsedInjury(id=parsed_id, injury=injury, raw=payload, path=path, path_error=path_error)
+    # Every field is ours and already of its type: no second validation (it would copy `raw`).
+    return ParsedInjury.model_construct(
+        id=parsed_id,
+        injury=injury,
+        raw=payload,
+        path=path,
+        path_error=path_error,
+        received_at=received_at,
+    )
 
 
 def decode_body(data: bytes) -> Any:

@@ -2,7 +2,10 @@
 
 The healer asks a `Coordinator`; the one-shot CLI uses `LocalCoordinator` (in memory), the
 cluster agent `KvCoordinator` (NATS JetStream KV, entries with TTLs so a dead replica can never
-block a path forever).
+block a path forever). A store that does not answer raises `CoordinationUnavailable`, and the
+coordinator says it is `degraded()` until the store answers again (readiness and a gauge).
+Heal attempts that really failed are counted per injury id (`count_attempt`): the agent's heal
+budget, which an outage never uses up.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from auto_healer.errors import TransientError
+from auto_healer.assets import (
+    BUCKET_HEALED,
+    BUCKET_LOCKS,
+    BUCKET_THROTTLE,
+    BUCKETS,
+    HEALED_TTL_S,
+    open_bucket,
+    open_buckets,
+)
+from auto_healer.errors import CoordinationUnavailable, TransientError
 
-BUCKET_LOCKS = "auto-healer-locks"
-BUCKET_HEALED = "auto-healer-healed"
-BUCKET_THROTTLE = "auto-healer-throttle"
+__all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator"]
 
 
 def kv_key(*parts: str) -> str:
@@ -69,6 +79,14 @@ class Coordinator(Protocol):
         heal holds the path."""
         ...
 
+    async def count_attempt(self, injury_id: str) -> int:
+        """Count one failed heal attempt of this injury id; returns the count so far."""
+        ...
+
+    def degraded(self) -> str | None:
+        """Why the shared store is not answering now, or None when it is fine."""
+        ...
+
 
 class LocalCoordinator:
     """In-process coordination with bounded memory (entries expire, oldest evicted first)."""
@@ -79,6 +97,7 @@ class LocalCoordinator:
         self._healed: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._windows: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> expiry, who
         self._locks: dict[str, asyncio.Lock] = {}
+        self._attempts: OrderedDict[str, int] = OrderedDict()
 
     def _put(self, table: OrderedDict[str, Any], key: str, value: Any) -> None:
         table.pop(key, None)
@@ -111,6 +130,14 @@ class LocalCoordinator:
     async def release_window(self, key: str) -> None:
         self._windows.pop(key, None)
 
+    async def count_attempt(self, injury_id: str) -> int:
+        count = self._attempts.get(injury_id, 0) + 1
+        self._put(self._attempts, injury_id, count)
+        return count
+
+    def degraded(self) -> str | None:
+        return None
+
     @asynccontextmanager
     async def path_lock(self, key: str) -> AsyncIterator[Lease]:
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -122,21 +149,40 @@ class LocalCoordinator:
                 del self._locks[key]
 
 
-@asynccontextmanager
-async def _store(doing: str) -> AsyncIterator[None]:
-    """Map a failure of the KV store (not a KV answer) to `TransientError`."""
-    try:
-        yield
-    except (TransientError, asyncio.CancelledError):
-        raise
-    except Exception as exc:
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+class StoreHealth:
+    """Whether the KV store answered last time: set by every call through `store()`."""
 
-        if isinstance(exc, KeyNotFoundError | KeyWrongLastSequenceError):
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.last_error = ""
+
+    def degraded(self) -> str | None:
+        if self.down_since is None:
+            return None
+        since = time.monotonic() - self.down_since
+        return f"coordination store unavailable for {since:.0f}s: {self.last_error}"
+
+    @asynccontextmanager
+    async def store(self, doing: str) -> AsyncIterator[None]:
+        """Map a failure of the KV store (not a KV answer) to `CoordinationUnavailable`."""
+        try:
+            yield
+        except (TransientError, asyncio.CancelledError):
             raise
-        raise TransientError(
-            f"coordination store unavailable ({doing}): {exc or type(exc).__name__}"
-        ) from None
+        except Exception as exc:
+            from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+            if isinstance(exc, KeyNotFoundError | KeyWrongLastSequenceError):
+                self.down_since = None  # an answer: the store is up
+                raise
+            why = f"{exc or type(exc).__name__}"
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+            self.last_error = f"{doing}: {why}"[:300]
+            raise CoordinationUnavailable(
+                f"coordination store unavailable ({doing}): {why}"
+            ) from None
+        self.down_since = None
 
 
 class KvCoordinator:
@@ -158,6 +204,28 @@ class KvCoordinator:
         self.lock_wait_s = lock_wait_s
         self.local = LocalCoordinator()  # a cache of what this replica knows, and its locks
         self.cache_s = 1.0
+        self.health = StoreHealth()
+        self._store = self.health.store
+
+    def degraded(self) -> str | None:
+        return self.health.degraded()
+
+    async def count_attempt(self, injury_id: str) -> int:
+        """Kept in the healed-ids bucket (a read and a write: only after a failed heal, and
+        one heal of an id runs at a time under its path lock)."""
+        from nats.js.errors import KeyNotFoundError
+
+        key = kv_key("attempts", injury_id)
+        count = 0
+        try:
+            async with self._store("read heal attempts"):
+                entry = await self.healed.get(key)
+            count = int((entry.value or b"0").decode() or 0)
+        except KeyNotFoundError:
+            pass
+        async with self._store("count a heal attempt"):
+            await self.healed.put(key, str(count + 1).encode())
+        return count + 1
 
     @classmethod
     async def create(
@@ -167,12 +235,14 @@ class KvCoordinator:
         owner: str,
         lock_ttl_s: float = 60.0,
         lock_wait_s: float = 0.0,
-        healed_ttl_s: float = 7 * 86400,
+        healed_ttl_s: float = HEALED_TTL_S,
+        replicas: int = 1,
     ) -> KvCoordinator:
-        """Open (or create) the three buckets; the lock bucket's max age is the lock TTL."""
-        locks = await _bucket(js, BUCKET_LOCKS, ttl_s=lock_ttl_s)
-        healed = await _bucket(js, BUCKET_HEALED, ttl_s=healed_ttl_s)
-        throttle = await _bucket(js, BUCKET_THROTTLE, ttl_s=7 * 86400)
+        """Open (or create, with `replicas`) the three buckets; the lock bucket's max age is
+        the lock TTL."""
+        locks, healed, throttle = await open_buckets(
+            js, lock_ttl_s=lock_ttl_s, healed_ttl_s=healed_ttl_s, replicas=replicas
+        )
         return cls(
             locks, healed, throttle, owner=owner, lock_ttl_s=lock_ttl_s, lock_wait_s=lock_wait_s
         )
@@ -184,7 +254,7 @@ class KvCoordinator:
         if known:
             return known
         try:
-            async with _store("read healed ids"):
+            async with self._store("read healed ids"):
                 entry = await self.healed.get(kv_key(injury_id))
         except KeyNotFoundError:
             return None
@@ -192,7 +262,7 @@ class KvCoordinator:
 
     async def mark_healed(self, injury_id: str, commit: str) -> None:
         await self.local.mark_healed(injury_id, commit)
-        async with _store("record a healed id"):
+        async with self._store("record a healed id"):
             await self.healed.put(kv_key(injury_id), commit.encode())
 
     async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
@@ -203,11 +273,11 @@ class KvCoordinator:
             return False  # seen within the last second: no round trip for a storm
         holder = claimant
         try:
-            async with _store("claim a throttle window"):
+            async with self._store("claim a throttle window"):
                 await self.throttle.create(kv_key(key), claimant.encode(), msg_ttl=window_s)
         except KeyWrongLastSequenceError:
             try:
-                async with _store("read a throttle window"):
+                async with self._store("read a throttle window"):
                     entry = await self.throttle.get(kv_key(key))
                 holder = (entry.value or b"").decode()
             except KeyNotFoundError:
@@ -218,7 +288,7 @@ class KvCoordinator:
 
     async def release_window(self, key: str) -> None:
         await self.local.release_window(key)
-        async with _store("release a throttle window"):
+        async with self._store("release a throttle window"):
             await self.throttle.purge(kv_key(key))
 
     @asynccontextmanager
@@ -230,7 +300,7 @@ class KvCoordinator:
             deadline = time.monotonic() + self.lock_wait_s
             while True:
                 try:
-                    async with _store("take a path lock"):
+                    async with self._store("take a path lock"):
                         lease.revision = await self.locks.create(kv_key(key), self.owner.encode())
                     break
                 except KeyWrongLastSequenceError:
@@ -272,32 +342,24 @@ class KvCoordinator:
                     return
 
 
-async def _bucket(js: Any, name: str, *, ttl_s: float) -> Any:
-    from nats.js.errors import BucketNotFoundError
-
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        return await js.create_key_value(bucket=name, ttl=ttl_s, history=1)
-
-
 class KvCell:
     """One KV bucket as compare-and-set cells and a change feed, for the operator controls
     (`controls`, `breaker`), which must not know NATS. Store failures raise `TransientError`."""
 
     def __init__(self, kv: Any) -> None:
         self.kv = kv
+        self._store = StoreHealth().store
 
     @classmethod
-    async def open(cls, js: Any, bucket: str, *, ttl_s: float = 0.0) -> KvCell:
-        return cls(await _bucket(js, bucket, ttl_s=ttl_s))
+    async def open(cls, js: Any, bucket: str, *, ttl_s: float = 0.0, replicas: int = 1) -> KvCell:
+        return cls(await open_bucket(js, bucket, ttl_s=ttl_s, replicas=replicas))
 
     async def read(self, key: str) -> tuple[bytes, int] | None:
         """The value and revision of `key`, or None when it has none (never set, deleted)."""
         from nats.js.errors import KeyNotFoundError
 
         try:
-            async with _store("read a control"):
+            async with self._store("read a control"):
                 entry = await self.kv.get(key)
         except KeyNotFoundError:
             return None
@@ -309,7 +371,7 @@ class KvCell:
         from nats.js.errors import KeyWrongLastSequenceError
 
         try:
-            async with _store("write a control"):
+            async with self._store("write a control"):
                 if revision is None:
                     await self.kv.create(key, value)
                 else:
@@ -319,11 +381,11 @@ class KvCell:
         return True
 
     async def put(self, key: str, value: bytes) -> None:
-        async with _store("write a control"):
+        async with self._store("write a control"):
             await self.kv.put(key, value)
 
     async def delete(self, key: str) -> None:
-        async with _store("delete a control"):
+        async with self._store("delete a control"):
             await self.kv.delete(key)
 
     async def changes(self) -> AsyncIterator[tuple[str, bytes | None]]:

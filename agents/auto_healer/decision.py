@@ -2,9 +2,10 @@
 bloodstream and the exit status.
 
 `decide()` is pure: from an `Outcome` and the `Context` of its delivery (redeliverable, last
-attempt, dry-run, pager configured) it returns a `Decision`. `Effects` carries a decision out
-and re-decides nothing: the only choice left to it, whether everything it was told to keep
-(a page, a dead letter) was kept, is answered by `Decision.final()`, also here.
+attempt, heal attempts spent, dry-run, pager configured) it returns a `Decision`. `Effects`
+carries a decision out and re-decides nothing: the only choice left to it, whether everything
+it was told to keep (a page, a dead letter) was kept, is answered by `Decision.final()`, also
+here.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ EVENT_TYPES = {
     Kind.HELD: "injury_held",
 }
 NAK_BACKOFF = RetryPolicy(backoff_s=5.0, max_backoff_s=300.0)  # the transport redelivers
+OUTAGE_NAK_S = 3.0  # a coordination outage: back soon (a leader election takes seconds)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,13 @@ class Context:
     """What the decision needs to know about the delivery and the agent."""
 
     redeliverable: bool = False  # a nak brings the message back for another attempt
-    last_attempt: bool = False  # the transport's last delivery of a message it redelivers
+    last_attempt: bool = False  # the last delivery within the budget (the transport's count)
     attempt: int = 1
+    # Failed heal attempts of this injury counted so far, this one included: set when the
+    # transport redelivers without limit and the agent keeps its own budget, which then
+    # replaces `last_attempt` for a failed heal. None: not counted.
+    heal_attempts: int | None = None
+    heal_budget: int = 0
     dry_run: bool = False
     pager: bool = False  # a pager is configured
 
@@ -94,23 +101,30 @@ def nak_delay_s(attempt: int) -> float:
 def decide(outcome: Outcome, ctx: Context) -> Decision:
     """Decide settle, page, dead letter, event and exit status for one outcome.
 
-    A transient failure is nak'd while deliveries remain (JetStream) instead of paged now; on
-    the last delivery it is paged and dead-lettered. A dry-run never naks, terminates or
-    dead-letters: its private consumer keeps nothing, and it writes nothing shared.
+    A transient failure is nak'd while its budget lasts (JetStream) instead of paged now; once
+    spent it is paged and dead-lettered. The budget counts heal attempts when they are counted
+    (`heal_attempts`), else deliveries. A coordination outage is no heal attempt: it is nak'd
+    for a short delay whenever the message can come back, whatever the budget says. A dry-run
+    never naks, terminates or dead-letters: its private consumer keeps nothing, and it writes
+    nothing shared.
     """
     kind = outcome.kind
     redeliverable = ctx.redeliverable and not ctx.dry_run
     page, settle, dead_letter = PageAction.NONE, Settle.ACK, False
+    outage = kind is Kind.FAILED and outcome.store_unavailable
+    counted = ctx.heal_attempts
+    spent = ctx.last_attempt if counted is None else counted >= ctx.heal_budget
+    comes_back = redeliverable and not spent  # a page not delivered now can wait for it
     if kind is Kind.HEALED or (kind is Kind.SKIPPED and outcome.resolves):
         page = PageAction.RESOLVE
     elif kind is Kind.ESCALATED:
         page = PageAction.TRIGGER
     elif kind is Kind.FAILED:
-        if outcome.retryable and redeliverable:
+        if outcome.retryable and redeliverable and (outage or not spent):
             settle = Settle.NAK
         else:
             page = PageAction.TRIGGER if outcome.page_on_failure else PageAction.NONE
-            dead_letter = outcome.retryable and ctx.last_attempt
+            dead_letter = outcome.retryable and (spent or ctx.last_attempt)
     elif kind is Kind.REJECTED:
         # A payload that never became an injury has nobody to page about, only a dead letter;
         # a valid injury refused for safety is paged as well.
@@ -139,11 +153,11 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
         ok=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED, Kind.ESCALATED, Kind.HELD),
         page=page,
         # a held injury's page comes back with no redelivery: the outbox must keep it
-        page_durable=not redeliverable or page is not PageAction.TRIGGER or kind is Kind.HELD,
+        page_durable=not comes_back or page is not PageAction.TRIGGER or kind is Kind.HELD,
         dead_letter=dead_letter,
         settle=settle,
-        retry_if_incomplete=redeliverable,
-        nak_delay_s=nak_delay_s(ctx.attempt),
+        retry_if_incomplete=comes_back,
+        nak_delay_s=OUTAGE_NAK_S if outage else nak_delay_s(ctx.heal_attempts or ctx.attempt),
     )
 
 

@@ -174,7 +174,7 @@ def run_demo(settings: Settings) -> int:
         asyncio.run(
             _loop(load_settings(playbooks_dir=settings.playbooks_dir), tmp, remote, injuries)
         )
-        print("\n==> 3. the remote's history: one commit per heal, with trailers\n")
+        print("\n==> 3. the remote's history: an Injury-Id for each heal\n")
         print(_git(remote, "log", "--format=%h %an: %s%n%(trailers:only,unfold)", "main").strip())
         print("\n==> 4. the remote's tree: random_stuff/ is gone, messy.py formatted\n")
         print(_git(remote, "ls-tree", "-r", "--name-only", "main").strip())

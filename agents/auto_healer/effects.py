@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from auto_healer.bloodstream import DEAD_LETTER_SUBJECT, Publisher
-from auto_healer.contracts import DomainEvent, event_subject
+from auto_healer.contracts import event_subject
 from auto_healer.decision import Decision, PageAction, Settle, settle_together
 from auto_healer.metrics import Metrics
 from auto_healer.outcomes import Outcome
@@ -109,10 +109,11 @@ class Effects:
         metadata["page"] = done.page.value
         metadata["dead_lettered"] = bool(done.dead_lettered)
         metadata["settle"] = done.settle.value
-        event = DomainEvent(
-            success=decision.success,
-            event_type=decision.event_type,
-            timestamp=time.time(),
-            metadata=metadata,
-        )
-        return event.model_dump(exclude_none=True)
+        # `DomainEvent(...).model_dump(exclude_none=True)` without validating and copying what
+        # is ours already: the same keys, the same values (no session token).
+        return {
+            "success": decision.success,
+            "event_type": decision.event_type,
+            "timestamp": time.time(),
+            "metadata": metadata,
+        }

@@ -3,7 +3,8 @@
 Used when no NATS URL is given: JetStream and the monitoring endpoints (`/varz`, `/connz`, ...)
 on loopback, with a state dir under the user's state dir. While it runs, its URLs are in a
 state file (`urls.json`) where the client commands find them (see `auto_healer.clients`). Tests and
-benchmarks start their own through the same class, on free loopback ports.
+benchmarks start their own through the same class, on free loopback ports, and `NatsCluster`
+routes several of them into one JetStream cluster (each node its own process).
 """
 
 from __future__ import annotations
@@ -211,3 +212,56 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # alive, another user's
         return True
     return True
+
+
+class NatsCluster:
+    """`size` routed nats-server processes on loopback forming one JetStream cluster.
+
+    Each node has its own store dir and a config file naming it (`n1`, `n2` ...: the names
+    JetStream reports as stream leaders) and routing to every other node.
+    """
+
+    def __init__(self, base_dir: Path, *, size: int = 3, name: str = "hive") -> None:
+        self.base_dir = base_dir
+        self.name = name
+        route_ports = [free_port() for _ in range(size)]
+        self.nodes: dict[str, NatsServer] = {}
+        for i, route_port in enumerate(route_ports, 1):
+            node = f"n{i}"
+            store = base_dir / node
+            store.mkdir(parents=True, exist_ok=True)
+            routes = ", ".join(f'"nats://{LOOPBACK}:{p}"' for p in route_ports if p != route_port)
+            config = store / "cluster.conf"
+            config.write_text(
+                f"server_name: {node}\n"
+                f"cluster {{\n  name: {name}\n  listen: {LOOPBACK}:{route_port}\n"
+                f"  routes: [{routes}]\n}}\n"
+            )
+            self.nodes[node] = NatsServer(store, config=config)
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (as NATS_URL takes them)."""
+        return ",".join(n.url for n in self.nodes.values())
+
+    def start(self, timeout_s: float = 20.0) -> NatsCluster:
+        """Start every node; the caller waits for JetStream (a meta leader) before using it."""
+        try:
+            for node in self.nodes.values():
+                node.start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -22,7 +22,7 @@ from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import DecodeError
 
 from auto_healer.contracts import SUBJECT_HEARTBEAT
-from auto_healer.fit import budget, fit_event, header_size, wire_size
+from auto_healer.fit import budget, event_json, fit_event, header_size, wire_size
 from auto_healer.proto.aura.core.v1 import event_pb2 as pb
 
 Encoding = Literal["json", "aura-proto"]
@@ -74,9 +74,10 @@ def encode(
     sent = {**(headers or {}), CONTENT_TYPE: content_type(encoding)}
     room = budget(max_payload)
     limit = max_payload - header_size(sent)
-    full = json_size(doc)
+    whole = event_json(doc)
+    full = len(whole) if whole else -1
     while limit > 0:
-        fitted = fit_event(dict(doc), limit)
+        fitted = fit_event(dict(doc), limit, dumped=whole)
         data = fitted
         if encoding == "aura-proto":
             data = _event(subject, doc, json.loads(fitted)).SerializeToString()
@@ -198,11 +199,10 @@ def _unpair(value: str) -> str:
 
 
 def json_size(doc: Mapping[str, Any]) -> int:
-    """The size of `doc` as compact JSON, unfitted (-1 if JSON cannot hold it)."""
-    try:
-        return len(json.dumps(doc, default=str, separators=(",", ":")).encode())
-    except (ValueError, RecursionError):  # circular or absurdly deep: fit_event cuts it
-        return -1
+    """The size of `doc` as compact JSON (`fit.event_json`), unfitted (-1 if JSON cannot hold
+    it: circular or absurdly deep; fit_event cuts it)."""
+    whole = event_json(doc)
+    return len(whole) if whole else -1
 
 
 def _from_json(data: bytes) -> dict[str, Any]:

@@ -8,6 +8,7 @@ or give up.
     ├── ConfigError        bad settings or playbooks: fix and restart (exit 2)
     ├── InjuryRejected     the input is invalid or unsafe: never retried, nothing touched
     ├── TransientError     worth retrying (remote moved, network hiccup, timeout)
+    │   └── CoordinationUnavailable  the shared KV store did not answer: no heal was tried
     ├── HealFailed         the heal could not be done (formatter broke, git refused)
     └── LinkLost           the bloodstream connection is gone for good: restart the agent
 """
@@ -32,6 +33,11 @@ class InjuryRejected(HealerError):
 
 class TransientError(HealerError):
     """A failure that may pass: the remote moved, the network hiccuped, a timeout."""
+
+
+class CoordinationUnavailable(TransientError):
+    """The coordination store (JetStream KV) did not answer: a timeout, no responders, a
+    cluster electing a leader. Nothing was tried on the checkout, so it is not a failed heal."""
 
 
 class HealFailed(HealerError):

@@ -15,6 +15,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 # Room kept under max_payload for what a client may add (nats-py adds headers for
 # expected-stream or per-message TTL options), so a fitted message never meets the limit.
 MARGIN = 512
@@ -86,7 +88,7 @@ def fit_dead_letter(
     return body[: max(0, room - header_size(fitted))], fitted
 
 
-def fit_event(doc: dict[str, Any], max_payload: int) -> bytes:
+def fit_event(doc: dict[str, Any], max_payload: int, *, dumped: bytes | None = None) -> bytes:
     """The JSON of an outcome event, fitted to `max_payload` (published without headers).
 
     Too large, the embedded injury (`metadata.injury`) becomes `{"truncated": true,
@@ -94,12 +96,10 @@ def fit_event(doc: dict[str, Any], max_payload: int) -> bytes:
     list is capped ever shorter, and last `metadata` itself is summarised the same way. The
     top-level keys stay; lone surrogates are escaped (`\\udxxx`), so any string serialises.
     Sizes and digests are of the part's compact JSON (`json.dumps(part, separators=(",", ":"))`).
+    `dumped` is `event_json(doc)` when the caller has it already.
     """
     room = budget(max_payload)
-    try:
-        data = _dumps(doc)
-    except (ValueError, RecursionError):  # circular or absurdly deep: the caps below cut it
-        data = b""
+    data = event_json(doc) if dumped is None else dumped
     if data and len(data) <= room:
         return data
     shrunk = dict(doc)
@@ -125,6 +125,24 @@ def _line(key: str, value: str) -> bytes:
 def _unpair(value: str) -> str:
     """Lone surrogates (which UTF-8 cannot encode) replaced by U+FFFD."""
     return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def event_json(doc: Any) -> bytes:
+    """The compact JSON of a whole event, b"" if JSON cannot hold it (circular, absurdly deep).
+
+    orjson writes it (non-ASCII as UTF-8, not escaped); what orjson refuses (a lone surrogate,
+    a non-string key, a 65-bit integer, deep nesting) is written by the standard library, with
+    lone surrogates escaped as ever."""
+    try:
+        return orjson.dumps(doc, default=str, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        try:
+            return _dumps(doc)
+        except (ValueError, RecursionError):
+            return b""
 
 
 def _dumps(doc: Any) -> bytes:

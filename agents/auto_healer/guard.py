@@ -26,7 +26,7 @@ from auto_healer import approvals, breaker, recurrence
 from auto_healer.contracts import ParsedInjury
 from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Controls, gate_intake
 from auto_healer.coordination import KvCell
-from auto_healer.errors import TransientError
+from auto_healer.errors import CoordinationUnavailable, TransientError
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.playbooks import Playbook, Playbooks
 from auto_healer.settings import ControlSettings
@@ -60,7 +60,12 @@ class Guard:
             why = await self._does_not_hold(parsed, playbook)
         except TransientError as exc:
             return Outcome(
-                Kind.FAILED, str(exc), injury=parsed, playbook=playbook.name, retryable=True
+                Kind.FAILED,
+                str(exc),
+                injury=parsed,
+                playbook=playbook.name,
+                retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
             )
         if why:
             return await self._ask(parsed, playbook, because=why)
@@ -107,7 +112,12 @@ class Guard:
             verdict = await breaker.reserve(cells, self.repo, self.limits)
         except TransientError as exc:
             return Outcome(
-                Kind.FAILED, str(exc), injury=parsed, playbook=playbook.name, retryable=True
+                Kind.FAILED,
+                str(exc),
+                injury=parsed,
+                playbook=playbook.name,
+                retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
             )
         if verdict is not breaker.Verdict.GO:
             why = (
@@ -151,7 +161,12 @@ class Guard:
             created, current = await approvals.ask(cells, request)
         except TransientError as exc:
             return Outcome(
-                Kind.FAILED, str(exc), injury=parsed, playbook=playbook.name, retryable=True
+                Kind.FAILED,
+                str(exc),
+                injury=parsed,
+                playbook=playbook.name,
+                retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
             )
         if not created:
             why = f"approval request already {current.state}" + (
@@ -258,14 +273,14 @@ def _held(parsed: ParsedInjury, playbook: str, why: str, *, page: bool = False) 
 
 
 async def open_guard(
-    settings: ControlSettings, js: Any | None, playbooks: Playbooks, *, repo: str
+    settings: ControlSettings, js: Any | None, playbooks: Playbooks, *, repo: str, replicas: int = 1
 ) -> Guard:
     """The guard of a real replica: the controls bucket when the server has JetStream (KV);
     without it there is nothing to pause from and no shared count, and the log says so."""
     cells = None
     if js is not None:
         try:
-            cells = await KvCell.open(js, BUCKET_CONTROLS)
+            cells = await KvCell.open(js, BUCKET_CONTROLS, replicas=replicas)
         except Exception as exc:
             log.warning("controls_unavailable", error=str(exc) or type(exc).__name__)
     if settings.breaker_max_heals == 0:

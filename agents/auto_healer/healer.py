@@ -9,27 +9,32 @@ new remote head each time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
+from auto_healer.batch import Batcher
+from auto_healer.batch import in_thread as _in_thread
 from auto_healer.checkout import Checkout, safe_ref
 from auto_healer.contracts import FREE_TEXT, ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
-from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.errors import (
+    ConfigError,
+    CoordinationUnavailable,
+    HealFailed,
+    InjuryRejected,
+    TransientError,
+)
 from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
 
 log = structlog.get_logger("auto_healer.healer")
-T = TypeVar("T")
 
 
 class Healer:
@@ -42,6 +47,8 @@ class Healer:
         *,
         dry_run: bool,
         coordinator: Coordinator | None = None,
+        max_batch: int = 200,
+        max_batch_files: int = 20_000,
     ) -> None:
         self.playbooks = playbooks
         self.checkout = checkout
@@ -50,13 +57,24 @@ class Healer:
         self._lock = asyncio.Lock()  # never two heals on one checkout at once
         self.repo_key = repo_key(checkout)
         self._head_cache: tuple[float, str] | None = None
+        self.max_batch = max_batch
+        self._batcher = Batcher(
+            checkout,
+            self.coordinator,
+            self._lock,
+            self._outcome,
+            max_batch=max_batch,
+            max_files=max_batch_files,
+        )
 
     async def handle(self, parsed: ParsedInjury) -> Outcome:
         """Decide and carry out the heal of one valid injury; always returns an outcome."""
         with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
             outcome = await self._handle(parsed)
+            # a dry-run plan or a skip is the bulk of a burst: debug; a change or a problem: said
+            quiet = outcome.kind in (Kind.PLANNED, Kind.SKIPPED)
             bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
-            (log.warning if bad else log.info)(
+            (log.warning if bad else log.debug if quiet else log.info)(
                 "injury_outcome",
                 outcome=outcome.kind.value,
                 reason=outcome.reason,
@@ -88,7 +106,14 @@ class Healer:
         try:
             return await self._coordinated(parsed, playbook)
         except TransientError as exc:
-            return self._outcome(parsed, playbook, Kind.FAILED, str(exc), retryable=True)
+            return self._outcome(
+                parsed,
+                playbook,
+                Kind.FAILED,
+                str(exc),
+                retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
+            )
 
     async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """Dedup by id, throttle storms, then heal; the store's failures are transient."""
@@ -106,7 +131,9 @@ class Healer:
                 f"throttled: {injury.injury_type} at {injury.affected_path} was "
                 f"handled within the last {throttle.window_s:g}s",
             )
-        outcome = await self._heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
+        batches = not self.dry_run and playbook.batches and self.max_batch > 1
+        heal = self._batcher.heal if batches else self._heal
+        outcome = await heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
         try:
             if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
                 await coord.release_window(window)  # a failed heal must not throttle its retry
@@ -147,6 +174,7 @@ class Healer:
                 f"{exc} (after {attempts} attempts)",
                 attempts=attempts,
                 retryable=True,
+                store_unavailable=isinstance(exc, CoordinationUnavailable),
             )
         except (HealFailed, ConfigError) as exc:
             return self._outcome(parsed, playbook, Kind.FAILED, str(exc), attempts=attempts)
@@ -290,15 +318,3 @@ def repo_key(checkout: Checkout) -> str:
 def _path(parsed: ParsedInjury) -> str:
     """The affected path in normal form, so `./a//b/` and `a/b` are one key (after precheck)."""
     return parsed.path or parsed.injury.affected_path
-
-
-async def _in_thread(func: Callable[..., T], *args: Any) -> T:
-    """Run blocking git work in a thread; if cancelled, wait for the thread before unwinding,
-    so the restore that follows never races a push still under way."""
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise

@@ -35,7 +35,9 @@ HISTORY_SUBJECTS = [
 ]
 
 
-async def ensure_history(js: Any, settings: ControlSettings, *, required: bool) -> bool:
+async def ensure_history(
+    js: Any, settings: ControlSettings, *, required: bool, replicas: int = 1
+) -> bool:
     """Create (or bring to the configured limits) the history stream; False when the server
     refuses (no JetStream, or another stream already captures those subjects): the agent heals
     on without a history, and says so. With `required` (JetStream mode) a refusal is an error."""
@@ -44,6 +46,7 @@ async def ensure_history(js: Any, settings: ControlSettings, *, required: bool) 
         "subjects": HISTORY_SUBJECTS,
         "max_age": settings.history_max_age_s,
         "max_bytes": settings.history_max_bytes,
+        "num_replicas": replicas,
         "description": "auto-healer: every outcome and operator control (see history.py)",
     }
     try:

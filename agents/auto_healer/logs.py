@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Literal, TextIO, cast
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
+import orjson
 import structlog
 
 from auto_healer.terminal import is_terminal, use_color
@@ -30,7 +31,7 @@ def configure_logging(
     """Configure structlog once at start-up."""
     as_json = fmt == "json" or (fmt == "auto" and not is_terminal(sys.stderr))
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if as_json
         else structlog.dev.ConsoleRenderer(colors=use_color(sys.stderr))
     )
@@ -48,6 +49,21 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )
+
+
+def cache_loggers() -> None:
+    """For a long-running agent: each logger is bound to the configuration once, on first use,
+    instead of on every call. Not for tests or one-shot commands that reconfigure logging."""
+    structlog.configure(cache_logger_on_first_use=True)
+
+
+def _json_line(event: object, **kw: object) -> str:
+    """A log line as JSON by orjson; what orjson refuses (a lone surrogate) by the standard
+    library, which escapes it."""
+    try:
+        return orjson.dumps(event, default=repr).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(event, **kw)  # type: ignore[arg-type]
 
 
 class _Stderr:

@@ -86,6 +86,11 @@ class Metrics:
         self.nats_connected = Gauge(
             "auto_healer_nats_connected", "1 while the NATS connection is up, else 0.", registry=r
         )
+        self.store_up = Gauge(
+            "auto_healer_coordination_store_up",
+            "1 while the coordination store (JetStream KV) answers, 0 while it does not.",
+            registry=r,
+        )
         self.nats_reconnects = Counter(
             "auto_healer_nats_reconnects_total", "Reconnections to NATS.", registry=r
         )
@@ -127,6 +132,10 @@ class Metrics:
         self.paused.set_function(lambda: float(paused()))
         self.breaker_open.set_function(lambda: float(breaker_open()))
 
+    def watch_store(self, degraded: Callable[[], str | None]) -> None:
+        """Read whether the coordination store answers, at every scrape."""
+        self.store_up.set_function(lambda: 0.0 if degraded() else 1.0)
+
     def watch_pager(self, pending: Callable[[], int]) -> None:
         """Read the pager outbox's backlog at every scrape."""
         self.pager_pending.set_function(lambda: float(pending()))
@@ -143,9 +152,10 @@ class HealthServer:
         ready: Callable[[], bool],
         alive: Callable[[], bool],
         host: str = LOOPBACK,
+        why_not_ready: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
-        self._ready, self._alive = ready, alive
+        self._ready, self._alive, self._why = ready, alive, why_not_ready
         self._server = make_server(
             host, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
         )
@@ -160,7 +170,8 @@ class HealthServer:
             ok = self._alive() if path == "/healthz" else self._ready()
             status = "200 OK" if ok else "503 Service Unavailable"
             start_response(status, [("Content-Type", "text/plain")])
-            return [b"ok\n" if ok else b"not ready\n"]
+            why = None if ok or path == "/healthz" else self._why()
+            return [b"ok\n" if ok else f"{why or 'not ready'}\n".encode()]
         if path == "/metrics":
             result: Iterable[bytes] = self._metrics_app(environ, start_response)
             return result

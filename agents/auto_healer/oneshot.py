@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from auto_healer.admission import Gate, Rejection
 from auto_healer.checkout import open_checkout
@@ -15,12 +16,16 @@ from auto_healer.decision import Context, Decision, decide, exit_ok
 from auto_healer.errors import ConfigError
 from auto_healer.healer import Healer
 from auto_healer.outcomes import Kind, Outcome
-from auto_healer.pager import Pager, PageResult
 from auto_healer.playbooks import load_playbooks
 from auto_healer.report import Format, render, summary
 from auto_healer.settings import Settings
 from auto_healer.sources import Delivery
 from auto_healer.terminal import print_report, progress
+
+if TYPE_CHECKING:
+    from auto_healer.pager import Pager, PageResult
+
+WINDOW = 1000  # entries healed ahead of the one reported (they coalesce into batches)
 
 
 def heal_once(
@@ -29,14 +34,20 @@ def heal_once(
     """Heal, page and print the report; True when every outcome is fine (exit 0). With `check`
     (a dry-run), a planned heal is not fine either: something needs healing."""
     playbooks = load_playbooks(settings.playbooks_dir)
-    pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
+    pager = _pager(settings)
     checkout = open_checkout(settings.git)
     try:
         if not settings.dry_run and not checkout.owned and checkout.has_local_changes():
             raise ConfigError(
                 f"{checkout.root}: has uncommitted changes to tracked files; commit or stash them"
             )
-        healer = Healer(playbooks, checkout, dry_run=settings.dry_run)
+        healer = Healer(
+            playbooks,
+            checkout,
+            dry_run=settings.dry_run,
+            max_batch=settings.max_batch,
+            max_batch_files=settings.max_batch_files,
+        )
         # The report is an escalation channel too: without a pager it lists what to look at.
         context = Context(dry_run=settings.dry_run, pager=True)
         outcomes, paged = asyncio.run(
@@ -46,8 +57,12 @@ def heal_once(
     finally:
         checkout.close()
     where = "listed in this report (no pager configured: set PAGER_WEBHOOK_URL)"
+    refused = 0
     if pager is not None:
+        from auto_healer.pager import PageResult
+
         where = _pages_summary(pager, paged)
+        refused = paged.count(PageResult.DEAD_LETTERED)
     pages = pager.planned_requests() if pager is not None and pager.dry_run else None
     escalations = [d.page.value for d in decisions]
     report = render(outcomes, fmt, escalations_to=where, pages=pages, escalations=escalations)
@@ -56,7 +71,6 @@ def heal_once(
     else:
         print(report)
     _github_step_outputs(outcomes, where)
-    refused = paged.count(PageResult.DEAD_LETTERED)
     # A runner's state dir is thrown away after the job: pages waiting in its outbox would be
     # lost without a word, so there they fail the job instead.
     ephemeral = os.environ.get("GITHUB_ACTIONS") == "true"
@@ -71,6 +85,15 @@ def heal_once(
     if planned:
         print(f"auto-healer: {planned} injuries would be healed (plan above)", file=sys.stderr)
     return exit_ok(decisions, pages_refused=refused + stranded) and not planned
+
+
+def _pager(settings: Settings) -> Pager | None:
+    """The pager, imported (with httpx) only when PAGER_WEBHOOK_URL is set."""
+    if not (settings.pager.webhook_url or "").strip():
+        return None
+    from auto_healer.pager import Pager
+
+    return Pager.from_settings(settings.pager, dry_run=settings.dry_run)
 
 
 async def _heal_and_page(
@@ -102,6 +125,8 @@ async def _heal_and_page(
 
 def _pages_summary(pager: Pager, paged: Sequence[PageResult]) -> str:
     """Where escalations went: the pager's host (never its key) and what became of each page."""
+    from auto_healer.pager import PageResult
+
     counts = Counter(d.value for d in paged if d is not PageResult.NONE)
     done = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to page"
     if pager.dry_run:
@@ -146,23 +171,47 @@ async def _heal_each(
     on_outcome: Callable[[Outcome], Awaitable[None]] | None,
     advance: Callable[[int], None],
 ) -> list[Outcome]:
+    """Entries are handed to the healer ahead of the one awaited (at most `WINDOW` at once), so
+    they queue and are healed in batches, one commit per batch; outcomes are reported, and
+    paged, in the file's order."""
     outcomes: list[Outcome] = []
+    window: deque[tuple[int, asyncio.Task[Outcome]]] = deque()
+
+    async def settle_oldest() -> None:
+        seen, task = window.popleft()
+        outcome = await task
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            await on_outcome(outcome)
+        if not window or window[0][0] != seen:
+            advance(seen)
+
     gate = Gate()  # the one-shot trusts its own file: no signatures
-    for seen, delivery in enumerate(deliveries, 1):
-        for admitted in gate.admit(delivery):
-            if isinstance(admitted, Rejection):
-                reason = f"{delivery.subject}: {admitted.reason}"
-                outcome = Outcome(
-                    Kind.REJECTED,
-                    reason,
-                    raw=delivery.data,
-                    raw_id=admitted.injury_id,
-                    dry_run=dry_run,
-                )
-            else:
-                outcome = await healer.handle(admitted)
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                await on_outcome(outcome)
-        advance(seen)
+    try:
+        for seen, delivery in enumerate(deliveries, 1):
+            for admitted in gate.admit(delivery):
+                if isinstance(admitted, Rejection):
+                    outcome = Outcome(
+                        Kind.REJECTED,
+                        f"{delivery.subject}: {admitted.reason}",
+                        raw=delivery.data,
+                        raw_id=admitted.injury_id,
+                        dry_run=dry_run,
+                    )
+                    window.append((seen, asyncio.create_task(_ready(outcome))))
+                else:
+                    window.append((seen, asyncio.create_task(healer.handle(admitted))))
+                while len(window) > WINDOW:
+                    await settle_oldest()
+        while window:
+            await settle_oldest()
+    finally:
+        for _, task in window:
+            task.cancel()
+        if window:
+            await asyncio.wait([t for _, t in window])
     return outcomes
+
+
+async def _ready(outcome: Outcome) -> Outcome:
+    return outcome

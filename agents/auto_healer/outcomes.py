@@ -57,6 +57,7 @@ class Outcome:
     commit_message: str | None = None
     dry_run: bool = False
     retryable: bool = False
+    store_unavailable: bool = False  # the coordination store did not answer: no heal was tried
     page_on_failure: bool = True  # the playbook's `on_failure: escalate`
     attempts: int = 0
     raw: bytes | None = None  # the body of a payload that never became an injury

@@ -4,6 +4,8 @@
 `pagebody`'s). One problem (injury type + affected path, plus the repository when known) is one
 `dedup_key`: repeats are grouped (storm grouping, re-paged only after the repeat interval) and a
 later heal resolves it. Delivery (retries, durable outbox, no duplicates) is `outbox.Courier`'s.
+With `fleet.SharedPages`, the grouping and the sent-ledger are shared by every replica through
+NATS KV (one page per problem across the fleet); the local state stays the fallback.
 The routing key is never logged nor written to disk; a dry-run sends nothing and keeps the
 redacted requests it would send.
 """
@@ -20,6 +22,7 @@ import structlog
 
 from auto_healer.decision import PageAction
 from auto_healer.errors import ConfigError
+from auto_healer.fleet import Claim, SharedPages, State
 from auto_healer.logs import REDACTED, mask_url, public_url, redact_url
 from auto_healer.outbox import Courier, HttpRequest, PageResult, StoredPage
 from auto_healer.outcomes import Outcome
@@ -55,7 +58,9 @@ PLANNED_KEPT = 10_000  # the requests a dry-run keeps to show (memory stays boun
 class Pager:
     """Decides and sends the pages of outcomes; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: PagerSettings, *, dry_run: bool) -> None:
+    def __init__(
+        self, settings: PagerSettings, *, dry_run: bool, shared: SharedPages | None = None
+    ) -> None:
         url = (settings.webhook_url or "").strip()
         if not _is_http_url(url):
             raise ConfigError(
@@ -65,6 +70,7 @@ class Pager:
         if pagerduty and settings.routing_key is None:
             raise ConfigError("PAGER_FORMAT=pagerduty needs PAGER_ROUTING_KEY")
         self.settings, self.dry_run, self.url = settings, dry_run, url
+        self.shared = None if dry_run else shared  # a dry-run writes nothing shared
         self.destination = f"{settings.format} webhook at {public_url(url)}"
         self._routing_key = settings.routing_key if pagerduty else None
         self._planned: list[dict[str, Any]] = []
@@ -83,11 +89,13 @@ class Pager:
                 self._mark(page.dedup_key, page.action, page.at)
 
     @classmethod
-    def from_settings(cls, settings: PagerSettings, *, dry_run: bool) -> Pager | None:
+    def from_settings(
+        cls, settings: PagerSettings, *, dry_run: bool, shared: SharedPages | None = None
+    ) -> Pager | None:
         """The pager of these settings, or None when PAGER_WEBHOOK_URL is unset."""
         if not (settings.webhook_url or "").strip():
             return None
-        return cls(settings, dry_run=dry_run)
+        return cls(settings, dry_run=dry_run, shared=shared)
 
     async def start(self) -> None:
         """Start the background task that drains the outbox (nothing to do in dry-run)."""
@@ -156,8 +164,12 @@ class Pager:
             return PageResult.PLANNED
         self._inflight.add(ident)
         try:
+            claim = await self._claim_shared(ident, key, action, now)
+            if isinstance(claim, PageResult):
+                return claim
             async with self._key_locks.setdefault(key, asyncio.Lock()):  # trigger, then resolve
                 delivery = await self._courier.deliver(page, durable=durable)
+            await self._settle_shared(ident, claim, delivery)
         finally:
             self._inflight.discard(ident)
         if delivery is PageResult.UNDELIVERED and self._groups.get(key) is mine:
@@ -167,6 +179,41 @@ class Pager:
             else:
                 self._groups[key] = before
         return delivery
+
+    async def _claim_shared(
+        self, ident: tuple[str, str], key: str, action: PageAction, now: float
+    ) -> Claim | PageResult | None:
+        """Ask the fleet's shared state: a duplicate, grouped, or this replica pages (its
+        `Claim`, or None when the store does not answer: the local decision stands)."""
+        if self.shared is None:
+            return None
+        if await self.shared.was_sent(*ident):
+            return PageResult.DUPLICATE
+
+        def advance(state: State | None) -> State | None:
+            group = None if state is None else _Group(state["open"], state["first"], state["last"])
+            if self._suppressed(group, action, now):
+                return None
+            new = _advance(group, action.value, now)
+            return {"open": new.open, "first": new.first_page_s, "last": new.last_page_s}
+
+        claim = await self.shared.claim(key, advance)
+        if claim is False:
+            log.info("page_grouped", dedup_key=key, action=action.value, fleet=True)
+            return PageResult.GROUPED
+        return claim if isinstance(claim, Claim) else None
+
+    async def _settle_shared(
+        self, ident: tuple[str, str], claim: Claim | None, delivery: PageResult
+    ) -> None:
+        """Record a page that went out (or waits in our outbox); undo a claim not delivered."""
+        if self.shared is None:
+            return
+        if delivery is PageResult.UNDELIVERED:
+            if claim is not None:
+                await self.shared.undo(claim)
+        else:
+            await self.shared.record_sent(*ident)
 
     def _wire(self, page: StoredPage) -> HttpRequest:
         key = self._routing_key.get_secret_value() if self._routing_key else None
@@ -208,12 +255,15 @@ class Pager:
 
     def _mark(self, key: str, action: str, at: float) -> _Group:
         """Record that a page for `key` went out (or was queued) at `at`."""
-        g = self._groups.get(key)
-        if action == "resolve":
-            new = _Group(False, at, at)
-        elif g is not None and g.open:
-            new = _Group(True, g.first_page_s, at)
-        else:
-            new = _Group(True, at, at)
+        new = _advance(self._groups.get(key), action, at)
         self._groups[key] = new
         return new
+
+
+def _advance(g: _Group | None, action: str, at: float) -> _Group:
+    """A problem's grouping state once a page (`trigger` or `resolve`) went out at `at`."""
+    if action == "resolve":
+        return _Group(False, at, at)
+    if g is not None and g.open:
+        return _Group(True, g.first_page_s, at)
+    return _Group(True, at, at)

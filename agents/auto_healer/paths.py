@@ -205,11 +205,31 @@ def first_protected(path: str, protected: tuple[str, ...]) -> str | None:
     """
     folded = path.casefold()
     above = folded.rstrip("/") + "/"
-    for g in protected:
-        fg = g.casefold()
-        if glob_matches(fg, folded) or literal_prefix(fg).startswith(above):
+    for g, pattern, prefix in _protection(protected):
+        if pattern.match(folded) is not None or prefix.startswith(above):
             return g
     return None
+
+
+@lru_cache(maxsize=256)
+def _protection(protected: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str], str], ...]:
+    """Each protected glob with its casefolded pattern compiled and its literal prefix."""
+    return tuple((g, compile_glob(g.casefold()), literal_prefix(g.casefold())) for g in protected)
+
+
+_GENERATIONS: dict[str, int] = {}
+
+
+def generation(root: Path) -> int:
+    """How many times the checkout at `root` was changed by us (sync, apply, restore); a
+    confinement cached under an older generation is stale (`confinement.confine_cached`)."""
+    return _GENERATIONS.get(os.fspath(root), 0)
+
+
+def bump_generation(root: Path) -> None:
+    """Say the working tree at `root` is about to change: cached confinements are dropped."""
+    key = os.fspath(root)
+    _GENERATIONS[key] = _GENERATIONS.get(key, 0) + 1
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -251,6 +271,7 @@ def remove_tree(root: Path, rel: str) -> bool:
     """
     if not shutil.rmtree.avoids_symlink_attacks:
         raise HealFailed("shutil.rmtree is not symlink-safe on this platform; refusing to delete")
+    bump_generation(root)
     try:
         with parent_dir(root, rel) as (dir_fd, name):
             try:
@@ -277,6 +298,7 @@ def replace_file(root: Path, rel: str, content: bytes) -> None:
     (`InjuryRejected` otherwise), and the new bytes go to a fresh `O_EXCL | O_NOFOLLOW` temporary
     file beside it that is renamed over it (and removed if anything fails).
     """
+    bump_generation(root)
     try:
         with parent_dir(root, rel) as (dir_fd, name):
             mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode

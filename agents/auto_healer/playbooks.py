@@ -150,6 +150,12 @@ class Playbook(Strict):
     commit: Commit = Commit()
     protected: list[str] = Field(default_factory=list, description="Globs added to the defaults.")
     throttle: Throttle | None = None
+    batch: bool = Field(
+        default=True,
+        description="Heal injuries that queue behind a heal together, in one commit and one "
+        "push (each still gets its own outcome). `false`: one commit per injury. Playbooks "
+        "with `push_to: heal-branch` are never batched.",
+    )
     approval: Approval | None = None
     recurrence: Recurrence | None = None
     free_text: FreeText = FreeText()
@@ -171,6 +177,11 @@ class Playbook(Strict):
     @property
     def protected_globs(self) -> tuple[str, ...]:
         return DEFAULT_PROTECTED + tuple(self.protected)
+
+    @property
+    def batches(self) -> bool:
+        """Whether its heals may share a commit with other injuries' heals."""
+        return self.batch and self.commit.push_to == "branch"
 
     def escalation_reason(self) -> str | None:
         """The reason of this playbook's `escalate` step, if it has one (its own summary for a

@@ -16,6 +16,7 @@ import structlog
 from auto_healer.admission import Gate
 from auto_healer.agent import Agent
 from auto_healer.alerts import check_subjects, subject_matches, subscription
+from auto_healer.assets import default_replicas
 from auto_healer.bloodstream import Publisher, connect, open_intake
 from auto_healer.checkout import open_checkout
 from auto_healer.contracts import SUBJECT_INJURY
@@ -23,12 +24,13 @@ from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinato
 from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer, first_free_port, publish_urls, urls_file
 from auto_healer.errors import ConfigError
+from auto_healer.fleet import open_shared_pages
 from auto_healer.guard import open_guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.history import ensure_history
 from auto_healer.liveness import Liveness
-from auto_healer.logs import redact_url
+from auto_healer.logs import cache_loggers, redact_url
 from auto_healer.metrics import Metrics
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
@@ -54,6 +56,7 @@ async def serve(
     settings: Settings, *, install_signals: bool = True, stop: asyncio.Event | None = None
 ) -> None:
     """Run one agent replica until SIGTERM/SIGINT, or until `stop` is set."""
+    cache_loggers()  # configured by the CLI; from here on each logger binds once
     playbooks = load_playbooks(settings.playbooks_dir)
     async with AsyncExitStack() as stack:
         url = settings.nats_url
@@ -89,22 +92,39 @@ async def serve(
         )
         checkout = open_checkout(settings.git)
         stack.callback(checkout.close)
-        coordinator = await _coordinator(settings, nc)
-        healer = Healer(playbooks, checkout, dry_run=settings.dry_run, coordinator=coordinator)
-        pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run)
+        replicas = settings.nats.replicas or default_replicas(nc)
+        coordinator = await _coordinator(settings, nc, replicas)
+        metrics.watch_store(coordinator.degraded)
+        healer = Healer(
+            playbooks,
+            checkout,
+            dry_run=settings.dry_run,
+            coordinator=coordinator,
+            max_batch=settings.max_batch,
+            max_batch_files=settings.max_batch_files,
+        )
+        paging = bool(settings.pager.webhook_url) and not settings.dry_run  # dry-run: no writes
+        shared = await open_shared_pages(nc, replicas=replicas) if paging else None
+        pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run, shared=shared)
         if pager is not None:
             await pager.start()
             stack.push_async_callback(pager.aclose)
             metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
-        source = await _source(settings, nc, js, metrics)
+        source = await _source(settings, nc, js, metrics, replicas)
         guard = None
         if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
             guard = await open_guard(
-                settings.controls, nc.jetstream(), playbooks, repo=healer.repo_key
+                settings.controls,
+                nc.jetstream(),
+                playbooks,
+                repo=healer.repo_key,
+                replicas=replicas,
             )
             metrics.watch_controls(guard.paused, guard.breaker_open)
-            await ensure_history(nc.jetstream(), settings.controls, required=settings.jetstream)
+            await ensure_history(
+                nc.jetstream(), settings.controls, required=settings.jetstream, replicas=replicas
+            )
         agent = Agent(
             source=source,
             healer=healer,
@@ -150,6 +170,7 @@ async def serve(
             jetstream=settings.jetstream,
             dry_run=settings.dry_run,
             playbooks=[p.name for p in playbooks],
+            nats_replicas=replicas,
         )
         if stop is not None:
             relay = asyncio.create_task(_relay(stop, agent.stopping))
@@ -157,7 +178,7 @@ async def serve(
         await agent.run(install_signals=install_signals)
 
 
-async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics) -> Source:
+async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int) -> Source:
     """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
     the same queue group: each alert to one replica)."""
     queue = "" if settings.dry_run else settings.queue_group
@@ -170,11 +191,13 @@ async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics) -> Sou
         )
         for pattern in check_subjects(settings.source_subjects)
     ]
-    intake = await _intake(settings, nc, js, queue, metrics)
+    intake = await _intake(settings, nc, js, queue, metrics, replicas)
     return Combined([intake, *alerts]) if alerts else intake
 
 
-async def _intake(settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics) -> Source:
+async def _intake(
+    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int
+) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
         return CoreSource(nc, SUBJECT_INJURY, queue=queue)
@@ -184,6 +207,7 @@ async def _intake(settings: Settings, nc: Any, js: Any, queue: str, metrics: Met
             dry_run=settings.dry_run,
             max_deliver=settings.max_deliver,
             ack_wait_s=settings.ack_wait_s,
+            replicas=replicas,
         )
     except ConfigError:
         raise
@@ -201,7 +225,7 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-async def _coordinator(settings: Settings, nc: Any) -> Coordinator:
+async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinator:
     """KV coordination when the server has JetStream; in-process otherwise (core mode only).
 
     A dry-run replica never writes the shared KV: its claims and locks would throttle or block
@@ -216,6 +240,7 @@ async def _coordinator(settings: Settings, nc: Any) -> Coordinator:
             owner=owner,
             lock_ttl_s=settings.lock_ttl_s,
             lock_wait_s=0.0 if settings.jetstream else 60.0,
+            replicas=replicas,
         )
     except Exception as exc:
         if settings.jetstream:

@@ -58,6 +58,7 @@ class NatsSettings(_Part):
     tls_cert_file: Path | None
     tls_key_file: Path | None
     max_disconnected_s: float
+    replicas: int | None
 
 
 class PagerSettings(_Part):
@@ -146,7 +147,11 @@ class Settings(BaseSettings):
     max_deliver: int = Field(default=10, ge=1, le=100)
     lock_ttl_s: float = Field(default=60.0, ge=1)  # a dead replica's lock expires after this
     ack_wait_s: float = Field(default=60.0, gt=0)  # JetStream redelivers after this
-    max_in_flight: int = Field(default=8, ge=1, le=1024)
+    # in flight: waiting behind a heal is what lets a burst coalesce into batches of MAX_BATCH
+    max_in_flight: int = Field(default=256, ge=1, le=1024)
+    # injuries queued behind a heal are healed together: one commit, one push (see batch)
+    max_batch: int = Field(default=200, ge=1, le=10_000)
+    max_batch_files: int = Field(default=20_000, ge=1)
     grace_period_s: float = Field(default=30.0, ge=0)
     # past this, a NATS connection that keeps failing to reconnect fails /healthz and exits
     nats_max_disconnected_s: float = Field(default=300.0, gt=0)
@@ -158,6 +163,8 @@ class Settings(BaseSettings):
     nats_tls_ca_file: Path | None = None
     nats_tls_cert_file: Path | None = None
     nats_tls_key_file: Path | None = None
+    # replicas of every stream and KV bucket the agent creates; unset: the cluster's size, <= 3
+    nats_replicas: int | None = Field(default=None, ge=1, le=5)
     injury_signing_key: SecretStr | None = None  # HMAC-SHA256; when set, unsigned is rejected
     signature_max_age_s: float = Field(default=300.0, gt=0)  # older signed injuries are refused
     signature_max_skew_s: float = Field(default=30.0, ge=0)  # allowed clock skew into the future

@@ -1,4 +1,4 @@
-"""Bloodstream tools: `publish` (a bee-keeper-compatible injury publisher) and `tail`
+"""Bloodstream tools: `publish` (a bee-keeper-compatible injury publisher), `setup-nats` and `tail`
 (like `nats sub "aura.hive.>"`, pretty-printed; JSON and `aura.core.v1.Event` protobuf alike)."""
 
 from __future__ import annotations
@@ -104,3 +104,34 @@ async def tail(
         await seen.wait()
     finally:
         await nc.drain()
+
+
+async def setup_nats(settings: Settings, url: str, *, replicas: int | None) -> dict[str, int]:
+    """`setup-nats`: create the agent's assets with an admin identity (see `assets`)."""
+    from auto_healer.assets import setup_nats as create_assets
+
+    nc = await connect_client(settings.nats, url, name="auto-healer-setup-nats")
+    try:
+        made = await create_assets(
+            nc,
+            replicas=replicas or settings.nats.replicas,
+            max_deliver=settings.max_deliver,
+            ack_wait_s=settings.ack_wait_s,
+            lock_ttl_s=settings.lock_ttl_s,
+        )
+        return made | await _control_assets(nc, settings, replicas=max(made.values(), default=1))
+    finally:
+        await nc.drain()
+
+
+async def _control_assets(nc: Any, settings: Settings, *, replicas: int) -> dict[str, int]:
+    """The operator controls' bucket and the heal history stream (see `controls`, `history`)."""
+    from auto_healer.controls import BUCKET_CONTROLS
+    from auto_healer.coordination import KvCell
+    from auto_healer.history import HISTORY_STREAM, ensure_history
+
+    js = nc.jetstream()
+    await KvCell.open(js, BUCKET_CONTROLS, replicas=replicas)
+    await ensure_history(js, settings.controls, required=True, replicas=replicas)
+    names = [f"KV_{BUCKET_CONTROLS}", HISTORY_STREAM]
+    return {n: (await js.stream_info(n)).config.num_replicas or 1 for n in names}

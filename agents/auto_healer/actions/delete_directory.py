@@ -12,9 +12,10 @@ import os
 from pydantic import Field
 
 from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
+from auto_healer.confinement import confine_cached
 from auto_healer.errors import InjuryRejected
 from auto_healer.outcomes import FileChange
-from auto_healer.paths import confine, first_protected
+from auto_healer.paths import first_protected
 
 
 class DeleteDirectoryOptions(ActionOptions):
@@ -37,7 +38,7 @@ class DeleteDirectory:
 def _plan(ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
     """The plan, synchronously: a few `lstat`s and a bounded walk."""
     raw = ctx.injury.injury.affected_path
-    target = confine(ctx.root, raw, protected=ctx.protected, allow_root=False)
+    target = confine_cached(ctx.root, raw, protected=ctx.protected, allow_root=False)
     if not os.path.lexists(target.absolute):
         return StepPlan(summary=f"{target.relative} is already absent: nothing to heal")
     if target.absolute.is_symlink() or not target.absolute.is_dir():

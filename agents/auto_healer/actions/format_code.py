@@ -24,9 +24,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
+from auto_healer.confinement import confine_cached
 from auto_healer.errors import HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import FileChange
-from auto_healer.paths import confine, first_protected, parent_dir
+from auto_healer.paths import first_protected, parent_dir
 
 CONFIG_FILES = (
     "pyproject.toml",
@@ -76,7 +77,7 @@ class FormatCode:
 
     async def plan(self, ctx: StepContext, options: FormatCodeOptions) -> StepPlan:
         raw = ctx.injury.injury.affected_path
-        target = confine(ctx.root, raw, protected=ctx.protected, allow_root=True)
+        target = confine_cached(ctx.root, raw, protected=ctx.protected, allow_root=True)
         if target.absolute.is_symlink():
             # Writing the formatted bytes would replace the link with a file.
             raise InjuryRejected(f"affected_path {raw!r} is a symlink; refusing to format it")

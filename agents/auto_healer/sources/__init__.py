@@ -55,8 +55,10 @@ class Delivery:
     """One message as received, whatever carried it.
 
     `max_attempts` is None where the transport never redelivers (core NATS, a file); otherwise
-    `attempt` counts deliveries from 1. `received_at` is when the transport first had it (the
-    JetStream message time, or our receive time): payload timestamps are never trusted for it.
+    `attempt` counts deliveries from 1. A transport that `redelivers_forever` (a JetStream
+    consumer without `max_deliver`) leaves the give-up to the agent's budget, `max_attempts`.
+    `received_at` is when the transport first had it (the JetStream message time, or our
+    receive time): payload timestamps are never trusted for it.
     """
 
     data: bytes
@@ -67,11 +69,14 @@ class Delivery:
     max_attempts: int | None = None
     settler: Settler = NO_SETTLE
     keepalive_s: float | None = None  # how often a long heal calls `in_progress`
+    redelivers_forever: bool = False
 
     @property
     def redeliverable(self) -> bool:
         """Whether a nak brings this message back (another attempt remains)."""
-        return self.max_attempts is not None and self.attempt < self.max_attempts
+        if self.max_attempts is None:
+            return False
+        return self.redelivers_forever or self.attempt < self.max_attempts
 
     @property
     def last_attempt(self) -> bool:

@@ -41,8 +41,11 @@ class JsSettler:
         await self.msg.in_progress()
 
 
-def delivery_of(msg: Any, *, max_deliver: int, ack_wait_s: float) -> Delivery:
-    """A neutral delivery of a JetStream message: its attempt and stream time from metadata."""
+def delivery_of(
+    msg: Any, *, max_deliver: int, ack_wait_s: float, unlimited: bool = False
+) -> Delivery:
+    """A neutral delivery of a JetStream message: its attempt and stream time from metadata.
+    An `unlimited` consumer redelivers forever; `max_deliver` is then the agent's budget."""
     meta = msg.metadata
     return Delivery(
         data=msg.data,
@@ -53,6 +56,7 @@ def delivery_of(msg: Any, *, max_deliver: int, ack_wait_s: float) -> Delivery:
         max_attempts=max_deliver,
         settler=JsSettler(msg),
         keepalive_s=max(0.5, ack_wait_s / 3),
+        redelivers_forever=unlimited,
     )
 
 
@@ -99,7 +103,12 @@ class JetStreamSource:
                         await msg.nak()
                     continue
                 submit(
-                    delivery_of(msg, max_deliver=intake.max_deliver, ack_wait_s=intake.ack_wait_s)
+                    delivery_of(
+                        msg,
+                        max_deliver=intake.max_deliver,
+                        ack_wait_s=intake.ack_wait_s,
+                        unlimited=intake.unlimited,
+                    )
                 )
 
     async def stop(self) -> None:
@@ -115,5 +124,6 @@ class JetStreamSource:
             "stream": i.stream,
             "durable": i.durable,
             "max_deliver": i.max_deliver,
+            "redelivers_forever": i.unlimited,
             "ack_wait_s": i.ack_wait_s,
         }

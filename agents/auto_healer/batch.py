@@ -1,0 +1,349 @@
+"""Coalesced heals: injuries that queue behind a heal are healed together, in one commit.
+
+`Batcher.heal()` is called once per injury and returns its own outcome. Whoever takes the
+checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one sync,
+each injury planned and applied in turn (one refused, escalated or with nothing to do is left
+out with its own outcome), one commit with every `Injury-Id:` trailer, one push. Healed outcomes
+are answered only after the push; a push race retries the whole batch on the new head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import structlog
+from tenacity import RetryCallState, retry_if_exception_type
+
+from auto_healer.actions import StepContext, StepPlan, get_action
+from auto_healer.checkout import Checkout
+from auto_healer.contracts import ParsedInjury
+from auto_healer.coordination import Coordinator, Lease
+from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.playbooks import Playbook
+
+log = structlog.get_logger("auto_healer.healer")
+T = TypeVar("T")
+INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a thread
+UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
+
+
+@dataclass(eq=False)
+class _Item:
+    """One injury waiting in, or healed by, a batch."""
+
+    parsed: ParsedInjury
+    playbook: Playbook
+    lock_key: str
+    future: asyncio.Future[Outcome]
+    reports: tuple[StepReport, ...] = ()
+    delete: list[str] = field(default_factory=list)
+    write: dict[str, bytes] = field(default_factory=dict)
+    files: int = 0
+
+
+@dataclass
+class _Refused(Exception):
+    """An injury refused while it was being applied: the batch is rebuilt without it."""
+
+    item: _Item
+    outcome: Outcome
+
+
+class Batcher:
+    """The queue of one checkout's heals, and the batch heal of what it holds."""
+
+    def __init__(
+        self,
+        checkout: Checkout,
+        coordinator: Coordinator,
+        lock: asyncio.Lock,
+        outcome: Callable[..., Outcome],
+        *,
+        max_batch: int,
+        max_files: int,
+    ) -> None:
+        self.checkout, self.coordinator, self.lock = checkout, coordinator, lock
+        self._outcome = outcome
+        self.max_batch, self.max_files = max_batch, max_files
+        self._queue: deque[_Item] = deque()
+        self._leases: list[Lease] = []  # the path locks of the batch being healed
+
+    async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
+        """Queue one injury and return its outcome once the batch that took it has ended."""
+        item = _Item(parsed, playbook, lock_key, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        try:
+            await asyncio.sleep(0)  # injuries submitted together join the queue first
+            while not item.future.done():
+                async with self.lock:
+                    if not item.future.done():
+                        await self._run(self._take())
+        except asyncio.CancelledError:
+            item.future.cancel()  # a batch that has not reached it yet passes it by
+            with contextlib.suppress(ValueError):
+                self._queue.remove(item)
+            raise
+        return item.future.result()
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < self.max_batch:
+            if not (item := self._queue.popleft()).future.done():
+                batch.append(item)
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        """Heal a batch and answer every injury of it, or hand back those it did not reach."""
+        outcomes: dict[_Item, Outcome] = {}
+        try:
+            outcomes = await self._locked(batch)
+        finally:
+            left = [it for it in batch if it not in outcomes and not it.future.done()]
+            self._queue.extendleft(reversed(left))  # cut off or over the file cap: next batch
+            for it, outcome in outcomes.items():
+                if not it.future.done():
+                    it.future.set_result(outcome)
+        if len(batch) > 1:
+            kinds = Counter(o.kind.value for o in outcomes.values())
+            log.info("batch_done", injuries=len(batch), **kinds)
+
+    async def _locked(self, batch: list[_Item]) -> dict[_Item, Outcome]:
+        """Take the path lock of every injury, in sorted order (so two replicas never wait on
+        each other), then heal those whose lock was taken; let go of them all at once."""
+        outcomes: dict[_Item, Outcome] = {}
+        self._leases = []
+        held: list[AbstractAsyncContextManager[Lease]] = []
+        try:
+            for key in sorted({it.lock_key for it in batch}):
+                lock = self.coordinator.path_lock(key)
+                try:
+                    self._leases.append(await lock.__aenter__())
+                    held.append(lock)
+                except TransientError as exc:
+                    for it in batch:
+                        if it.lock_key == key:
+                            outcomes[it] = self._out(it, Kind.FAILED, str(exc), retryable=True)
+            live = [it for it in batch if it not in outcomes]
+            outcomes.update(await self._already_healed(live))
+            live = [it for it in live if it not in outcomes]
+            if live:
+                outcomes.update(await self._attempts(live))
+        finally:
+            exits = (lock.__aexit__(None, None, None) for lock in held)
+            await asyncio.gather(*exits, return_exceptions=True)
+        return outcomes
+
+    async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:
+        """Injuries healed by another delivery while these waited for the locks."""
+        try:
+            commits = await asyncio.gather(
+                *(self.coordinator.healed_commit(it.parsed.id) for it in items)
+            )
+        except TransientError as exc:
+            return {it: self._out(it, Kind.FAILED, str(exc), retryable=True) for it in items}
+        return {
+            it: self._out(it, Kind.SKIPPED, f"already healed by commit {c[:12]}", commit=c)
+            for it, c in zip(items, commits, strict=True)
+            if c
+        }
+
+    async def _attempts(self, items: list[_Item]) -> dict[_Item, Outcome]:
+        """The batch with retries of transient failures, each on the remote's new head."""
+        final: dict[_Item, Outcome] = {}  # left out of the batch, for good
+        patient = max((it.playbook for it in items), key=lambda p: p.retry.attempts)
+        retrying = patient.retry.retrying(
+            retry_if_exception_type(TransientError),
+            before_sleep=lambda rs: log.warning(
+                "heal_retry", attempt=rs.attempt_number, injuries=len(items), error=_error(rs)
+            ),
+        )
+        attempts = 0
+
+        def rest(kind: Kind, reason: str, **more: Any) -> dict[_Item, Outcome]:
+            out = {it: self._out(it, kind, reason, attempts=attempts, **more) for it in items}
+            return out | final
+
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    healed = await self._attempt(items, final, attempts)
+        except TransientError as exc:
+            return rest(Kind.FAILED, f"{exc} (after {attempts} attempts)", retryable=True)
+        except (HealFailed, ConfigError, InjuryRejected) as exc:
+            return rest(Kind.FAILED, str(exc))
+        except Exception as exc:  # a bug must not kill the agent; it is reported and paged
+            log.exception("heal_internal_error", injuries=len(items))
+            return rest(Kind.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        return final | healed
+
+    async def _attempt(
+        self, items: list[_Item], final: dict[_Item, Outcome], attempt: int
+    ) -> dict[_Item, Outcome]:
+        """One try: sync, plan and apply each injury, one commit, one push."""
+        co = self.checkout
+        base = await in_thread(co.sync)
+        try:
+            while True:
+                try:
+                    return await self._build(items, final, base, attempt)
+                except _Refused as refused:  # rebuild from the base without it
+                    final[refused.item] = refused.outcome
+                    await in_thread(co.restore, base)
+        except BaseException:
+            await in_thread(co.restore, base)
+            raise
+
+    async def _build(
+        self, items: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
+    ) -> dict[_Item, Outcome]:
+        co = self.checkout
+        included: list[_Item] = []
+        twins: list[tuple[_Item, _Item]] = []  # a second delivery of an injury in the batch
+        by_id: dict[str, _Item] = {}
+        files = 0
+        for it in items:
+            if it in final:
+                continue
+            if it.parsed.id in by_id:
+                twins.append((it, by_id[it.parsed.id]))
+                continue
+            left_out = await self._plan(it)
+            if left_out is not None:
+                final[it] = replace(left_out, attempts=attempt)
+                continue
+            if included and files + it.files > self.max_files:
+                break  # it and the rest wait for the next batch
+            globs = it.playbook.protected_globs
+            try:  # a small plan is applied on the loop: a thread hop would cost more than it
+                if it.files > INLINE_FILES:
+                    await in_thread(co.apply_files, it.delete, it.write, globs)
+                else:
+                    co.apply_files(it.delete, it.write, globs)
+            except (InjuryRejected, HealFailed) as exc:
+                kind = Kind.REJECTED if isinstance(exc, InjuryRejected) else Kind.FAILED
+                raise _Refused(it, self._out(it, kind, str(exc), attempts=attempt)) from None
+            files += it.files
+            included.append(it)
+            by_id[it.parsed.id] = it
+        healed = await self._commit(included, final, base, attempt)
+        for twin, first in twins:
+            done = healed.get(first) or final.get(first)
+            if done is not None:
+                healed[twin] = _as_twin(done, twin.parsed)
+        return healed
+
+    async def _plan(self, it: _Item) -> Outcome | None:
+        """Plan every step of one injury on the checkout as it now is; an outcome when the
+        injury is left out of the batch."""
+        ctx = StepContext(
+            injury=it.parsed, root=self.checkout.root, protected=it.playbook.protected_globs
+        )
+        plans: list[tuple[str, StepPlan]] = []
+        try:
+            for step in it.playbook.steps:
+                plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
+        except InjuryRejected as exc:
+            return self._out(it, Kind.REJECTED, str(exc))
+        except TransientError as exc:
+            return self._out(it, Kind.FAILED, str(exc), retryable=True)
+        except (HealFailed, ConfigError) as exc:
+            return self._out(it, Kind.FAILED, str(exc))
+        it.reports = tuple(StepReport(n, p.summary, tuple(p.files), p.diff) for n, p in plans)
+        escalate = next((p.escalate for _, p in plans if p.escalate), None)
+        if escalate:
+            return self._out(it, Kind.ESCALATED, escalate)
+        if all(p.noop for _, p in plans):
+            why = "; ".join(p.summary for _, p in plans)
+            return self._out(it, Kind.SKIPPED, f"already healthy: {why}")
+        it.delete = [d for _, p in plans for d in p.delete]
+        it.write = {path: data for _, p in plans for path, data in p.write.items()}
+        it.files = max(1, sum(len(p.files) for _, p in plans))
+        return None
+
+    async def _commit(
+        self, included: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
+    ) -> dict[_Item, Outcome]:
+        """Stage everything at once, commit what changed tracked files, push."""
+        co = self.checkout
+        if not included:
+            return {}
+        writes = dict.fromkeys(w for it in included for w in it.write)
+        await in_thread(co.stage, [d for it in included for d in it.delete], list(writes))
+        changed = _with_parents(await in_thread(co.staged_paths))
+        committed = []
+        for it in included:
+            if any(p in changed for p in (*it.delete, *it.write)):
+                committed.append(it)
+            else:
+                final[it] = self._out(it, Kind.SKIPPED, UNTRACKED_ONLY, attempts=attempt)
+        if not committed:
+            await in_thread(co.restore, base)
+            return {}
+        messages = [it.playbook.commit_message(it.parsed) for it in committed]
+        sha = await in_thread(
+            co.commit, batch_message(messages), *(it.parsed.id for it in committed)
+        )
+        for lease in self._leases:
+            lease.check()  # never push without every path lock
+        await in_thread(co.push, co.branch)
+        why = f"pushed {sha[:12]} to {co.branch}"
+        why += f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""
+        done = {"commit": sha, "branch": co.branch, "attempts": attempt}
+        return {
+            it: self._out(it, Kind.HEALED, why, commit_message=message, **done)
+            for it, message in zip(committed, messages, strict=True)
+        }
+
+    def _out(self, it: _Item, kind: Kind, reason: str, **fields: Any) -> Outcome:
+        return self._outcome(it.parsed, it.playbook, kind, reason, steps=it.reports, **fields)
+
+
+def batch_message(messages: list[str]) -> str:
+    """The commit message of a batch: a single heal's own message, or a summary line and one
+    body line per injury (the trailers are added by `Checkout.commit`)."""
+    if len(messages) == 1:
+        return messages[0]
+    body = "\n".join(f"- {m.strip().partition(chr(10))[0]}" for m in messages)
+    return f"auto-heal: {len(messages)} injuries\n\n{body}"
+
+
+def _error(state: RetryCallState) -> str | None:
+    return str(state.outcome.exception()) if state.outcome else None
+
+
+def _with_parents(paths: Iterable[str]) -> set[str]:
+    """The paths and every directory above them, so a deleted directory is found in O(1)."""
+    out: set[str] = set()
+    for path in paths:
+        while path and path not in out:
+            out.add(path)
+            path = path.rpartition("/")[0]
+    return out
+
+
+def _as_twin(first: Outcome, parsed: ParsedInjury) -> Outcome:
+    """The outcome of a second delivery of an injury healed (or not) earlier in the batch."""
+    if first.kind is Kind.HEALED and first.commit:
+        reason = f"already healed by commit {first.commit[:12]}"
+        return replace(first, kind=Kind.SKIPPED, reason=reason, injury=parsed)
+    return replace(first, injury=parsed)
+
+
+async def in_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run blocking git work in a thread; if cancelled, wait for the thread before unwinding,
+    so the restore that follows never races a push still under way."""
+    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
