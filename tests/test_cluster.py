@@ -77,6 +77,8 @@ def test_setup_nats_creates_every_asset_replicated_and_reports_the_short_one(
         "KV_auto-healer-healed": "replicas=3",
         "KV_auto-healer-throttle": "replicas=3",
         "KV_auto-healer-pages": "replicas=3",
+        "KV_auto-healer-controls": "replicas=3",
+        "AURA_HEAL_HISTORY": "replicas=3",
     }
     assert "nats stream edit AURA_DEAD_LETTERS --replicas 3" in err
 

@@ -108,6 +108,7 @@ async def tail(
 
 async def setup_nats(settings: Settings, url: str, *, replicas: int | None) -> dict[str, int]:
     """`setup-nats`: create the agent's assets with an admin identity (see `assets`)."""
+    from auto_healer.assets import default_replicas
     from auto_healer.assets import setup_nats as create_assets
 
     nc = await connect_client(settings.nats, url, name="auto-healer-setup-nats")
@@ -119,7 +120,8 @@ async def setup_nats(settings: Settings, url: str, *, replicas: int | None) -> d
             ack_wait_s=settings.ack_wait_s,
             lock_ttl_s=settings.lock_ttl_s,
         )
-        return made | await _control_assets(nc, settings, replicas=max(made.values(), default=1))
+        wanted = replicas or settings.nats.replicas or default_replicas(nc)
+        return made | await _control_assets(nc, settings, replicas=wanted)
     finally:
         await nc.drain()
 
