@@ -119,12 +119,21 @@ async def test_core_mode_pause_escalates_with_the_reason_and_auto_heal_false_sti
     injury is escalated as always."""
     remote, work = repo
     seed_dirs(work, ["kept"])
-    agent = AgentProcess(tmp_path, "a", nats_server.url, remote)
+    agent = AgentProcess(
+        tmp_path, "a", nats_server.url, remote, env={"HEARTBEAT_INTERVAL_SEC": "0.3"}
+    )
     events = await Events().start(nats_server.url)
+    beats = await Events().start(nats_server.url, "aura.hive.heartbeat")
     try:
         agent.wait_ready()
         ctl(nats_server.url, "pause", "--reason", "deploy freeze", "--by", "bob")
         await wait_until(lambda: agent.metric("auto_healer_paused") == 1, 2, "the pause")
+        await wait_until(
+            lambda: any(b["metadata"].get("paused") for b in beats.items), 5, "a paused heartbeat"
+        )
+        beat = next(b["metadata"] for b in beats.items if b["metadata"].get("paused"))
+        assert (beat["paused_by"], beat["paused_reason"]) == ("bob", "deploy freeze")
+        assert beat["paused_since"] <= time.time() and beat["breaker_open"] is False
         await _publish(nats_server.url, ["core/src/kept/"], jetstream=False)
         await _publish(nats_server.url, ["core/src/other/"], jetstream=False, auto_heal=False)
         await wait_outcomes(events, 2)
@@ -136,6 +145,7 @@ async def test_core_mode_pause_escalates_with_the_reason_and_auto_heal_false_sti
         assert _strays(remote, ["kept"]) == ["kept"]
     finally:
         await events.close()
+        await beats.close()
         agent.kill()
 
 
