@@ -112,7 +112,8 @@ async def _burst(url: str, remote: Path, data: list[bytes], timeout_s: float) ->
 def agent_run(ctx: Context, tmpl: Path, dest: Path, n: int, audit: int) -> dict[str, float]:
     remote, _work = copy_repo(tmpl, dest)
     base = git(remote, "rev-parse", "main").strip()
-    agent = Agent(dest, ctx.nats_url, str(remote), dry_run=False)
+    # A burst of N heals on purpose: the blast-radius breaker (100 per 10 min) raised past it.
+    agent = Agent(dest, ctx.nats_url, str(remote), dry_run=False, BREAKER_MAX_HEALS=str(10 * n))
     try:
         elapsed, healed = asyncio.run(_burst(ctx.nats_url, remote, payloads(n, audit), 300))
     except RuntimeError:

@@ -75,8 +75,10 @@ def run(cluster: NatsCluster, tmp: Path, replicas: int, count: int) -> dict[str,
     remote, work = make_repo(base, SEED)
     names = [f"fleet{replicas}x{i}" for i in range(count)]
     seed_dirs(work, names)
+    breaker = {"BREAKER_MAX_HEALS": str(10 * count)}  # a burst on purpose: past the breaker
     agents = [
-        AgentProcess(base, f"a{i}", cluster.url, remote, jetstream=True) for i in range(replicas)
+        AgentProcess(base, f"a{i}", cluster.url, remote, jetstream=True, env=breaker)
+        for i in range(replicas)
     ]
     try:
         for a in agents:

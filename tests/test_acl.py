@@ -349,3 +349,34 @@ async def test_observer_reads_everything_and_publishes_nothing(acl_server: NatsS
             "$JS.API.STREAM.CREATE.AURA_INJURIES",
         ):
             await obs.denied_publish(subject)
+
+
+async def test_auto_healer_watches_the_controls_and_keeps_the_history(
+    acl_server: NatsServer,
+) -> None:
+    """auto-healer mirrors the controls bucket through a watch, writes its breaker cells, and
+    creates (then updates) the heal history stream, all within its grants."""
+    from auto_healer import controls
+    from auto_healer.coordination import KvCell
+    from auto_healer.history import ensure_history
+    from auto_healer.settings import Settings
+
+    async with connect(acl_server, "auto-healer") as ah:
+        js = ah.nc.jetstream()
+        cells = await KvCell.open(js, controls.BUCKET_CONTROLS)
+        mirror = controls.Controls(cells)
+        watching = asyncio.create_task(mirror.watch())
+        try:
+            await asyncio.wait_for(mirror.synced.wait(), 5)
+            await controls.pause(cells, by="ops", reason="acl", playbook=None)
+            await eventually(lambda: mirror.paused() is not None)
+            assert await cells.swap("breaker.x", b"{}", None)
+        finally:
+            watching.cancel()
+        settings = Settings().controls
+        assert await ensure_history(js, settings, required=True)
+        wider = settings.model_copy(update={"history_max_age_s": 3600.0})
+        assert await ensure_history(js, wider, required=True)
+        assert (await js.stream_info("AURA_HEAL_HISTORY")).config.max_age == 3600.0
+        await ah.nc.flush()
+        assert ah.errors == []

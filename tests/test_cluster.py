@@ -77,6 +77,8 @@ def test_setup_nats_creates_every_asset_replicated_and_reports_the_short_one(
         "KV_auto-healer-healed": "replicas=3",
         "KV_auto-healer-throttle": "replicas=3",
         "KV_auto-healer-pages": "replicas=3",
+        "KV_auto-healer-controls": "replicas=3",
+        "AURA_HEAL_HISTORY": "replicas=3",
     }
     assert "nats stream edit AURA_DEAD_LETTERS --replicas 3" in err
 
@@ -188,10 +190,9 @@ async def test_losing_the_node_of_each_asset_mid_burst_heals_all_once(
     remote, work = repo
     rounds = {asset: [f"r{r}x{i}" for i in range(100)] for r, asset in enumerate(ASSETS)}
     seed_dirs(work, [n for names in rounds.values() for n in names])
+    env = {"ACK_WAIT_S": "15", "BREAKER_MAX_HEALS": "1000"}  # bursts past the default breaker
     agents = [
-        AgentProcess(
-            tmp_path, f"a{i}", nats_cluster.url, remote, jetstream=True, env={"ACK_WAIT_S": "15"}
-        )
+        AgentProcess(tmp_path, f"a{i}", nats_cluster.url, remote, jetstream=True, env=env)
         for i in range(2)
     ]
     measured: dict[str, float] = {}

@@ -50,6 +50,11 @@ TABLE = [
     ((Kind.REJECTED, False, True, False, True, False), (T, NO, True, True, True, "injury_rejected", False, False)),
     ((Kind.REJECTED, False, True, False, False, True), (T, NO, True, True, False, "injury_rejected", False, False)),
     ((Kind.REJECTED, False, True, False, False, False), (T, NO, True, True, False, "injury_rejected", False, False)),
+    # Held (paused, breaker open): back into the stream, quietly; what cannot come back (core
+    # NATS, the last delivery) is escalated with the reason, the last delivery dead-lettered.
+    ((Kind.HELD, False, True, True, True, False), (N, NO, True, False, True, "injury_held", False, True)),
+    ((Kind.HELD, False, True, True, False, True), (A, TRIG, True, True, False, "injury_held", False, True)),
+    ((Kind.HELD, False, True, True, False, False), (A, TRIG, True, False, False, "injury_held", False, True)),
 ]  # fmt: skip
 
 
@@ -194,6 +199,49 @@ def test_an_envelope_is_settled_once_for_all_its_injuries(
     from auto_healer.decision import settle_together
 
     assert settle_together(settles) is together
+
+
+@pytest.mark.parametrize(
+    ("redeliverable", "last", "pager", "settle", "page"),
+    [
+        (True, False, True, N, TRIG),
+        (True, False, False, N, NO),
+        (False, False, True, A, TRIG),
+        (False, True, True, A, TRIG),
+    ],
+)
+def test_the_held_injury_that_trips_the_breaker_carries_the_one_page(
+    redeliverable: bool, last: bool, pager: bool, settle: Settle, page: PageAction
+) -> None:
+    """The trip's page is sent even as its injury goes back to the stream, and kept durable."""
+    held = Outcome(Kind.HELD, "breaker open", injury=INJURY, page_held=True)
+    d = decide(held, Context(redeliverable=redeliverable, last_attempt=last, pager=pager))
+    assert (d.settle, d.page, d.page_durable, d.event_type) == (settle, page, True, "injury_held")
+    assert d.dead_letter is last
+    assert d.final(paged=False, dead_lettered=True) is settle
+
+
+@pytest.mark.parametrize(
+    ("redeliverable", "last", "pager", "page"),
+    [(True, False, True, TRIG), (False, False, True, TRIG), (False, True, True, TRIG),
+     (True, False, False, NO)],
+)  # fmt: skip
+def test_an_injury_kept_aside_for_approval_is_paged_and_its_message_settled(
+    redeliverable: bool, last: bool, pager: bool, page: PageAction
+) -> None:
+    """Awaiting approval the request holds the injury: ack, page the plan, no dead letter."""
+    held = Outcome(Kind.HELD, "awaiting approval", injury=INJURY, kept_aside=True)
+    d = decide(held, Context(redeliverable=redeliverable, last_attempt=last, pager=pager))
+    assert (d.settle, d.page, d.page_durable, d.dead_letter) == (A, page, True, False)
+    assert (d.event_type, d.ok, d.success) == ("injury_held", True, False)
+
+
+@pytest.mark.parametrize(("resolves", "page"), [(True, RES), (False, NO)])
+def test_a_rejected_approval_resolves_its_page(resolves: bool, page: PageAction) -> None:
+    """A skip that closes a paged problem (rejected) resolves it; any other skip pages nothing."""
+    skipped = Outcome(Kind.SKIPPED, "rejected by ops", injury=INJURY, resolves=resolves)
+    d = decide(skipped, Context(redeliverable=True, pager=True))
+    assert (d.settle, d.page, d.event_type, d.success) == (A, page, "injury_skipped", True)
 
 
 # A consumer that redelivers without limit (`max_deliver = -1`): the agent's own budget of heal

@@ -253,3 +253,16 @@ def test_match_command_rejects_an_invalid_injury_with_exit_2(
     path.write_text(json.dumps({"injury_type": "x"}))
     assert main(["match", str(path), "--playbooks", str(PLAYBOOKS)]) == 2
     assert "field 'timestamp'" in capsys.readouterr().err
+
+
+def test_approval_required_is_short_for_required_true(tmp_path: Path) -> None:
+    """`approval: required` and `approval: {required: true, expires_s: N}` both load."""
+    from auto_healer.playbooks import load_playbook
+
+    base = "name: x\nmatch:\n  injury_type: t\nsteps:\n  - action: delete_directory\n"
+    short, long = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    short.write_text(base + "approval: required\n")
+    long.write_text(base + "approval:\n  required: true\n  expires_s: 60\n")
+    a, b = load_playbook(short), load_playbook(long)
+    assert a.approval is not None and (a.approval.required, a.approval.expires_s) == (True, 86400)
+    assert b.approval is not None and b.approval.expires_s == 60

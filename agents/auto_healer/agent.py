@@ -25,6 +25,7 @@ from auto_healer.admission import Admitted, Gate, Rejection, body_id
 from auto_healer.decision import Context, decide, nak_delay_s
 from auto_healer.effects import Effects
 from auto_healer.errors import LinkLost, TransientError
+from auto_healer.guard import Guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.liveness import Liveness
@@ -61,11 +62,13 @@ class Agent:
         max_in_flight: int,
         grace_period_s: float,
         heart: Heart | None = None,
+        guard: Guard | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
     ) -> None:
         self.source, self.healer, self.effects, self.gate = source, healer, effects, gate
         self.link, self.liveness, self.metrics, self.heart = link, liveness, metrics, heart
+        self.guard = guard  # the operator controls (pause, breaker), asked before a heal
         self.dry_run = healer.dry_run
         self.grace_period_s = grace_period_s
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
@@ -223,6 +226,13 @@ class Agent:
             if keeper is not None:
                 keeper.cancel()
 
+    async def announce_aside(self, outcome: Outcome) -> None:
+        """Decide and carry out an outcome no message carries (an approval, carried out)."""
+        delivery = Delivery(data=b"", subject="auto-healer.controls", received_at=time.time())
+        context = Context(dry_run=self.dry_run, pager=self.effects.pager is not None)
+        await self.effects.carry_out(outcome, delivery, decide(outcome, context))
+        self._observe(outcome, time.monotonic())
+
     async def _context(self, delivery: Delivery, outcome: Outcome) -> Context:
         """The delivery's context; a failed heal on a transport that redelivers forever is
         counted against the heal budget (an outage is not; a count that fails is left out)."""
@@ -257,6 +267,8 @@ class Agent:
                 raw_id=admitted.injury_id,
                 dry_run=self.dry_run,
             )
+        if self.guard is not None:
+            return await self.guard.handle(admitted, self.healer.handle)
         return await self.healer.handle(admitted)
 
     @staticmethod

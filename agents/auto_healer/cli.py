@@ -232,6 +232,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args))
 
 
+CONTROLS = ("pause", "resume", "reset-breaker", "approve", "reject", "history", "show")
+
+
+def _control(name: str) -> Callable[[argparse.Namespace], int]:
+    """An operator command (`control_cli`), imported only when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from auto_healer.control_cli import COMMANDS as CONTROL_COMMANDS
+
+        return CONTROL_COMMANDS[name](args)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "match": cmd_match,
@@ -242,6 +256,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tail": cmd_tail,
     "demo": cmd_demo,
     "setup-nats": cmd_setup_nats,
+    **{name: _control(name) for name in CONTROLS},
 }
 
 

@@ -190,4 +190,63 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
         metavar="N",
         help="replicas of each asset (env NATS_REPLICAS; default: the cluster's size, at most 3)",
     )
+    add_control_commands(add, commands)
     return parser
+
+
+def add_control_commands(
+    add: Callable[..., argparse.ArgumentParser], commands: Mapping[str, Command]
+) -> None:
+    """The operator controls (see `control_cli`)."""
+    for name, help_ in (
+        ("pause", "pause every replica's heals, fleet-wide (or one playbook's)"),
+        ("resume", "lift a pause: what waited heals"),
+    ):
+        p = add(name, commands[name], help_, playbooks=False)
+        p.add_argument("--playbook", metavar="NAME", help="only this playbook")
+        if name == "pause":
+            p.add_argument("--reason", metavar="TEXT", help="why (shown in heartbeats and pages)")
+        p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
+        add_client_flags(p)
+    p = add(
+        "reset-breaker",
+        commands["reset-breaker"],
+        "close a repository's blast-radius breaker: its held injuries heal",
+        playbooks=False,
+    )
+    p.add_argument(
+        "repo", metavar="REPO", help="the repository as the agent names it (its remote URL)"
+    )
+    p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
+    add_client_flags(p)
+    for name, help_ in (
+        ("approve", "approve a heal held for approval: one replica heals it"),
+        ("reject", "reject a heal held for approval: it is closed and its page resolved"),
+    ):
+        p = add(name, commands[name], help_, playbooks=False)
+        p.add_argument("injury_id", metavar="INJURY_ID")
+        p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
+        p.add_argument("--reason", metavar="TEXT", help="why (kept with the decision)")
+        add_client_flags(p)
+    for name, help_ in (
+        ("history", "print what the agents did, from the AURA_HEAL_HISTORY stream"),
+        ("show", "print one injury's whole story from the history"),
+    ):
+        p = add(name, commands[name], help_, playbooks=False)
+        if name == "show":
+            p.add_argument("injury_id", metavar="INJURY_ID")
+        else:
+            p.add_argument(
+                "--kind",
+                help="only this outcome: healed, held, escalated, failed, rejected, skipped, "
+                "or control (pause, resume, reset-breaker)",
+            )
+            p.add_argument("--path", metavar="GLOB", help="only injuries whose path matches GLOB")
+        p.add_argument(
+            "--since",
+            default="1h" if name == "history" else "30d",
+            metavar="TIME",
+            help="ISO-8601 time, Unix epoch, or a duration ago like 15m, 2h, 1d",
+        )
+        p.add_argument("--format", choices=["text", "json"], default="text")
+        add_client_flags(p)

@@ -40,6 +40,7 @@ EVENT_TYPES = {
     Kind.ESCALATED: "injury_escalated",
     Kind.FAILED: "injury_heal_failed",
     Kind.REJECTED: "injury_rejected",
+    Kind.HELD: "injury_held",
 }
 NAK_BACKOFF = RetryPolicy(backoff_s=5.0, max_backoff_s=300.0)  # the transport redelivers
 OUTAGE_NAK_S = 3.0  # a coordination outage: back soon (a leader election takes seconds)
@@ -114,7 +115,7 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     counted = ctx.heal_attempts
     spent = ctx.last_attempt if counted is None else counted >= ctx.heal_budget
     comes_back = redeliverable and not spent  # a page not delivered now can wait for it
-    if kind is Kind.HEALED:
+    if kind is Kind.HEALED or (kind is Kind.SKIPPED and outcome.resolves):
         page = PageAction.RESOLVE
     elif kind is Kind.ESCALATED:
         page = PageAction.TRIGGER
@@ -129,6 +130,19 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
         # a valid injury refused for safety is paged as well.
         page = PageAction.TRIGGER if outcome.injury is not None else PageAction.NONE
         settle, dead_letter = Settle.TERM, True
+    elif kind is Kind.HELD:
+        # Held (paused, breaker open): back into the stream while it can come back, paged only
+        # by the one that carries its control's page. Core NATS cannot hold it, nor can the last
+        # delivery: it is escalated with the reason (and the last delivery dead-lettered). One
+        # kept aside (awaiting approval) is paged and its message settled.
+        if outcome.kept_aside:  # an approval request holds it: the message is done with
+            page = PageAction.TRIGGER
+        elif redeliverable:
+            settle = Settle.NAK
+            page = PageAction.TRIGGER if outcome.page_held else PageAction.NONE
+        else:
+            page = PageAction.TRIGGER
+            dead_letter = ctx.last_attempt
     if not ctx.pager:
         page = PageAction.NONE
     if ctx.dry_run:
@@ -136,9 +150,10 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     return Decision(
         event_type=EVENT_TYPES[kind],
         success=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED),
-        ok=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED, Kind.ESCALATED),
+        ok=kind in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED, Kind.ESCALATED, Kind.HELD),
         page=page,
-        page_durable=not comes_back or page is not PageAction.TRIGGER,
+        # a held injury's page comes back with no redelivery: the outbox must keep it
+        page_durable=not comes_back or page is not PageAction.TRIGGER or kind is Kind.HELD,
         dead_letter=dead_letter,
         settle=settle,
         retry_if_incomplete=comes_back,

@@ -94,6 +94,14 @@ class Metrics:
         self.nats_reconnects = Counter(
             "auto_healer_nats_reconnects_total", "Reconnections to NATS.", registry=r
         )
+        self.paused = Gauge(
+            "auto_healer_paused", "1 while an operator paused every heal (fleet-wide).", registry=r
+        )
+        self.breaker_open = Gauge(
+            "auto_healer_breaker_open",
+            "1 while the blast-radius breaker holds this repository's heals.",
+            registry=r,
+        )
         self.nats_pending_bytes = Gauge(
             "auto_healer_nats_pending_bytes",
             "Bytes buffered by the NATS client, not yet written to the server.",
@@ -118,6 +126,11 @@ class Metrics:
         """Read the connection's state and its client-side buffer at every scrape."""
         self.nats_connected.set_function(lambda: 1.0 if connected() else 0.0)
         self.nats_pending_bytes.set_function(lambda: float(pending_bytes()))
+
+    def watch_controls(self, paused: Callable[[], bool], breaker_open: Callable[[], bool]) -> None:
+        """Read the operator controls at every scrape."""
+        self.paused.set_function(lambda: float(paused()))
+        self.breaker_open.set_function(lambda: float(breaker_open()))
 
     def watch_store(self, degraded: Callable[[], str | None]) -> None:
         """Read whether the coordination store answers, at every scrape."""

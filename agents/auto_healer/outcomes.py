@@ -13,7 +13,8 @@ from auto_healer.contracts import ParsedInjury
 
 
 class Kind(StrEnum):
-    """The five ends of an injury, plus `planned` for a dry-run heal."""
+    """The five ends of an injury, plus `planned` for a dry-run heal and `held` for one an
+    operator control (pause, breaker) keeps from healing for now."""
 
     HEALED = "healed"
     PLANNED = "planned"
@@ -21,6 +22,7 @@ class Kind(StrEnum):
     ESCALATED = "escalated"
     FAILED = "failed"
     REJECTED = "rejected"
+    HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Outcome:
     attempts: int = 0
     raw: bytes | None = None  # the body of a payload that never became an injury
     raw_id: str | None = None  # its id: the msg-id, or a hash of the body
+    page_held: bool = False  # a held injury that carries its control's one page (breaker trip)
+    kept_aside: bool = False  # held where no message is needed (an approval request): paged
+    resolves: bool = False  # a skip that closes a paged problem (an approval rejected)
 
     @property
     def injury_id(self) -> str | None:

@@ -122,6 +122,22 @@ class Throttle(Strict):
     window_s: float = Field(gt=0, le=7 * 86400)
 
 
+class Approval(Strict):
+    """A human approves each heal first (`approval: required` is short for `{required: true}`);
+    a request not decided within `expires_s` is escalated."""
+
+    required: bool = True
+    expires_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
+
+
+class Recurrence(Strict):
+    """Stop auto-healing a problem healed `max_heals` times within `window_s` that came back:
+    a human approves its next heal (the fix does not hold)."""
+
+    max_heals: int = Field(default=3, ge=1, le=1000)
+    window_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
+
+
 class Playbook(Strict):
     """A declarative heal for one kind of injury."""
 
@@ -140,9 +156,16 @@ class Playbook(Strict):
         "push (each still gets its own outcome). `false`: one commit per injury. Playbooks "
         "with `push_to: heal-branch` are never batched.",
     )
+    approval: Approval | None = None
+    recurrence: Recurrence | None = None
     free_text: FreeText = FreeText()
     source: str = Field(default="", exclude=True, description="Set by the loader.")
     _match_line: int | None = PrivateAttr(default=None)
+
+    @field_validator("approval", mode="before")
+    @classmethod
+    def _approval(cls, value: Any) -> Any:
+        return {"required": True} if value == "required" else value
 
     @field_validator("protected")
     @classmethod

@@ -26,6 +26,7 @@ _LABEL = {
     Kind.ESCALATED: "ESCALATED",
     Kind.FAILED: "FAILED",
     Kind.REJECTED: "REJECTED",
+    Kind.HELD: "HELD",
 }
 
 

@@ -25,8 +25,10 @@ from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer, first_free_port, publish_urls, urls_file
 from auto_healer.errors import ConfigError
 from auto_healer.fleet import open_shared_pages
+from auto_healer.guard import open_guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
+from auto_healer.history import ensure_history
 from auto_healer.liveness import Liveness
 from auto_healer.logs import cache_loggers, redact_url
 from auto_healer.metrics import Metrics
@@ -110,6 +112,19 @@ async def serve(
             metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
         source = await _source(settings, nc, js, metrics, replicas)
+        guard = None
+        if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
+            guard = await open_guard(
+                settings.controls,
+                nc.jetstream(),
+                playbooks,
+                repo=healer.repo_key,
+                replicas=replicas,
+            )
+            metrics.watch_controls(guard.paused, guard.breaker_open)
+            await ensure_history(
+                nc.jetstream(), settings.controls, required=settings.jetstream, replicas=replicas
+            )
         agent = Agent(
             source=source,
             healer=healer,
@@ -130,12 +145,23 @@ async def serve(
                 nc,
                 metrics,
                 settings.heartbeat_interval_s,
-                lambda: agent.details(),
+                lambda: {**agent.details(), **(guard.details() if guard else {})},
                 encoding=settings.event_encoding,
             ),
+            guard=guard,
             metrics_port=settings.metrics_port,
             metrics_host=settings.metrics_host,
         )
+        if guard is not None:
+            controls = asyncio.create_task(
+                guard.run(
+                    agent.slots if settings.jetstream else None,
+                    heal=healer.handle,
+                    announce=agent.announce_aside,
+                    owner=f"{socket.gethostname()}-{os.getpid()}",
+                )
+            )
+            stack.callback(controls.cancel)
         log.info(
             "agent_starting",
             nats_url=redact_url(url),

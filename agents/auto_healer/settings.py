@@ -90,6 +90,16 @@ class GitSettings(_Part):
     author_email: str
 
 
+class ControlSettings(_Part):
+    """The operator controls: the blast-radius breaker and the heal history."""
+
+    breaker_max_heals: int  # per repository per window; 0 turns the breaker off
+    breaker_window_s: float
+    breaker_manual_reset: bool  # an open breaker waits for `reset-breaker`, not the window
+    history_max_age_s: float
+    history_max_bytes: int
+
+
 def _part(settings: BaseModel, prefix: str, model: type[_P]) -> _P:
     """The fields of `settings` named `<prefix><field>`, as `model`."""
     values = {name: getattr(settings, prefix + name) for name in model.model_fields}
@@ -160,6 +170,13 @@ class Settings(BaseSettings):
     signature_max_skew_s: float = Field(default=30.0, ge=0)  # allowed clock skew into the future
     signature_accept_legacy: bool = False  # accept body-only sha256= signatures (migration)
 
+    # the operator controls (see controls, breaker, history)
+    breaker_max_heals: int = Field(default=100, ge=0)
+    breaker_window_s: float = Field(default=600.0, gt=0)
+    breaker_manual_reset: bool = False
+    history_max_age_s: float = Field(default=30 * 86400.0, gt=0)
+    history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+
     # the pager
     pager_format: Literal["pagerduty", "generic"] = "pagerduty"
     pager_webhook_url: str | None = None
@@ -192,6 +209,12 @@ class Settings(BaseSettings):
     @property
     def pager(self) -> PagerSettings:
         return _part(self, "pager_", PagerSettings)
+
+    @property
+    def controls(self) -> ControlSettings:
+        return ControlSettings(
+            **{name: getattr(self, name) for name in ControlSettings.model_fields}
+        )
 
     @property
     def git(self) -> GitSettings:

@@ -41,6 +41,7 @@ _STYLE = {
     Kind.ESCALATED: "yellow",
     Kind.FAILED: "bold red",
     Kind.REJECTED: "red",
+    Kind.HELD: "yellow",
 }
 
 

@@ -108,16 +108,32 @@ async def tail(
 
 async def setup_nats(settings: Settings, url: str, *, replicas: int | None) -> dict[str, int]:
     """`setup-nats`: create the agent's assets with an admin identity (see `assets`)."""
+    from auto_healer.assets import default_replicas
     from auto_healer.assets import setup_nats as create_assets
 
     nc = await connect_client(settings.nats, url, name="auto-healer-setup-nats")
     try:
-        return await create_assets(
+        made = await create_assets(
             nc,
             replicas=replicas or settings.nats.replicas,
             max_deliver=settings.max_deliver,
             ack_wait_s=settings.ack_wait_s,
             lock_ttl_s=settings.lock_ttl_s,
         )
+        wanted = replicas or settings.nats.replicas or default_replicas(nc)
+        return made | await _control_assets(nc, settings, replicas=wanted)
     finally:
         await nc.drain()
+
+
+async def _control_assets(nc: Any, settings: Settings, *, replicas: int) -> dict[str, int]:
+    """The operator controls' bucket and the heal history stream (see `controls`, `history`)."""
+    from auto_healer.controls import BUCKET_CONTROLS
+    from auto_healer.coordination import KvCell
+    from auto_healer.history import HISTORY_STREAM, ensure_history
+
+    js = nc.jetstream()
+    await KvCell.open(js, BUCKET_CONTROLS, replicas=replicas)
+    await ensure_history(js, settings.controls, required=True, replicas=replicas)
+    names = [f"KV_{BUCKET_CONTROLS}", HISTORY_STREAM]
+    return {n: (await js.stream_info(n)).config.num_replicas or 1 for n in names}

@@ -80,9 +80,13 @@ def read_stream(
     since: datetime,
     stream: str | None = None,
     timeout_s: float = 10.0,
+    subject: str = SUBJECT_INJURY,
 ) -> list[Delivery]:
-    """Every message on `aura.hive.injury` the stream holds from `since` (see `fetch_since`)."""
-    return asyncio.run(fetch_since(settings, url, since=since, stream=stream, timeout_s=timeout_s))
+    """Every message on `subject` (default `aura.hive.injury`) the stream holds from `since`
+    (see `fetch_since`)."""
+    return asyncio.run(
+        fetch_since(settings, url, since=since, stream=stream, timeout_s=timeout_s, subject=subject)
+    )
 
 
 async def fetch_since(
@@ -93,6 +97,7 @@ async def fetch_since(
     stream: str | None = None,
     timeout_s: float = 10.0,
     batch: int = 256,
+    subject: str = SUBJECT_INJURY,
 ) -> list[Delivery]:
     """Connect, read the injuries of `stream` (default: the one capturing `aura.hive.injury`)
     from `since` up to its last message now, and close. `ConfigError` when there is no such
@@ -102,7 +107,7 @@ async def fetch_since(
         js = nc.jetstream(timeout=timeout_s)
         try:
             name = await _stream_name(js, stream)
-            return await _read(js, name, since, timeout_s=timeout_s, batch=batch)
+            return await _read(js, name, since, timeout_s=timeout_s, batch=batch, subject=subject)
         except ServiceUnavailableError:
             raise ConfigError(
                 f"NATS at {redact_url(url)} has no JetStream: no stream can hold injuries"
@@ -133,7 +138,13 @@ async def _stream_name(js: JetStreamContext, stream: str | None) -> str:
 
 
 async def _read(
-    js: JetStreamContext, stream: str, since: datetime, *, timeout_s: float, batch: int
+    js: JetStreamContext,
+    stream: str,
+    since: datetime,
+    *,
+    timeout_s: float,
+    batch: int,
+    subject: str = SUBJECT_INJURY,
 ) -> list[Delivery]:
     """From `since` to the stream's last sequence at the start, in order, through a consumer
     made for this read only."""
@@ -145,16 +156,16 @@ async def _read(
         deliver_policy=DeliverPolicy.BY_START_TIME,
         opt_start_time=since,
         ack_policy=AckPolicy.NONE,
-        filter_subject=SUBJECT_INJURY,
+        filter_subject=subject,
         mem_storage=True,
         num_replicas=1,
         inactive_threshold=max(60.0, 3 * timeout_s),  # gone by itself if we die mid-read
-        description="auto-healer heal --from-stream (one read, then deleted)",
+        description="auto-healer: one read of a stream, then deleted",
     )
     try:
         info = await js.add_consumer(stream, config)
     except APIError as exc:
-        raise ConfigError(f"stream {stream!r}: cannot read {SUBJECT_INJURY}: {exc}") from None
+        raise ConfigError(f"stream {stream!r}: cannot read {subject}: {exc}") from None
     psub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
     deliveries: list[Delivery] = []
     try:

@@ -1,0 +1,195 @@
+"""The operator commands: `pause`, `resume`, `reset-breaker`, `approve`, `reject`, `history`
+and `show`.
+
+Each is a short-lived client of the bloodstream: it writes the controls bucket every replica
+watches (see `controls`, `breaker`) or reads the heal history stream (see `history`). A control
+also announces itself on `aura.hive.events.auto_healer_control`, so the history keeps who paused,
+resumed or reset what, and when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import time
+from typing import Any
+
+from auto_healer import approvals, breaker, controls, history
+from auto_healer.clients import client_url, connect_client
+from auto_healer.contracts import DomainEvent, event_subject
+from auto_healer.coordination import KvCell
+from auto_healer.errors import ConfigError
+from auto_healer.settings import Settings, load_settings
+
+EXIT_OK, EXIT_PROBLEM = 0, 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        nats_url=getattr(args, "nats_url", None),
+        nats_creds_file=getattr(args, "creds", None),
+        nats_user=getattr(args, "user", None),
+        nats_password=getattr(args, "password", None),
+    )
+
+
+async def _with_controls(settings: Settings, act: Any) -> Any:
+    """Connect, open the controls bucket, run `act(cells, nc)`, close."""
+    nc = await connect_client(settings.nats, client_url(settings.nats_url), name="auto-healer-ctl")
+    try:
+        try:
+            cells = await KvCell.open(nc.jetstream(), controls.BUCKET_CONTROLS)
+        except Exception as exc:
+            raise ConfigError(
+                f"the controls need JetStream (KV) on the server: {exc or type(exc).__name__}"
+            ) from None
+        return await act(cells, nc)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 5.0)
+
+
+async def _announce(nc: Any, control: str, **meta: Any) -> None:
+    """Tell the bloodstream (and so the history) what was done, by whom."""
+    event = DomainEvent(
+        success=True,
+        event_type=history.CONTROL_EVENT,
+        timestamp=time.time(),
+        metadata={"control": control, **meta},
+    )
+    await nc.publish(
+        event_subject(history.CONTROL_EVENT),
+        json.dumps(event.model_dump(exclude_none=True)).encode(),
+    )
+    await nc.flush(timeout=5)
+
+
+def _who(args: argparse.Namespace) -> str:
+    return args.by or getpass.getuser()
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Pause every replica (or one playbook): no heal runs until `resume`."""
+
+    async def act(cells: Any, nc: Any) -> None:
+        state = await controls.pause(
+            cells, by=_who(args), reason=args.reason or "", playbook=args.playbook
+        )
+        await _announce(nc, "pause", by=state.by, reason=state.reason, playbook=args.playbook)
+        print(state.describe())
+
+    asyncio.run(_with_controls(_settings(args), act))
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Lift a pause: held injuries heal (JetStream mode) as every replica sees it."""
+
+    async def act(cells: Any, nc: Any) -> None:
+        await controls.resume(cells, playbook=args.playbook)
+        await _announce(nc, "resume", by=_who(args), playbook=args.playbook)
+        print(f"{'playbook ' + repr(args.playbook) if args.playbook else 'auto-healer'} resumed")
+
+    asyncio.run(_with_controls(_settings(args), act))
+    return EXIT_OK
+
+
+def cmd_reset_breaker(args: argparse.Namespace) -> int:
+    """Close a repository's blast-radius breaker and start a new window."""
+
+    async def act(cells: Any, nc: Any) -> breaker.State | None:
+        state = await breaker.reset(cells, args.repo)
+        await _announce(nc, "reset-breaker", by=_who(args), repo=args.repo)
+        return state
+
+    state = asyncio.run(_with_controls(_settings(args), act))
+    if state is None:
+        print(
+            f"no breaker state for {args.repo!r} (the repo as the agent names it: its remote URL)"
+        )
+        return EXIT_OK
+    was = "open" if state.open else "closed"
+    print(f"breaker of {args.repo} reset (it was {was}: {state.count} heals, {state.held} held)")
+    return EXIT_OK
+
+
+def _decide(args: argparse.Namespace, *, approve: bool) -> int:
+    async def act(cells: Any, nc: Any) -> approvals.Request:
+        request = await approvals.decide_request(
+            cells, args.injury_id, approve=approve, by=_who(args), reason=args.reason or ""
+        )
+        await _announce(
+            nc,
+            request.state,
+            by=request.by,
+            injury_id=request.injury_id,
+            reason=request.reason,
+        )
+        return request
+
+    request = asyncio.run(_with_controls(_settings(args), act))
+    print(f"injury {request.injury_id} {request.state} by {request.by}: {request.plan}")
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a held injury: one replica heals it."""
+    return _decide(args, approve=True)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject a held injury: it is closed, and its page resolved."""
+    return _decide(args, approve=False)
+
+
+def _read_history(args: argparse.Namespace, since: str) -> list[history.Entry]:
+    from auto_healer.sources import nats_stream
+
+    settings = _settings(args)
+    deliveries = nats_stream.read_stream(
+        settings.nats,
+        client_url(settings.nats_url),
+        since=nats_stream.parse_since(since),
+        stream=history.HISTORY_STREAM,
+        subject="aura.hive.events.>",
+    )
+    return history.entries(deliveries)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print what the agents did (and the controls operators used), oldest first."""
+    found = history.select(
+        _read_history(args, args.since), kind=args.kind, path=args.path, injury_id=None
+    )
+    if args.format == "json":
+        print(json.dumps([e.as_dict() for e in found], indent=2))
+    else:
+        for e in found:
+            print(history.text_line(e))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print one injury's whole story from the history; exit 1 when the history has none."""
+    found = history.select(_read_history(args, args.since), injury_id=args.injury_id)
+    if args.format == "json":
+        print(json.dumps([e.as_dict() for e in found], indent=2))
+    elif found:
+        print("\n".join(history.story(args.injury_id, found)))
+    else:
+        print(f"no history for injury {args.injury_id!r} since {args.since}")
+    return EXIT_OK if found else EXIT_PROBLEM
+
+
+COMMANDS = {
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "reset-breaker": cmd_reset_breaker,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
+    "history": cmd_history,
+    "show": cmd_show,
+}
