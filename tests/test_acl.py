@@ -357,8 +357,8 @@ async def test_auto_healer_watches_the_controls_and_keeps_the_history(
     """auto-healer mirrors the controls bucket through a watch, writes its breaker cells, and
     creates (then updates) the heal history stream, all within its grants."""
     from auto_healer import controls
-    from auto_healer.coordination import KvCell
     from auto_healer.history import ensure_history
+    from auto_healer.kvcell import KvCell
     from auto_healer.settings import Settings
 
     async with connect(acl_server, "auto-healer") as ah:

@@ -8,8 +8,8 @@ from collections import Counter
 import nats
 import pytest
 from auto_healer import breaker, controls
-from auto_healer.coordination import KvCell
 from auto_healer.embedded import NatsServer
+from auto_healer.kvcell import KvCell
 
 from tests.agent_support import wait_until
 

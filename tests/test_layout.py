@@ -7,8 +7,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "agents" / "auto_healer"
 # the transports: connection and publishing, the JetStream assets (split from bloodstream for
-# size), the KV coordination, and the pages shared across the fleet (coordination of pages)
-ALLOWED = {"bloodstream.py", "assets.py", "coordination.py", "fleet.py"}
+# size), the KV coordination, the pages shared across the fleet (coordination of pages), and
+# the KV cells of the operator controls
+ALLOWED = {"bloodstream.py", "assets.py", "coordination.py", "fleet.py", "kvcell.py"}
 
 
 def test_only_sources_bloodstream_and_coordination_import_nats() -> None:

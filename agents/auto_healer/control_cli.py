@@ -20,8 +20,8 @@ from typing import Any
 from auto_healer import approvals, breaker, controls, history
 from auto_healer.clients import client_url, connect_client
 from auto_healer.contracts import DomainEvent, event_subject
-from auto_healer.coordination import KvCell
 from auto_healer.errors import ConfigError
+from auto_healer.kvcell import KvCell
 from auto_healer.settings import Settings, load_settings
 
 EXIT_OK, EXIT_PROBLEM = 0, 1

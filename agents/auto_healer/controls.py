@@ -3,7 +3,7 @@
 `auto-healer pause` writes a pause (everything, or one playbook) to the `auto-healer-controls`
 bucket; every replica mirrors the bucket through a watch, so it honours the pause as soon as the
 change arrives (well under the 2 s promised). The mirror answers `paused(playbook)` without a
-round trip. The KV object comes from `coordination.KvCell`: this module knows no NATS.
+round trip. The KV object comes from `kvcell.KvCell`: this module knows no NATS.
 
 What a pause does to an injury is not decided here: the `Guard` (see `guard`) turns it into a
 `held` outcome, and `decision.decide()` says how that is settled (JetStream: back into the
@@ -32,7 +32,7 @@ APPROVAL_PREFIX = "approval."
 
 
 class Cells(Protocol):
-    """What the controls need of a KV bucket (`coordination.KvCell`)."""
+    """What the controls need of a KV bucket (`kvcell.KvCell`)."""
 
     async def read(self, key: str) -> tuple[bytes, int] | None: ...
 

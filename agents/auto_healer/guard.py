@@ -25,8 +25,8 @@ import structlog
 from auto_healer import approvals, breaker, recurrence
 from auto_healer.contracts import ParsedInjury
 from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Controls, gate_intake
-from auto_healer.coordination import KvCell
 from auto_healer.errors import CoordinationUnavailable, TransientError
+from auto_healer.kvcell import KvCell
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.playbooks import Playbook, Playbooks
 from auto_healer.settings import ControlSettings

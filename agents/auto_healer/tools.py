@@ -129,8 +129,8 @@ async def setup_nats(settings: Settings, url: str, *, replicas: int | None) -> d
 async def _control_assets(nc: Any, settings: Settings, *, replicas: int) -> dict[str, int]:
     """The operator controls' bucket and the heal history stream (see `controls`, `history`)."""
     from auto_healer.controls import BUCKET_CONTROLS
-    from auto_healer.coordination import KvCell
     from auto_healer.history import HISTORY_STREAM, ensure_history
+    from auto_healer.kvcell import KvCell
 
     js = nc.jetstream()
     await KvCell.open(js, BUCKET_CONTROLS, replicas=replicas)
