@@ -59,14 +59,7 @@ class Guard:
         try:
             why = await self._does_not_hold(parsed, playbook)
         except TransientError as exc:
-            return Outcome(
-                Kind.FAILED,
-                str(exc),
-                injury=parsed,
-                playbook=playbook.name,
-                retryable=True,
-                store_unavailable=isinstance(exc, CoordinationUnavailable),
-            )
+            return _store_failed(parsed, playbook.name, exc)
         if why:
             return await self._ask(parsed, playbook, because=why)
         return await self._recorded(parsed, playbook, await self._counted(parsed, playbook, heal))
@@ -111,14 +104,7 @@ class Guard:
         try:
             verdict = await breaker.reserve(cells, self.repo, self.limits)
         except TransientError as exc:
-            return Outcome(
-                Kind.FAILED,
-                str(exc),
-                injury=parsed,
-                playbook=playbook.name,
-                retryable=True,
-                store_unavailable=isinstance(exc, CoordinationUnavailable),
-            )
+            return _store_failed(parsed, playbook.name, exc)
         if verdict is not breaker.Verdict.GO:
             why = (
                 f"blast-radius breaker open on {self.repo}: more than {self.limits.max_heals} "
@@ -160,14 +146,7 @@ class Guard:
         try:
             created, current = await approvals.ask(cells, request)
         except TransientError as exc:
-            return Outcome(
-                Kind.FAILED,
-                str(exc),
-                injury=parsed,
-                playbook=playbook.name,
-                retryable=True,
-                store_unavailable=isinstance(exc, CoordinationUnavailable),
-            )
+            return _store_failed(parsed, playbook.name, exc)
         if not created:
             why = f"approval request already {current.state}" + (
                 f" by {current.by}" if current.by else ""
@@ -289,3 +268,15 @@ async def open_guard(
         settings.breaker_max_heals, settings.breaker_window_s, settings.breaker_manual_reset
     )
     return Guard(Controls(cells), playbooks, repo=repo, limits=limits)
+
+
+def _store_failed(parsed: ParsedInjury, playbook: str, exc: TransientError) -> Outcome:
+    """A control that could not read or write its store: retried later, an outage if it is one."""
+    return Outcome(
+        Kind.FAILED,
+        str(exc),
+        injury=parsed,
+        playbook=playbook,
+        retryable=True,
+        store_unavailable=isinstance(exc, CoordinationUnavailable),
+    )
