@@ -24,7 +24,7 @@ import structlog
 
 from auto_healer import approvals, breaker, recurrence
 from auto_healer.contracts import ParsedInjury
-from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Controls, gate_intake
+from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Cells, Controls, gate_intake
 from auto_healer.errors import CoordinationUnavailable, TransientError
 from auto_healer.kvcell import KvCell
 from auto_healer.outcomes import Kind, Outcome
@@ -45,6 +45,7 @@ class Guard:
         self.controls, self.playbooks = controls, playbooks
         self.repo, self.limits = repo, limits
         self._breaker_key = breaker.breaker_key(repo).removeprefix(BREAKER_PREFIX)
+        self._reserving: set[tuple[str, str]] = set()  # problems holding a breaker place here
 
     async def handle(self, parsed: ParsedInjury, heal: Heal) -> Outcome:
         """The outcome of one admitted injury: held, or healed (or not) by `heal`."""
@@ -99,8 +100,21 @@ class Guard:
     async def _counted(self, parsed: ParsedInjury, playbook: Playbook, heal: Heal) -> Outcome:
         """Heal within the breaker: reserve a place, give it back unless healed."""
         cells = self.controls.cells
-        if cells is None or self.limits.max_heals == 0:
+        problem = (parsed.injury.injury_type, parsed.problem)
+        if cells is None or self.limits.max_heals == 0 or problem in self._reserving:
+            # The same problem already holds a place here: a storm of identical injuries heals
+            # once (throttle, path lock, already healthy), so it is counted once, not tripped.
             return await heal(parsed)
+        self._reserving.add(problem)
+        try:
+            return await self._within_breaker(parsed, playbook, heal, cells)
+        finally:
+            self._reserving.discard(problem)
+
+    async def _within_breaker(
+        self, parsed: ParsedInjury, playbook: Playbook, heal: Heal, cells: Cells
+    ) -> Outcome:
+        """Reserve a breaker place for this heal; hold the injury when the breaker is open."""
         try:
             verdict = await breaker.reserve(cells, self.repo, self.limits)
         except TransientError as exc:
