@@ -89,3 +89,38 @@ async def test_the_mirror_sees_a_pause_and_its_lifting(nats_server: NatsServer) 
     finally:
         watching.cancel()
         await nc.close()
+
+
+async def test_a_burst_of_distinct_heals_through_one_guard_all_get_a_place(
+    nats_server: NatsServer,
+) -> None:
+    """300 distinct injuries at once through one replica's guard: every heal gets its breaker
+    place (no compare-and-set race past the retry bound), and the count is exact."""
+    from pathlib import Path
+
+    from auto_healer.contracts import parse_injury_obj
+    from auto_healer.guard import Guard
+    from auto_healer.outcomes import Kind, Outcome
+    from auto_healer.playbooks import load_playbooks
+
+    from tests.conftest import PLAYBOOKS, injury
+
+    nc, cells = await _cells(nats_server.url)
+    try:
+        limits = breaker.Limits(max_heals=1000, window_s=600)
+        guard = Guard(
+            controls.Controls(cells), load_playbooks(Path(PLAYBOOKS)), repo="r", limits=limits
+        )
+
+        async def heal(parsed: object) -> Outcome:
+            await asyncio.sleep(0.01)
+            return Outcome(Kind.HEALED, "ok", injury=parsed, commit="c" * 40)  # type: ignore[arg-type]
+
+        injuries = [parse_injury_obj(injury(f"core/src/d{i}/")) for i in range(300)]
+        outcomes = await asyncio.gather(*(guard.handle(p, heal) for p in injuries))
+        assert Counter(o.kind for o in outcomes) == {Kind.HEALED: 300}
+        state = await breaker.status(cells, "r")
+        assert state is not None
+        assert state.count == 300
+    finally:
+        await nc.close()  # type: ignore[attr-defined]

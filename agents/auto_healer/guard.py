@@ -46,6 +46,9 @@ class Guard:
         self.repo, self.limits = repo, limits
         self._breaker_key = breaker.breaker_key(repo).removeprefix(BREAKER_PREFIX)
         self._reserving: set[tuple[str, str]] = set()  # problems holding a breaker place here
+        # One compare-and-set on the breaker's one key at a time from this replica: a burst of
+        # hundreds in flight would otherwise race each other past the retry bound.
+        self._breaker_turn = asyncio.Lock()
 
     async def handle(self, parsed: ParsedInjury, heal: Heal) -> Outcome:
         """The outcome of one admitted injury: held, or healed (or not) by `heal`."""
@@ -116,7 +119,8 @@ class Guard:
     ) -> Outcome:
         """Reserve a breaker place for this heal; hold the injury when the breaker is open."""
         try:
-            verdict = await breaker.reserve(cells, self.repo, self.limits)
+            async with self._breaker_turn:
+                verdict = await breaker.reserve(cells, self.repo, self.limits)
         except TransientError as exc:
             return _store_failed(parsed, playbook.name, exc)
         if verdict is not breaker.Verdict.GO:
@@ -136,7 +140,11 @@ class Guard:
         finally:
             if not healed:  # also when cut off by shutdown: its redelivery reserves again
                 with contextlib.suppress(Exception):  # at worst the window counts one too many
-                    await asyncio.shield(breaker.release(cells, self.repo))
+                    await asyncio.shield(self._release(cells))
+
+    async def _release(self, cells: Cells) -> None:
+        async with self._breaker_turn:
+            await breaker.release(cells, self.repo)
 
     async def _ask(self, parsed: ParsedInjury, playbook: Playbook, because: str = "") -> Outcome:
         """Keep the injury as a pending approval request; page the plan and the commands."""
