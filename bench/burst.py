@@ -118,7 +118,7 @@ def agent_run(ctx: Context, tmpl: Path, dest: Path, n: int, audit: int) -> dict[
         elapsed, healed = asyncio.run(_burst(ctx.nats_url, remote, payloads(n, audit), 300))
     except RuntimeError:
         lines = agent.log.read_text(errors="replace").splitlines()
-        odd = [line for line in lines if '"level": "info"' not in line]
+        odd = [line for line in lines if '"level":"info"' not in line.replace(" ", "")]
         print("\n".join(["agent log, what was not info:", *odd[-40:]]), file=sys.stderr)
         raise
     finally:
