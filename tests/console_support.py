@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ class ConsoleAgent:
                 await nc.jetstream().publish("aura.hive.injury", data)
             await nc.drain()
 
-        asyncio.run(send())
+        # in a thread of its own: Playwright's sync API keeps an event loop on this one
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, send()).result(30)
 
     def strays(self) -> list[str]:
         return sorted(p.split("/")[2] for p in remote_tree(self.remote) if p.endswith("/stray.py"))
