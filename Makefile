@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
-.PHONY: demo test test-cluster check bench bench-publish bench-fleet schema proto manifests mutation lock clean
+.PHONY: demo test test-cluster check bench bench-publish bench-fleet schema proto manifests mutation lock screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -45,6 +45,10 @@ bench-fleet: $(STAMP)
 
 bench-publish: $(STAMP)
 	$(BIN)/python -m bench.run --publish
+
+# docs/console/*.png: each console page in Debian's headless Chromium, on a real agent (~15 s)
+screenshots: $(STAMP)
+	$(BIN)/python -m bench.screenshots
 
 mutation: $(STAMP)
 	$(BIN)/python -m bench.mutation $(MUTATE) --tests $(MUTATION_TESTS) --skip $(MUTATION_SKIP)

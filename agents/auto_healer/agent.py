@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -29,7 +30,7 @@ from auto_healer.guard import Guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.liveness import Liveness
-from auto_healer.metrics import HealthServer, Metrics
+from auto_healer.metrics import HealthServer, Metrics, WsgiApp
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.sources import Delivery, Slots, Source
 
@@ -65,6 +66,7 @@ class Agent:
         guard: Guard | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        http_mounts: Mapping[str, WsgiApp] | None = None,
     ) -> None:
         self.source, self.healer, self.effects, self.gate = source, healer, effects, gate
         self.link, self.liveness, self.metrics, self.heart = link, liveness, metrics, heart
@@ -72,6 +74,7 @@ class Agent:
         self.dry_run = healer.dry_run
         self.grace_period_s = grace_period_s
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        self.http_mounts = http_mounts  # more apps on the metrics port (the console)
         self.slots = Slots(max_in_flight)
         self.stopping = asyncio.Event()
         self.subscribed = False
@@ -114,6 +117,7 @@ class Agent:
                 why_not_ready=self.not_ready,
                 alive=self.liveness.alive,
                 host=self.metrics_host,
+                mounts=self.http_mounts,
             ).start()
             log.info("metrics_listening", port=health.port)
         background = [asyncio.create_task(self._watch())]

@@ -36,6 +36,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         queue_group=getattr(args, "queue_group", None),
         jetstream=True if getattr(args, "jetstream", False) else None,
         metrics_port=getattr(args, "metrics_port", None),
+        console=True if getattr(args, "console", False) else None,
         source_subjects=getattr(args, "source_subject", None),
         nats_creds_file=getattr(args, "creds", None),
         nats_user=getattr(args, "user", None),

@@ -151,6 +151,12 @@ def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
         metavar="N",
         help="serve /metrics, /healthz, /readyz on this port (env METRICS_PORT)",
     )
+    p.add_argument(
+        "--console",
+        action="store_true",
+        help="also serve the operator console on the metrics port: /ui and /api (env CONSOLE; "
+        "writes need CONSOLE_TOKEN or CONSOLE_TOKEN_FILE, else read-only)",
+    )
     p = add(
         "publish",
         commands["publish"],

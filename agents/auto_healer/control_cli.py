@@ -14,12 +14,10 @@ import asyncio
 import contextlib
 import getpass
 import json
-import time
 from typing import Any
 
-from auto_healer import approvals, breaker, controls, history
+from auto_healer import approvals, breaker, control_ops, controls, history
 from auto_healer.clients import client_url, connect_client
-from auto_healer.contracts import DomainEvent, event_subject
 from auto_healer.errors import ConfigError
 from auto_healer.kvcell import KvCell
 from auto_healer.settings import Settings, load_settings
@@ -52,21 +50,6 @@ async def _with_controls(settings: Settings, act: Any) -> Any:
             await asyncio.wait_for(nc.close(), 5.0)
 
 
-async def _announce(nc: Any, control: str, **meta: Any) -> None:
-    """Tell the bloodstream (and so the history) what was done, by whom."""
-    event = DomainEvent(
-        success=True,
-        event_type=history.CONTROL_EVENT,
-        timestamp=time.time(),
-        metadata={"control": control, **meta},
-    )
-    await nc.publish(
-        event_subject(history.CONTROL_EVENT),
-        json.dumps(event.model_dump(exclude_none=True)).encode(),
-    )
-    await nc.flush(timeout=5)
-
-
 def _who(args: argparse.Namespace) -> str:
     return args.by or getpass.getuser()
 
@@ -75,10 +58,9 @@ def cmd_pause(args: argparse.Namespace) -> int:
     """Pause every replica (or one playbook): no heal runs until `resume`."""
 
     async def act(cells: Any, nc: Any) -> None:
-        state = await controls.pause(
-            cells, by=_who(args), reason=args.reason or "", playbook=args.playbook
+        state = await control_ops.pause(
+            cells, nc, by=_who(args), reason=args.reason or "", playbook=args.playbook
         )
-        await _announce(nc, "pause", by=state.by, reason=state.reason, playbook=args.playbook)
         print(state.describe())
 
     asyncio.run(_with_controls(_settings(args), act))
@@ -89,8 +71,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """Lift a pause: held injuries heal (JetStream mode) as every replica sees it."""
 
     async def act(cells: Any, nc: Any) -> None:
-        await controls.resume(cells, playbook=args.playbook)
-        await _announce(nc, "resume", by=_who(args), playbook=args.playbook)
+        await control_ops.resume(cells, nc, by=_who(args), playbook=args.playbook)
         print(f"{'playbook ' + repr(args.playbook) if args.playbook else 'auto-healer'} resumed")
 
     asyncio.run(_with_controls(_settings(args), act))
@@ -101,9 +82,7 @@ def cmd_reset_breaker(args: argparse.Namespace) -> int:
     """Close a repository's blast-radius breaker and start a new window."""
 
     async def act(cells: Any, nc: Any) -> breaker.State | None:
-        state = await breaker.reset(cells, args.repo)
-        await _announce(nc, "reset-breaker", by=_who(args), repo=args.repo)
-        return state
+        return await control_ops.reset_breaker(cells, nc, by=_who(args), repo=args.repo)
 
     state = asyncio.run(_with_controls(_settings(args), act))
     if state is None:
@@ -118,17 +97,9 @@ def cmd_reset_breaker(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     async def act(cells: Any, nc: Any) -> approvals.Request:
-        request = await approvals.decide_request(
-            cells, args.injury_id, approve=approve, by=_who(args), reason=args.reason or ""
+        return await control_ops.decide(
+            cells, nc, args.injury_id, approve=approve, by=_who(args), reason=args.reason or ""
         )
-        await _announce(
-            nc,
-            request.state,
-            by=request.by,
-            injury_id=request.injury_id,
-            reason=request.reason,
-        )
-        return request
 
     request = asyncio.run(_with_controls(_settings(args), act))
     print(f"injury {request.injury_id} {request.state} by {request.by}: {request.plan}")

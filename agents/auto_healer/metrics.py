@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -29,6 +29,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from auto_healer.embedded import LOOPBACK
 
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 SUBSCRIBER = "auto-healer"  # the lag gauge's label, as the reference names subscribers
 
 
@@ -142,7 +143,8 @@ class Metrics:
 
 
 class HealthServer:
-    """Serves `/metrics`, `/healthz` (alive) and `/readyz` (connected and subscribed)."""
+    """Serves `/metrics`, `/healthz` (alive) and `/readyz` (connected and subscribed), and any
+    `mounts` (a path prefix such as `/ui` and the WSGI app serving it: the console)."""
 
     def __init__(
         self,
@@ -153,8 +155,10 @@ class HealthServer:
         alive: Callable[[], bool],
         host: str = LOOPBACK,
         why_not_ready: Callable[[], str | None] = lambda: None,
+        mounts: Mapping[str, WsgiApp] | None = None,
     ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
+        self._mounts = dict(mounts or {})
         self._ready, self._alive, self._why = ready, alive, why_not_ready
         self._server = make_server(
             host, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
@@ -175,6 +179,9 @@ class HealthServer:
         if path == "/metrics":
             result: Iterable[bytes] = self._metrics_app(environ, start_response)
             return result
+        for prefix, app in self._mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return app(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"try /metrics, /healthz or /readyz\n"]
 

@@ -4,6 +4,7 @@ checkout, coordinator, pager, healer, effects. `auto-healer run` calls `serve()`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -25,13 +26,13 @@ from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer, first_free_port, publish_urls, urls_file
 from auto_healer.errors import ConfigError
 from auto_healer.fleet import open_shared_pages
-from auto_healer.guard import open_guard
+from auto_healer.guard import Guard, open_guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.history import ensure_history
 from auto_healer.liveness import Liveness
 from auto_healer.logs import cache_loggers, redact_url
-from auto_healer.metrics import Metrics
+from auto_healer.metrics import Metrics, WsgiApp
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
@@ -125,6 +126,8 @@ async def serve(
             await ensure_history(
                 nc.jetstream(), settings.controls, required=settings.jetstream, replicas=replicas
             )
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+        mounts = await _console(settings, nc, guard, healer.repo_key, stack)
         agent = Agent(
             source=source,
             healer=healer,
@@ -145,12 +148,17 @@ async def serve(
                 nc,
                 metrics,
                 settings.heartbeat_interval_s,
-                lambda: {**agent.details(), **(guard.details() if guard else {})},
+                lambda: {
+                    **agent.details(),
+                    **(guard.details() if guard else {}),
+                    "replica": owner,
+                },
                 encoding=settings.event_encoding,
             ),
             guard=guard,
             metrics_port=settings.metrics_port,
             metrics_host=settings.metrics_host,
+            http_mounts=mounts,
         )
         if guard is not None:
             controls = asyncio.create_task(
@@ -158,7 +166,7 @@ async def serve(
                     agent.slots if settings.jetstream else None,
                     heal=healer.handle,
                     announce=agent.announce_aside,
-                    owner=f"{socket.gethostname()}-{os.getpid()}",
+                    owner=owner,
                 )
             )
             stack.callback(controls.cancel)
@@ -218,6 +226,29 @@ async def _intake(
             "deploy/nats/nats-server.conf)?"
         ) from None
     return JetStreamSource(intake, on_idle=metrics.caught_up)
+
+
+async def _console(
+    settings: Settings, nc: Any, guard: Guard | None, repo: str, stack: AsyncExitStack
+) -> dict[str, WsgiApp]:
+    """The console's mounts on the metrics port, when asked for (`--console`)."""
+    if not settings.console:
+        return {}
+    if settings.metrics_port is None:
+        raise ConfigError("--console is served on the metrics port: set --metrics-port")
+    if guard is None:  # a dry-run writes nothing shared, so it has no controls to show
+        log.warning("console_unavailable", reason="a dry-run has no operator controls")
+        return {}
+    from auto_healer.console import open_console
+
+    console, heartbeats = await open_console(settings.console_settings, nc, guard, repo=repo)
+
+    async def unsubscribe() -> None:
+        with contextlib.suppress(Exception):  # the connection may be closed by then
+            await heartbeats.unsubscribe()
+
+    stack.push_async_callback(unsubscribe)
+    return console.mounts
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

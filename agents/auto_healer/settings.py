@@ -100,6 +100,14 @@ class ControlSettings(_Part):
     history_max_bytes: int
 
 
+class ConsoleSettings(_Part):
+    """The operator console on the metrics port (see `console`): writes need the token."""
+
+    token: SecretStr | None  # `secret` or `name:secret`; none (and no file): read-only
+    token_file: Path | None  # a file holding the token (a mounted Secret)
+    token_name: str  # who the token's actions are recorded as, unless given as `name:`
+
+
 def _part(settings: BaseModel, prefix: str, model: type[_P]) -> _P:
     """The fields of `settings` named `<prefix><field>`, as `model`."""
     values = {name: getattr(settings, prefix + name) for name in model.model_fields}
@@ -177,6 +185,12 @@ class Settings(BaseSettings):
     history_max_age_s: float = Field(default=30 * 86400.0, gt=0)
     history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
 
+    # the operator console (`--console`): read-only unless a token is given
+    console: bool = False
+    console_token: SecretStr | None = None
+    console_token_file: Path | None = None
+    console_token_name: str = Field(default="console", min_length=1, max_length=64)
+
     # the pager
     pager_format: Literal["pagerduty", "generic"] = "pagerduty"
     pager_webhook_url: str | None = None
@@ -209,6 +223,10 @@ class Settings(BaseSettings):
     @property
     def pager(self) -> PagerSettings:
         return _part(self, "pager_", PagerSettings)
+
+    @property
+    def console_settings(self) -> ConsoleSettings:
+        return _part(self, "console_", ConsoleSettings)
 
     @property
     def controls(self) -> ControlSettings:

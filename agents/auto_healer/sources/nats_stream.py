@@ -31,7 +31,14 @@ from auto_healer.logs import redact_url
 from auto_healer.settings import NatsSettings
 from auto_healer.sources import Delivery
 
-__all__ = ["RUN_STARTED_AT_ENV", "fetch_since", "parse_since", "read_stream", "since_run"]
+__all__ = [
+    "RUN_STARTED_AT_ENV",
+    "fetch_since",
+    "parse_since",
+    "read_stream",
+    "read_with",
+    "since_run",
+]
 
 RUN_STARTED_AT_ENV = "GITHUB_RUN_STARTED_AT"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -135,6 +142,17 @@ async def _stream_name(js: JetStreamContext, stream: str | None) -> str:
     except (APIError, ValueError) as exc:  # ValueError: nats-py refuses the name itself
         raise ConfigError(f"stream {stream!r}: {exc}") from None
     return stream
+
+
+async def read_with(
+    js: JetStreamContext, stream: str, since: datetime, *, subject: str, timeout_s: float = 10.0
+) -> list[Delivery]:
+    """What `fetch_since` reads, on a connection the caller keeps (the console's, the agent's);
+    nothing when the stream does not exist."""
+    try:
+        return await _read(js, stream, since, timeout_s=timeout_s, batch=256, subject=subject)
+    except NotFoundError:
+        return []
 
 
 async def _read(
