@@ -233,7 +233,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args))
 
 
-CONTROLS = ("pause", "resume", "reset-breaker", "approve", "reject", "history", "show")
+CONTROLS = (
+    "pause",
+    "resume",
+    "reset-breaker",
+    "approve",
+    "reject",
+    "history",
+    "show",
+    "dead-letters",
+    "replay",
+)
 
 
 def _control(name: str) -> Callable[[argparse.Namespace], int]:

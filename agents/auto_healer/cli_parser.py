@@ -234,6 +234,24 @@ def add_control_commands(
         p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
         p.add_argument("--reason", metavar="TEXT", help="why (kept with the decision)")
         add_client_flags(p)
+    p = add(
+        "dead-letters",
+        commands["dead-letters"],
+        "list the dead letters, newest first",
+        playbooks=False,
+    )
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_client_flags(p)
+    p = add(
+        "replay",
+        commands["replay"],
+        "publish a dead letter again to aura.hive.injury under a new injury id",
+        playbooks=False,
+    )
+    p.add_argument("seq", type=int, metavar="SEQ", help="its sequence (see `dead-letters`)")
+    p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
+    add_client_flags(p)
     for name, help_ in (
         ("history", "print what the agents did, from the AURA_HEAL_HISTORY stream"),
         ("show", "print one injury's whole story from the history"),

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from auto_healer import approvals, breaker, control_ops, controls, history
@@ -155,7 +156,63 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK if found else EXIT_PROBLEM
 
 
+async def _with_stream(settings: Settings, act: Any) -> Any:
+    """Connect, run `act(nc, js)`, close."""
+    nc = await connect_client(settings.nats, client_url(settings.nats_url), name="auto-healer-ctl")
+    try:
+        return await act(nc, nc.jetstream())
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 5.0)
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List the dead letters, newest first: sequence, when, outcome, injury id, reason."""
+    from auto_healer.sources.dead_letters import newest
+
+    letters = asyncio.run(
+        _with_stream(_settings(args), lambda nc, js: newest(js, limit=args.limit))
+    )
+    if args.format == "json":
+        rows = [
+            {
+                "seq": d.seq,
+                "at": d.at,
+                "outcome": d.outcome,
+                "injury_id": d.injury_id,
+                "reason": d.reason,
+                "size": len(d.data),
+            }
+            for d in letters
+        ]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for d in letters:
+        when = datetime.fromtimestamp(d.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{d.seq:>6}  {when}  {d.outcome or '-':<9} {d.injury_id or '-'}  {d.reason}")
+    if not letters:
+        print("no dead letters")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Publish a dead letter again under a new injury id (signed anew when this shell has the
+    agents' INJURY_SIGNING_KEY and its publisher's own signature holds)."""
+    settings = _settings(args)
+    key = settings.injury_signing_key
+    signing_key = key.get_secret_value().encode() if key else None
+
+    async def act(nc: Any, js: Any) -> tuple[str, str | None]:
+        return await control_ops.replay(nc, js, args.seq, by=_who(args), signing_key=signing_key)
+
+    new_id, old = asyncio.run(_with_stream(settings, act))
+    print(f"dead letter {args.seq} replayed as injury {new_id}" + (f" (was {old})" if old else ""))
+    return EXIT_OK
+
+
 COMMANDS = {
+    "dead-letters": cmd_dead_letters,
+    "replay": cmd_replay,
     "pause": cmd_pause,
     "resume": cmd_resume,
     "reset-breaker": cmd_reset_breaker,

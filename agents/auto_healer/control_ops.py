@@ -84,13 +84,20 @@ def replay_id() -> str:
 
 
 async def replay(
-    nc: Any, js: Any, seq: int, *, by: str, via: str | None = None
+    nc: Any,
+    js: Any,
+    seq: int,
+    *,
+    by: str,
+    via: str | None = None,
+    signing_key: bytes | None = None,
 ) -> tuple[str, str | None]:
     """Publish dead letter `seq` again to `aura.hive.injury` under a new injury id, take it off
-    the dead letters, and say so: (the new id, the old one if it had one)."""
+    the dead letters, and say so: (the new id, the old one if it had one). With `signing_key`
+    it is signed anew, if its publisher's own signature holds (see `signing.resign_kept`)."""
     from auto_healer.sources.dead_letters import republish
 
     new_id = replay_id()
-    old = await republish(nc, js, seq, new_id)
+    old = await republish(nc, js, seq, new_id, signing_key=signing_key)
     await announce(nc, "replay", by=by, injury_id=new_id, replay_of=old, seq=seq, via=via)
     return new_id, old

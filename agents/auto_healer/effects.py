@@ -16,6 +16,7 @@ from auto_healer.metrics import Metrics
 from auto_healer.outcomes import Outcome
 from auto_healer.pager import Pager, PageResult
 from auto_healer.report import outcome_dict
+from auto_healer.signing import kept_signature
 from auto_healer.sources import Delivery
 
 log = structlog.get_logger("auto_healer.effects")
@@ -98,6 +99,7 @@ class Effects:
         }
         if outcome.injury_id:
             headers["Auto-Healer-Injury-Id"] = outcome.injury_id
+        headers.update(kept_signature(delivery.headers))
         return await self.publisher.publish_dead_letter(
             DEAD_LETTER_SUBJECT, delivery.data, headers, js=self.js
         )

@@ -241,7 +241,14 @@ async def _console(
         return {}
     from auto_healer.console import open_console
 
-    console, heartbeats = await open_console(settings.console_settings, nc, guard, repo=repo)
+    key = settings.injury_signing_key
+    console, heartbeats = await open_console(
+        settings.console_settings,
+        nc,
+        guard,
+        repo=repo,
+        signing_key=key.get_secret_value().encode() if key else None,
+    )
 
     async def unsubscribe() -> None:
         with contextlib.suppress(Exception):  # the connection may be closed by then

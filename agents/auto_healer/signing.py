@@ -80,6 +80,17 @@ def sign(body: bytes, key: bytes, *, msg_id: str, signed_at: str) -> str:
     return f"{SCHEME}={_hmac(key, canonical(body, msg_id=msg_id, signed_at=signed_at))}"
 
 
+def signature_holds(
+    body: bytes, key: bytes, *, msg_id: str, signed_at: str, signature: str
+) -> bool:
+    """Whether `signature` is the v2 signature of `body` under `key` (constant-time; no age,
+    skew or replay check: for a message kept since, e.g. a dead letter being replayed)."""
+    return hmac.compare_digest(
+        signature.encode(errors="surrogateescape"),
+        sign(body, key, msg_id=msg_id, signed_at=signed_at).encode(),
+    )
+
+
 def sign_legacy(body: bytes, key: bytes) -> str:
     """The legacy v1 header value `sha256=<hex HMAC(key, body)>` (replayable; migration only)."""
     return f"{LEGACY_SCHEME}={_hmac(key, body)}"
@@ -113,6 +124,50 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
         raise InjuryRejected(f"ambiguous headers: {name} is given {len(found)} times")
     value = found[0].strip() if found else ""
     return value or None
+
+
+# A dead letter keeps the publisher's signature under these names, so that a replay can check
+# the publisher signed exactly this body before the agent signs it again under a new id.
+KEPT_HEADERS = {
+    MSG_ID_HEADER: "Auto-Healer-Signed-Msg-Id",
+    SIGNED_AT_HEADER: "Auto-Healer-Signed-At",
+    SIGNATURE_HEADER: "Auto-Healer-Signature",
+}
+
+
+def kept_signature(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The publisher's signature headers renamed as a dead letter keeps them (none if unsigned)."""
+    out: dict[str, str] = {}
+    for name, kept in KEPT_HEADERS.items():
+        try:
+            value = _header(headers, name)
+        except InjuryRejected:  # ambiguous: keep none of it, a replay will be refused
+            return {}
+        if value is not None:
+            out[kept] = value
+    return out
+
+
+def resign_kept(body: bytes, key: bytes, kept: Mapping[str, str], *, msg_id: str) -> dict[str, str]:
+    """Headers that sign `body` anew as `msg_id`, if the signature `kept` with it holds.
+
+    Signing a message again vouches for it, so only a body its publisher signed with this key
+    is signed: a forged, unsigned or cut (fitted) dead letter raises `InjuryRejected`.
+    """
+    found = {name: kept.get(k) for name, k in KEPT_HEADERS.items()}
+    signature, signed_id, signed_at = (
+        found[SIGNATURE_HEADER],
+        found[MSG_ID_HEADER],
+        found[SIGNED_AT_HEADER],
+    )
+    if not (signature and signed_id and signed_at) or not signature_holds(
+        body, key, msg_id=signed_id, signed_at=signed_at, signature=signature
+    ):
+        raise InjuryRejected(
+            "it carries no valid v2 signature from its publisher (unsigned, forged, or cut to "
+            "fit), and replaying would sign it on their behalf: publish it again at its source"
+        )
+    return signed_headers(body, key, msg_id=msg_id)
 
 
 class _AcceptedIds:

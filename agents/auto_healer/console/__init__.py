@@ -53,7 +53,12 @@ class Console:
 
 
 async def open_console(
-    settings: ConsoleSettings, nc: Any, guard: Guard, *, repo: str
+    settings: ConsoleSettings,
+    nc: Any,
+    guard: Guard,
+    *,
+    repo: str,
+    signing_key: bytes | None = None,
 ) -> tuple[Console, Any]:
     """The console on this agent's connection and controls: (the app, the heartbeat
     subscription to unsubscribe at the end). `ConfigError` for an unreadable token."""
@@ -71,6 +76,7 @@ async def open_console(
         repo=repo,
         limits=guard.limits,
         beats=beats,
+        signing_key=signing_key,
     )
     log.info(
         "console_enabled",

@@ -82,7 +82,9 @@ class Backend:
         limits: breaker.Limits,
         beats: Beats,
         timeout_s: float = 15.0,
+        signing_key: bytes | None = None,
     ) -> None:
+        self.signing_key = signing_key  # replays are signed anew when the agents verify
         self.loop, self.nc, self.js, self.cells = loop, nc, nc.jetstream(), cells
         self.mirror, self.repo, self.limits, self.beats = mirror, repo, limits, beats
         self.timeout_s = timeout_s
@@ -153,7 +155,9 @@ class Backend:
 
     def replay(self, seq: int, *, by: str) -> str:
         new_id, old = self.call(
-            lambda: control_ops.replay(self.nc, self.js, seq, by=by, via="console")
+            lambda: control_ops.replay(
+                self.nc, self.js, seq, by=by, via="console", signing_key=self.signing_key
+            )
         )
         return f"dead letter {seq} replayed as injury {new_id}" + (f" (was {old})" if old else "")
 

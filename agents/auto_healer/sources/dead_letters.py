@@ -14,8 +14,9 @@ from typing import Any
 from nats.js.errors import NotFoundError
 
 from auto_healer.assets import DEAD_LETTER_STREAM
-from auto_healer.contracts import SUBJECT_INJURY
-from auto_healer.errors import ConfigError
+from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY
+from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.signing import resign_kept
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,14 @@ async def _get(js: Any, seq: int) -> DeadLetter | None:
     return DeadLetter(seq, at, msg.subject, dict(msg.headers or {}), msg.data or b"")
 
 
-async def republish(nc: Any, js: Any, seq: int, new_id: str) -> str | None:
+async def republish(
+    nc: Any, js: Any, seq: int, new_id: str, *, signing_key: bytes | None = None
+) -> str | None:
     """Publish dead letter `seq` as a new injury `new_id`, then delete it; its old injury id.
-    `ConfigError` when there is no such dead letter (replayed already, or gone)."""
+    With `signing_key` (the agents verify signatures) the body is signed anew as `new_id`, and
+    only if its publisher's own signature, kept with the dead letter, holds.
+    `ConfigError` when there is no such dead letter (replayed already, or gone) or it may not
+    be signed again."""
     try:
         letter = await _get(js, seq)
     except NotFoundError:
@@ -76,12 +82,18 @@ async def republish(nc: Any, js: Any, seq: int, new_id: str) -> str | None:
     gone = ConfigError(f"no dead letter {seq} (replayed already, or aged out)")
     if letter is None:
         raise gone
+    headers = {MSG_ID_HEADER: new_id}
+    if signing_key is not None:
+        try:
+            headers = resign_kept(letter.data, signing_key, letter.headers, msg_id=new_id)
+        except InjuryRejected as exc:
+            raise ConfigError(f"dead letter {seq} cannot be replayed: {exc}") from None
     try:
         await js.delete_msg(DEAD_LETTER_STREAM, seq)
     except NotFoundError:
         raise gone from None
     try:
-        await nc.publish(SUBJECT_INJURY, letter.data, headers={"Nats-Msg-Id": new_id})
+        await nc.publish(SUBJECT_INJURY, letter.data, headers=headers)
         await nc.flush(timeout=5)
     except Exception:
         await js.publish(letter.subject, letter.data, headers=letter.headers)
