@@ -65,6 +65,9 @@ class Outcome:
     page_held: bool = False  # a held injury that carries its control's one page (breaker trip)
     kept_aside: bool = False  # held where no message is needed (an approval request): paged
     resolves: bool = False  # a skip that closes a paged problem (an approval rejected)
+    # After a push, whether the remote head shows the heal (`verification`); None: nothing was
+    # pushed. A heal it does not show is `failed` with `verified` False.
+    verified: bool | None = None
 
     @property
     def injury_id(self) -> str | None:
