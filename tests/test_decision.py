@@ -352,3 +352,17 @@ def test_only_a_heal_not_verified_pages_past_on_failure_report(
     outcome = Outcome(kind, "x", injury=INJURY, page_on_failure=False, verified=verified)
     d = decide(outcome, Context(redeliverable=True, pager=True))
     assert (d.page, d.retry_if_incomplete, d.settle) == (page, retry, A)
+
+
+@pytest.mark.parametrize(
+    ("kind", "commit", "verified", "pushed"),
+    [(Kind.HEALED, "c", True, True), (Kind.HEALED, "c", None, True), (Kind.HEALED, None, True, False),
+     (Kind.FAILED, "c", False, True), (Kind.FAILED, "c", None, False), (Kind.FAILED, None, False, False),
+     (Kind.SKIPPED, "c", None, False), (Kind.SKIPPED, "c", False, False)],
+)  # fmt: skip
+def test_an_outcome_says_whether_a_heal_commit_reached_the_remote(
+    kind: Kind, commit: str | None, verified: bool | None, pushed: bool
+) -> None:
+    """Healed with a commit, or failed only because the remote head does not show it."""
+    outcome = Outcome(kind, "x", injury=INJURY, commit=commit, verified=verified)
+    assert outcome.pushed is pushed

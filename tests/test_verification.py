@@ -223,3 +223,41 @@ async def _publish_js(url: str, paths: list[str]) -> None:
     for path in paths:
         await nc.jetstream().publish("aura.hive.injury", json.dumps(injury(path)).encode())
     await nc.drain()
+
+
+async def test_a_heal_put_back_every_time_counts_for_breaker_and_recurrence(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """Pushed but not verified still counts: a breaker place kept, and the third return of a
+    problem that was put back after each heal is held as a fix that does not hold."""
+    import shutil
+
+    from auto_healer import breaker, controls
+    from auto_healer.contracts import parse_injury_obj
+    from auto_healer.guard import Guard
+    from auto_healer.kvcell import KvCell
+
+    books = tmp_path / "books"
+    shutil.copytree(PLAYBOOKS, books)
+    shipped = books / "unauthorized_directory.yaml"
+    shipped.write_text(shipped.read_text() + "recurrence: {max_heals: 2, window_s: 3600}\n")
+    nc = await nats.connect(nats_server.url)
+    try:
+        cells = await KvCell.open(nc.jetstream(), controls.BUCKET_CONTROLS)
+        limits = breaker.Limits(max_heals=100, window_s=600)
+        guard = Guard(controls.Controls(cells), load_playbooks(books), repo="r", limits=limits)
+
+        async def put_back(parsed: object) -> Outcome:
+            return Outcome(Kind.FAILED, "pushed, but not verified", injury=parsed,  # type: ignore[arg-type]
+                           commit="c" * 40, verified=False)  # fmt: skip
+
+        got = []
+        for i in range(3):
+            payload = injury("core/src/random_stuff/", timestamp=1735920000.0 + i)
+            got.append(await guard.handle(parse_injury_obj(payload), put_back))
+        assert [o.kind for o in got] == [Kind.FAILED, Kind.FAILED, Kind.HELD]
+        assert "the fix does not hold: healed 2 times" in got[2].reason
+        state = await breaker.status(cells, "r")
+        assert state is not None and state.count == 2
+    finally:
+        await nc.close()

@@ -74,5 +74,12 @@ class Outcome:
         return self.injury.id if self.injury else self.raw_id
 
     @property
+    def pushed(self) -> bool:
+        """A heal commit reached the remote: healed, or failed only because the remote head
+        does not show it (the breaker and the recurrence count both)."""
+        unverified = self.kind is Kind.FAILED and self.verified is False
+        return bool(self.commit) and (self.kind is Kind.HEALED or unverified)
+
+    @property
     def files(self) -> tuple[FileChange, ...]:
         return tuple(f for step in self.steps for f in step.files)
