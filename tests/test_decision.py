@@ -300,3 +300,69 @@ def test_budget_counts_heal_attempts_and_outages_come_back_soon(
     d = decide(outcome, ctx)
     got = (d.settle, d.page, d.page_durable, d.dead_letter, d.retry_if_incomplete, d.nak_delay_s)
     assert got == expected
+
+
+# A heal pushed but not shown by the remote head (`verified` False, see verification.py): failed,
+# paged whatever `on_failure` says, acked, never brought back (nor its page left to a redelivery).
+# (retryable, page_on_failure, redeliverable, last_attempt, pager)
+#   -> (settle, page, page_durable, dead_letter, retry_if_incomplete)
+UNVERIFIED_TABLE = [
+    ((False, True, True, False, True), (A, TRIG, True, False, False)),
+    ((False, False, True, False, True), (A, TRIG, True, False, False)),
+    ((False, True, False, True, True), (A, TRIG, True, False, False)),
+    ((False, True, False, False, True), (A, TRIG, True, False, False)),
+    ((True, True, True, False, True), (A, TRIG, True, False, False)),
+    ((True, False, True, True, True), (A, TRIG, True, False, False)),
+    ((False, True, True, False, False), (A, NO, True, False, False)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("given", "expected"), UNVERIFIED_TABLE)
+def test_a_heal_the_remote_does_not_show_is_a_failed_heal_and_paged(
+    given: tuple[bool, ...], expected: tuple[object, ...]
+) -> None:
+    """`verified` False: injury_heal_failed, not ok, paged durably, acked, no dead letter."""
+    retryable, on_failure, redeliverable, last, pager = given
+    outcome = Outcome(
+        Kind.FAILED,
+        "pushed, but not verified",
+        injury=INJURY,
+        retryable=retryable,
+        page_on_failure=on_failure,
+        commit="c0ffee",
+        verified=False,
+    )
+    ctx = Context(redeliverable=redeliverable, last_attempt=last, attempt=3, pager=pager)
+    d = decide(outcome, ctx)
+    got = (d.settle, d.page, d.page_durable, d.dead_letter, d.retry_if_incomplete)
+    assert got == expected
+    assert (d.event_type, d.success, d.ok) == ("injury_heal_failed", False, False)
+    assert d.final(paged=False, dead_lettered=True) is A
+
+
+@pytest.mark.parametrize(
+    ("kind", "verified", "page", "retry"),
+    [(Kind.HEALED, True, RES, True), (Kind.FAILED, None, NO, True), (Kind.FAILED, True, NO, True),
+     (Kind.HEALED, None, RES, True)],
+)  # fmt: skip
+def test_only_a_heal_not_verified_pages_past_on_failure_report(
+    kind: Kind, verified: bool | None, page: PageAction, retry: bool
+) -> None:
+    """A verified heal resolves; a failure not about verification keeps `on_failure: report`."""
+    outcome = Outcome(kind, "x", injury=INJURY, page_on_failure=False, verified=verified)
+    d = decide(outcome, Context(redeliverable=True, pager=True))
+    assert (d.page, d.retry_if_incomplete, d.settle) == (page, retry, A)
+
+
+@pytest.mark.parametrize(
+    ("kind", "commit", "verified", "pushed"),
+    [(Kind.HEALED, "c", True, True), (Kind.HEALED, "c", None, True), (Kind.HEALED, None, True, False),
+     (Kind.FAILED, "c", False, True), (Kind.FAILED, "c", None, False), (Kind.FAILED, None, False, False),
+     (Kind.SKIPPED, "c", None, False), (Kind.SKIPPED, "c", False, False)],
+)  # fmt: skip
+def test_an_outcome_says_whether_a_heal_commit_reached_the_remote(
+    kind: Kind, commit: str | None, verified: bool | None, pushed: bool
+) -> None:
+    """Healed with a commit, or failed only because the remote head does not show it."""
+    outcome = Outcome(kind, "x", injury=INJURY, commit=commit, verified=verified)
+    assert outcome.pushed is pushed

@@ -106,7 +106,8 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     (`heal_attempts`), else deliveries. A coordination outage is no heal attempt: it is nak'd
     for a short delay whenever the message can come back, whatever the budget says. A dry-run
     never naks, terminates or dead-letters: its private consumer keeps nothing, and it writes
-    nothing shared.
+    nothing shared. A heal pushed but not shown by the remote head (`verified` False) failed: it
+    is paged and acked, never brought back.
     """
     kind = outcome.kind
     redeliverable = ctx.redeliverable and not ctx.dry_run
@@ -114,10 +115,14 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     outage = kind is Kind.FAILED and outcome.store_unavailable
     counted = ctx.heal_attempts
     spent = ctx.last_attempt if counted is None else counted >= ctx.heal_budget
-    comes_back = redeliverable and not spent  # a page not delivered now can wait for it
+    # Pushed, but the remote head does not show the heal: a human must look, whatever
+    # `on_failure` says, and the message never comes back (a second push would meet the same
+    # cause), so the page is kept by the outbox if the pager cannot take it now.
+    unverified = kind is Kind.FAILED and outcome.verified is False
+    comes_back = redeliverable and not spent and not unverified
     if kind is Kind.HEALED or (kind is Kind.SKIPPED and outcome.resolves):
         page = PageAction.RESOLVE
-    elif kind is Kind.ESCALATED:
+    elif kind is Kind.ESCALATED or unverified:
         page = PageAction.TRIGGER
     elif kind is Kind.FAILED:
         if outcome.retryable and redeliverable and (outage or not spent):

@@ -87,14 +87,11 @@ class Guard:
     async def _recorded(
         self, parsed: ParsedInjury, playbook: Playbook, outcome: Outcome
     ) -> Outcome:
-        """Count a heal of a problem whose playbook watches recurrence."""
+        """Count a heal of a problem whose playbook watches recurrence (one the remote head
+        does not show as well: a problem put back after every heal is a fix that does not
+        hold)."""
         rule, cells = playbook.recurrence, self.controls.cells
-        if (
-            rule is not None
-            and cells is not None
-            and outcome.kind is Kind.HEALED
-            and outcome.commit
-        ):
+        if rule is not None and cells is not None and outcome.pushed and outcome.commit:
             key = recurrence.recurrence_key(self.repo, parsed.injury.injury_type, parsed.problem)
             with contextlib.suppress(TransientError):  # at worst one heal goes uncounted
                 await recurrence.record(cells, key, outcome.commit, rule.window_s)
@@ -135,7 +132,7 @@ class Guard:
         healed = False
         try:
             outcome = await heal(parsed)
-            healed = outcome.kind is Kind.HEALED
+            healed = outcome.pushed  # a push the remote head does not show changed it too
             return outcome
         finally:
             if not healed:  # also when cut off by shutdown: its redelivery reserves again

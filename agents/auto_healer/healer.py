@@ -33,6 +33,7 @@ from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
+from auto_healer.verification import HealVerifier
 
 log = structlog.get_logger("auto_healer.healer")
 
@@ -58,6 +59,7 @@ class Healer:
         self.repo_key = repo_key(checkout)
         self._head_cache: tuple[float, str] | None = None
         self.max_batch = max_batch
+        self._verifier = HealVerifier(checkout)  # after each push: does the remote head show it?
         self._batcher = Batcher(
             checkout,
             self.coordinator,
@@ -134,6 +136,7 @@ class Healer:
         batches = not self.dry_run and playbook.batches and self.max_batch > 1
         heal = self._batcher.heal if batches else self._heal
         outcome = await heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
+        outcome = await self._verifier.check(playbook, outcome)
         try:
             if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
                 await coord.release_window(window)  # a failed heal must not throttle its retry

@@ -136,6 +136,8 @@ def text_line(e: Entry) -> str:
         return f"{when}Z  control   {what}  {extra}".rstrip()
     outcome = m.get("outcome", e.event_type)
     commit = f"  {str(m.get('commit'))[:12]}" if m.get("commit") else ""
+    verified = m.get("verified")
+    commit += " verified" if verified is True else " NOT VERIFIED" if verified is False else ""
     return (
         f"{when}Z  {outcome:<9} {e.injury_id or '-'}  {e.path or '-'}  "
         f"[{m.get('playbook') or '-'}]{commit}  {str(m.get('reason', ''))[:120]}"
@@ -171,6 +173,6 @@ def story(injury_id: str, found: list[Entry]) -> list[str]:
             ("verified", "verified"),
             ("approved by", "approved_by"),
         ):
-            if m.get(key) not in (None, "", False):
+            if m.get(key) not in (None, "", False) or (key == "verified" and m.get(key) is False):
                 lines.append(f"    {label}: {m[key]}")
     return lines

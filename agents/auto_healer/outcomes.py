@@ -65,10 +65,20 @@ class Outcome:
     page_held: bool = False  # a held injury that carries its control's one page (breaker trip)
     kept_aside: bool = False  # held where no message is needed (an approval request): paged
     resolves: bool = False  # a skip that closes a paged problem (an approval rejected)
+    # After a push, whether the remote head shows the heal (`verification`); None: nothing was
+    # pushed. A heal it does not show is `failed` with `verified` False.
+    verified: bool | None = None
 
     @property
     def injury_id(self) -> str | None:
         return self.injury.id if self.injury else self.raw_id
+
+    @property
+    def pushed(self) -> bool:
+        """A heal commit reached the remote: healed, or failed only because the remote head
+        does not show it (the breaker and the recurrence count both)."""
+        unverified = self.kind is Kind.FAILED and self.verified is False
+        return bool(self.commit) and (self.kind is Kind.HEALED or unverified)
 
     @property
     def files(self) -> tuple[FileChange, ...]:

@@ -69,6 +69,7 @@ def outcome_dict(outcome: Outcome, escalation: str | None = None) -> dict[str, A
         "branch": outcome.branch,
         "commit_message": outcome.commit_message,
         "dry_run": outcome.dry_run,
+        "verified": outcome.verified,
         "attempts": outcome.attempts,
         **({"escalation": escalation} if escalation is not None else {}),
     }
@@ -147,6 +148,8 @@ def _text(outcomes: Sequence[Outcome], escalations_to: str) -> str:
         if o.playbook:
             out.append(f"           playbook: {o.playbook}")
         out.append(f"           {o.reason}")
+        if o.verified is not None:
+            out.append(f"           verified on the remote: {'yes' if o.verified else 'NO'}")
         for step in o.steps:
             out.append(f"           step {step.action}: {step.summary}")
         files = _files(o)

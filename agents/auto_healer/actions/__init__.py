@@ -2,8 +2,9 @@
 
 An action only *plans*: given the injury and a read-only view of the checkout, it returns the
 changes it wants (paths to delete, files to rewrite) or asks to escalate. The checkout applies
-those changes, so a dry-run is simply a plan that is never applied. Only playbooks name actions;
-a network payload never chooses code to run.
+those changes, so a dry-run is simply a plan that is never applied. After the push an action
+*verifies*: given the remote head's tree, it says whether its heal shows there. Only playbooks
+name actions; a network payload never chooses code to run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from auto_healer.contracts import ParsedInjury
 from auto_healer.errors import ConfigError, did_you_mean
 from auto_healer.outcomes import FileChange
+from auto_healer.remote_tree import RemoteTree
 
 
 class ActionOptions(BaseModel):
@@ -32,6 +34,21 @@ class StepContext:
     injury: ParsedInjury
     root: Path
     protected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifyContext:
+    """What a check after the push may look at: the injury, the tree of the remote head (never
+    the checkout), the playbook's protections."""
+
+    injury: ParsedInjury
+    tree: RemoteTree
+    protected: tuple[str, ...]
+
+    @property
+    def path(self) -> str:
+        """The affected path in normal form (the healer refused an injury without one)."""
+        return self.injury.path or self.injury.injury.affected_path
 
 
 @dataclass
@@ -62,6 +79,11 @@ class Action(Protocol[OptionsT]):
 
     async def plan(self, ctx: StepContext, options: OptionsT) -> StepPlan:
         """Work out the changes for this injury without touching anything."""
+        ...
+
+    async def verify(self, ctx: VerifyContext, options: OptionsT) -> str | None:
+        """After the push: None when the remote head shows this step's heal, else what it
+        shows instead (the heal is then reported failed and paged)."""
         ...
 
 

@@ -3,6 +3,7 @@
 Safety is not negotiable: the path is confined to the checkout (no absolute paths, no `..`, no
 symlinks leading out, never the root or `.git`), protected globs are refused, and so is a
 directory with more than `max_files` files. A refusal rejects the injury with nothing touched.
+After the push the heal holds when the remote head's tree has nothing at the path.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from pydantic import Field
 
-from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
+from auto_healer.actions import ActionOptions, StepContext, StepPlan, VerifyContext, register
 from auto_healer.confinement import confine_cached
 from auto_healer.errors import InjuryRejected
 from auto_healer.outcomes import FileChange
@@ -33,6 +34,12 @@ class DeleteDirectory:
 
     async def plan(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
         return _plan(ctx, options)
+
+    async def verify(self, ctx: VerifyContext, options: DeleteDirectoryOptions) -> str | None:
+        if not await ctx.tree.has(ctx.path):
+            return None
+        left = await ctx.tree.blobs(ctx.path)
+        return f"{ctx.path} is still there ({len(left)} files)"
 
 
 def _plan(ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
+from auto_healer.actions import ActionOptions, StepContext, StepPlan, VerifyContext, register
 
 
 class EscalateOptions(ActionOptions):
@@ -22,3 +22,6 @@ class Escalate:
 
     async def plan(self, ctx: StepContext, options: EscalateOptions) -> StepPlan:
         return StepPlan(summary=f"escalate: {options.reason}", escalate=options.reason)
+
+    async def verify(self, ctx: VerifyContext, options: EscalateOptions) -> str | None:
+        return None  # it changes nothing, so there is nothing to see on the remote

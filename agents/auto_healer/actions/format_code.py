@@ -4,7 +4,10 @@ The formatter runs on a scratch copy of the affected files (plus the config file
 the checkout is untouched until the plan is applied, and the dry-run shows the exact diff. It is
 an argv list, never a shell, with a timeout. Only files git tracks are formatted (never ignored
 or untracked ones), and only regular files: every read is `O_NOFOLLOW` from the checkout root,
-so a symlink never brings content from outside into the plan.
+so a symlink never brings content from outside into the plan. After the push the heal holds
+when the formatter's check mode passes on the path's files as the remote head has them (copied
+out of its tree with their config files; a custom `command` has no check mode: it is run on the
+copy, which must come out unchanged).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from auto_healer.actions import ActionOptions, StepContext, StepPlan, register
+from auto_healer.actions import ActionOptions, StepContext, StepPlan, VerifyContext, register
 from auto_healer.confinement import confine_cached
 from auto_healer.errors import HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import FileChange
@@ -40,6 +43,10 @@ CONFIG_FILES = (
 FORMATTERS: dict[str, list[str]] = {
     "ruff": [sys.executable, "-m", "ruff", "format", "--no-cache", "{path}"],
     "black": [sys.executable, "-m", "black", "--quiet", "{path}"],
+}
+CHECKS: dict[str, list[str]] = {
+    "ruff": [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "{path}"],
+    "black": [sys.executable, "-m", "black", "--check", "--quiet", "{path}"],
 }
 
 
@@ -62,10 +69,17 @@ class FormatCodeOptions(ActionOptions):
         return value
 
     def argv(self, path: str) -> list[str]:
-        template = self.command or FORMATTERS[self.formatter]
-        if path.startswith("-"):  # a file called `--config=x` must not become an option
-            path = f"./{path}"
-        return [arg.replace("{path}", path) for arg in template]
+        return _fill(self.command or FORMATTERS[self.formatter], path)
+
+    def check_argv(self, path: str) -> list[str] | None:
+        """The formatter's check mode for `path` (None for a `command`: it has none)."""
+        return None if self.command else _fill(CHECKS[self.formatter], path)
+
+
+def _fill(template: list[str], path: str) -> list[str]:
+    if path.startswith("-"):  # a file called `--config=x` must not become an option
+        path = f"./{path}"
+    return [arg.replace("{path}", path) for arg in template]
 
 
 @register
@@ -106,6 +120,28 @@ class FormatCode:
             files=[FileChange(rel, "modify") for rel in write],
             diff="".join(diffs),
         )
+
+    async def verify(self, ctx: VerifyContext, options: FormatCodeOptions) -> str | None:
+        tree, rel = ctx.tree, ctx.path
+        files = [b for b in await tree.blobs(rel) if not first_protected(b.path, ctx.protected)]
+        if not files:
+            return None  # nothing left there to be unformatted
+        parts = PurePosixPath(rel).parts if rel != "." else ()
+        if len(files) == 1 and files[0].path == rel:
+            parts = parts[:-1]  # a file: the config files of the directories above it
+        dirs = [PurePosixPath(*parts[:i]) for i in range(len(parts) + 1)]
+        configs = await tree.blobs(*((d / name).as_posix() for d in dirs for name in CONFIG_FILES))
+        with tempfile.TemporaryDirectory(prefix="auto-healer-verify-") as scratch:
+            await tree.copy_out(configs, Path(scratch))
+            before = await tree.copy_out(files, Path(scratch))
+            check = options.check_argv(rel)
+            if check is not None:
+                code, lines = await _spawn(check, Path(scratch), options.timeout_s)
+                said = lines[-1] if lines else f"exit {code}"  # the summary line
+                return None if code == 0 else f"the formatter's check fails on {rel}: {said}"
+            await _run(options.argv(rel), Path(scratch), options.timeout_s)
+            changed = [f for f, data in before.items() if (Path(scratch) / f).read_bytes() != data]
+        return f"not formatted: {', '.join(changed[:5])}" if changed else None
 
 
 def _files(root: Path, rel: str, max_files: int, protected: tuple[str, ...]) -> dict[str, bytes]:
@@ -177,20 +213,26 @@ def _copy(root: Path, scratch: Path, rel: str, files: dict[str, bytes]) -> None:
 
 async def _run(argv: list[str], cwd: Path, timeout_s: float) -> None:
     """Run the formatter; a timeout may pass, a non-zero exit will not."""
+    code, lines = await _spawn(argv, cwd, timeout_s)
+    if code != 0:
+        raise HealFailed(f"formatter exited {code}: {' | '.join(lines[-3:])}")
+
+
+async def _spawn(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, list[str]]:
+    """Run the formatter: its exit status and the lines it wrote (stderr, else stdout)."""
     if shutil.which(argv[0]) is None:
         raise HealFailed(f"formatter {argv[0]!r} is not installed")
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        _out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
         proc.kill()
         await proc.wait()
         raise TransientError(f"formatter timed out after {timeout_s:g}s") from None
-    if proc.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        raise HealFailed(f"formatter exited {proc.returncode}: {' | '.join(tail)}")
+    text = (err.strip() or out).decode(errors="replace")
+    return proc.returncode or 0, [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _diff(rel: str, before: bytes, after: bytes) -> str:

@@ -1,0 +1,87 @@
+"""Verify after a heal: does the remote head show what was pushed?
+
+A push that succeeded says only that the remote took a commit. A hook on the remote, another
+pusher or a bot may undo it at once. So after each push the remote branch's tip is fetched
+(into a private ref: the checkout is not touched) and every step of the healed injury's
+playbook checks it through its action's `verify` (the `Action` protocol: a new action brings
+its own check). A heal whose result the remote head does not show becomes a `failed` outcome
+with `verified` False, and `decision.decide` pages it; a heal it shows stays `healed` with
+`verified` True. Verification never raises: whatever goes wrong is a heal not verified.
+
+The injuries of one batch share a commit: the first of them fetches the head, the others reuse
+it, so a batch costs one fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import structlog
+
+from auto_healer.actions import VerifyContext, get_action
+from auto_healer.checkout import Checkout
+from auto_healer.outcomes import Kind, Outcome
+from auto_healer.playbooks import Playbook
+from auto_healer.remote_tree import RemoteTree, fetch_head
+
+log = structlog.get_logger("auto_healer.verification")
+
+
+class HealVerifier:
+    """Checks the healed outcomes of one checkout against its remote."""
+
+    def __init__(self, checkout: Checkout) -> None:
+        self.checkout = checkout
+        self._lock = asyncio.Lock()  # one fetch at a time into the private ref
+        self._after: dict[str, tuple[str, str]] = {}  # branch -> (commit pushed, head then)
+
+    async def check(self, playbook: Playbook, outcome: Outcome) -> Outcome:
+        """A healed outcome with `verified` True, or `failed` with `verified` False; any
+        other outcome as it is (nothing was pushed)."""
+        if outcome.kind is not Kind.HEALED or not outcome.commit or not outcome.branch:
+            return outcome
+        started = time.monotonic()
+        try:
+            head = await self._head(outcome.branch, outcome.commit)
+        except Exception as exc:
+            return _unverified(outcome, f"cannot read {outcome.branch} on the remote: {exc}")
+        why = await _check(RemoteTree(self.checkout.root, head), playbook, outcome)
+        log.debug(
+            "heal_verified", ok=why is None, head=head[:12], took_s=time.monotonic() - started
+        )
+        if why is not None:
+            return _unverified(outcome, f"the remote head {head[:12]} does not show it: {why}")
+        return replace(outcome, verified=True)
+
+    async def _head(self, branch: str, commit: str) -> str:
+        """The remote head just after `commit` was pushed (fetched once per commit)."""
+        async with self._lock:
+            seen = self._after.get(branch)
+            if seen is not None and seen[0] == commit:
+                return seen[1]
+            co = self.checkout
+            head = await fetch_head(co.root, co.remote, branch, timeout_s=co.network_timeout_s)
+            self._after[branch] = (commit, head)
+            return head
+
+
+async def _check(tree: RemoteTree, playbook: Playbook, outcome: Outcome) -> str | None:
+    """Every step's check of one injury; the first that fails says why."""
+    assert outcome.injury is not None  # a healed outcome always has its injury
+    ctx = VerifyContext(injury=outcome.injury, tree=tree, protected=playbook.protected_globs)
+    for step in playbook.steps:
+        try:
+            why = await get_action(step.action).verify(ctx, step.options)
+        except Exception as exc:  # a check that cannot run proves nothing: not verified
+            why = f"{step.action} could not check: {type(exc).__name__}: {exc}"
+        if why is not None:
+            return why
+    return None
+
+
+def _unverified(outcome: Outcome, why: str) -> Outcome:
+    log.warning("heal_not_verified", commit=outcome.commit, reason=why)
+    reason = f"{outcome.reason}, but not verified: {why}"
+    return replace(outcome, kind=Kind.FAILED, reason=reason, verified=False, retryable=False)
