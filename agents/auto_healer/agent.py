@@ -120,6 +120,8 @@ class Agent:
                 mounts=self.http_mounts,
             ).start()
             log.info("metrics_listening", port=health.port)
+            if self.http_mounts and "/ui" in self.http_mounts:
+                log.info("console_listening", url=f"http://{self.metrics_host}:{health.port}/ui")
         background = [asyncio.create_task(self._watch())]
         if self.heart is not None:
             background.append(asyncio.create_task(self.heart.run()))

@@ -156,7 +156,7 @@ async def serve(
                 encoding=settings.event_encoding,
             ),
             guard=guard,
-            metrics_port=settings.metrics_port,
+            metrics_port=_metrics_port(settings),
             metrics_host=settings.metrics_host,
             http_mounts=mounts,
         )
@@ -228,14 +228,24 @@ async def _intake(
     return JetStreamSource(intake, on_idle=metrics.caught_up)
 
 
+CONSOLE_PORT = 8080  # `run --console` without a metrics port: here, or the next free port
+
+
+def _metrics_port(settings: Settings) -> int | None:
+    """The metrics port; with the console and none given, 8080 or the next free one."""
+    if settings.metrics_port is None and settings.console and not settings.dry_run:
+        from auto_healer.embedded import first_free_port
+
+        return first_free_port(CONSOLE_PORT)
+    return settings.metrics_port
+
+
 async def _console(
     settings: Settings, nc: Any, guard: Guard | None, repo: str, stack: AsyncExitStack
 ) -> dict[str, WsgiApp]:
     """The console's mounts on the metrics port, when asked for (`--console`)."""
     if not settings.console:
         return {}
-    if settings.metrics_port is None:
-        raise ConfigError("--console is served on the metrics port: set --metrics-port")
     if guard is None:  # a dry-run writes nothing shared, so it has no controls to show
         log.warning("console_unavailable", reason="a dry-run has no operator controls")
         return {}
