@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -25,7 +26,6 @@ from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
-from auto_healer.pathlocks import path_locks
 from auto_healer.playbooks import Playbook
 
 log = structlog.get_logger("auto_healer.healer")
@@ -115,20 +115,29 @@ class Batcher:
             log.info("batch_done", injuries=len(batch), **kinds)
 
     async def _locked(self, batch: list[_Item]) -> dict[_Item, Outcome]:
-        """Take the path lock of every injury (`pathlocks`: all at once), then heal those whose
-        lock was taken; let go of them all at once."""
+        """Take the path lock of every injury, in sorted order (so two replicas never wait on
+        each other), then heal those whose lock was taken; let go of them all at once."""
         outcomes: dict[_Item, Outcome] = {}
-        async with path_locks(self.coordinator, (it.lock_key for it in batch)) as locks:
-            self._leases = list(locks.leases.values())
-            for it in batch:  # no injury goes on without its path lock
-                if it.lock_key not in locks.leases:
-                    why = locks.why_not(it.lock_key)
-                    outcomes[it] = self._out(it, Kind.FAILED, why, retryable=True)
+        self._leases = []
+        held: list[AbstractAsyncContextManager[Lease]] = []
+        try:
+            for key in sorted({it.lock_key for it in batch}):
+                lock = self.coordinator.path_lock(key)
+                try:
+                    self._leases.append(await lock.__aenter__())
+                    held.append(lock)
+                except TransientError as exc:
+                    for it in batch:
+                        if it.lock_key == key:
+                            outcomes[it] = self._out(it, Kind.FAILED, str(exc), retryable=True)
             live = [it for it in batch if it not in outcomes]
             outcomes.update(await self._already_healed(live))
             live = [it for it in live if it not in outcomes]
             if live:
                 outcomes.update(await self._attempts(live))
+        finally:
+            exits = (lock.__aexit__(None, None, None) for lock in held)
+            await asyncio.gather(*exits, return_exceptions=True)
         return outcomes
 
     async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:

@@ -50,10 +50,6 @@ class Lease:
             raise TransientError(self.lost)
 
 
-class PathBusy(TransientError):
-    """Another heal (here or on another replica) holds the path right now."""
-
-
 class Coordinator(Protocol):
     """What the healer needs to stay exact across heals and replicas.
 
@@ -77,9 +73,9 @@ class Coordinator(Protocol):
 
     async def release_window(self, key: str) -> None: ...
 
-    def path_lock(self, key: str, *, wait: bool = True) -> Any:
-        """An async context manager yielding a `Lease`; raises `PathBusy` when another heal
-        holds the path (at once without `wait`), `TransientError` when the store fails."""
+    def path_lock(self, key: str) -> Any:
+        """An async context manager yielding a `Lease`; raises `TransientError` when another
+        heal holds the path."""
         ...
 
     async def count_attempt(self, injury_id: str) -> int:
@@ -142,11 +138,9 @@ class LocalCoordinator:
         return None
 
     @asynccontextmanager
-    async def path_lock(self, key: str, *, wait: bool = True) -> AsyncIterator[Lease]:
+    async def path_lock(self, key: str) -> AsyncIterator[Lease]:
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
-            if not wait and lock.locked():
-                raise PathBusy("another heal holds this path right now")
             async with lock:
                 yield Lease()
         finally:
@@ -297,13 +291,12 @@ class KvCoordinator:
             await self.throttle.purge(kv_key(key))
 
     @asynccontextmanager
-    async def path_lock(self, key: str, *, wait: bool = True) -> AsyncIterator[Lease]:
-        """Hold the path in KV; the bucket's max age is the TTL, refreshed while we hold it.
-        Without `wait`, a path held elsewhere raises `PathBusy` at once."""
+    async def path_lock(self, key: str) -> AsyncIterator[Lease]:
+        """Hold the path in KV; the bucket's max age is the TTL, refreshed while we hold it."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        async with self.local.path_lock(key, wait=wait) as lease:
-            deadline = time.monotonic() + (self.lock_wait_s if wait else 0.0)
+        async with self.local.path_lock(key) as lease:
+            deadline = time.monotonic() + self.lock_wait_s
             while True:
                 try:
                     async with self._store("take a path lock"):
@@ -311,7 +304,9 @@ class KvCoordinator:
                     break
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
-                        raise PathBusy("another replica is healing this path right now") from None
+                        raise TransientError(
+                            "another replica is healing this path right now"
+                        ) from None
                     await asyncio.sleep(0.2)
             refresher = asyncio.create_task(self._refresh(kv_key(key), lease))
             try:
