@@ -16,22 +16,15 @@ naks without using up an injury's deliveries (see `decision`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import NotFoundError
 
 from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.errors import ConfigError
+
+if TYPE_CHECKING:  # nats-py is imported where it is used: the one-shot heal never needs it
+    from nats.js import JetStreamContext
 
 log = structlog.get_logger("auto_healer.assets")
 
@@ -91,6 +84,8 @@ async def report_replicas(js: JetStreamContext, stream: str, wanted: int) -> boo
 
 async def injury_stream(js: JetStreamContext) -> str | None:
     """The name of the stream that captures `aura.hive.injury`, if there is one."""
+    from nats.js.errors import NotFoundError
+
     try:
         return str(await js.find_stream_name_by_subject(SUBJECT_INJURY))
     except NotFoundError:
@@ -108,6 +103,16 @@ async def ensure_streams(
     consumer redelivers without limit (`max_deliver` is the agent's own heal budget); an
     existing one with a limit is reported. Returns the name of the injury stream.
     """
+    from nats.js.api import (
+        AckPolicy,
+        ConsumerConfig,
+        DeliverPolicy,
+        RetentionPolicy,
+        StorageType,
+        StreamConfig,
+    )
+    from nats.js.errors import NotFoundError
+
     stream = await injury_stream(js)
     if stream is None:
         stream = STREAM
