@@ -25,9 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The slow tests on a real 3-node JetStream cluster (node loss mid-burst, KV outages), a few minutes.
+# The slow tests on a real 3-node JetStream cluster (node loss mid-burst, KV outages) and two
+# replicas against a busy remote, a few minutes.
 test-cluster: $(STAMP)
-	$(BIN)/python -m pytest -m cluster tests/test_cluster.py tests/test_fleet_pages.py -s
+	$(BIN)/python -m pytest -m cluster tests/test_cluster.py tests/test_fleet_pages.py tests/test_push_race_cluster.py -s
 
 check: $(STAMP)
 	$(BIN)/ruff check agents tests bench

@@ -100,9 +100,9 @@ async def test_a_refused_injury_is_left_out_and_the_rest_commit(repo: Repo) -> N
     assert sorted(injury_trailers(remote)) == sorted(o.injury_id for o in healed)
 
 
-async def test_a_push_race_mid_batch_retries_the_whole_batch(repo: Repo, tmp_path: Path) -> None:
-    """Another clone pushes between the batch's sync and its push: the batch is re-applied on
-    the new head and pushed once, keeping the other commit."""
+async def test_a_push_race_mid_batch_rebases_the_batch(repo: Repo, tmp_path: Path) -> None:
+    """Another clone pushes between the batch's sync and its push: the batch's commit is rebased
+    onto the new head and pushed once more, keeping the other commit."""
     remote, work = repo
     paths = _paths(10)
     seed_dirs(work, [p.rsplit("/", 1)[1] for p in paths])

@@ -4,7 +4,8 @@
 checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one sync,
 each injury planned and applied in turn (one refused, escalated or with nothing to do is left
 out with its own outcome), one commit with every `Injury-Id:` trailer, one push. Healed outcomes
-are answered only after the push; a push race retries the whole batch on the new head.
+are answered only after the push. A push race is won by `pushrace`: the commit is rebased onto the
+new head and pushed again, or the batch planned again on the new head, within the race budget.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from tenacity import RetryCallState, retry_if_exception_type
+from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.checkout import Checkout
@@ -27,9 +28,16 @@ from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.playbooks import Playbook
+from auto_healer.pushrace import (
+    Change,
+    PushRaceLost,
+    PushRacer,
+    Replan,
+    in_thread,
+    with_parents,
+)
 
 log = structlog.get_logger("auto_healer.healer")
-T = TypeVar("T")
 INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a thread
 UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
 
@@ -74,6 +82,8 @@ class Batcher:
         self.max_batch, self.max_files = max_batch, max_files
         self._queue: deque[_Item] = deque()
         self._leases: list[Lease] = []  # the path locks of the batch being healed
+        self.racer = PushRacer(checkout, checkout.push_race_budget_s)
+        self._race = self.racer.start()  # the push race of the batch being healed
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
@@ -159,7 +169,7 @@ class Batcher:
         final: dict[_Item, Outcome] = {}  # left out of the batch, for good
         patient = max((it.playbook for it in items), key=lambda p: p.retry.attempts)
         retrying = patient.retry.retrying(
-            retry_if_exception_type(TransientError),
+            retry_if_exception_type(TransientError) & retry_if_not_exception_type(PushRaceLost),
             before_sleep=lambda rs: log.warning(
                 "heal_retry", attempt=rs.attempt_number, injuries=len(items), error=_error(rs)
             ),
@@ -187,19 +197,25 @@ class Batcher:
     async def _attempt(
         self, items: list[_Item], final: dict[_Item, Outcome], attempt: int
     ) -> dict[_Item, Outcome]:
-        """One try: sync, plan and apply each injury, one commit, one push."""
+        """One try: sync, plan and apply each injury, one commit, one push (planned again on the
+        remote's new head while the push race asks for it and its budget lasts)."""
         co = self.checkout
-        base = await in_thread(co.sync)
-        try:
-            while True:
-                try:
-                    return await self._build(items, final, base, attempt)
-                except _Refused as refused:  # rebuild from the base without it
-                    final[refused.item] = refused.outcome
-                    await in_thread(co.restore, base)
-        except BaseException:
-            await in_thread(co.restore, base)
-            raise
+        self._race = race = self.racer.start()
+        while True:
+            base = await in_thread(co.sync)
+            try:
+                while True:
+                    try:
+                        return await self._build(items, final, base, attempt)
+                    except _Refused as refused:  # rebuild from the base without it
+                        final[refused.item] = refused.outcome
+                        await in_thread(co.restore, base)
+            except Replan as why:
+                await in_thread(co.restore, base)
+                race.replan(why)
+            except BaseException:
+                await in_thread(co.restore, base)
+                raise
 
     async def _build(
         self, items: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
@@ -277,7 +293,7 @@ class Batcher:
             return {}
         writes = dict.fromkeys(w for it in included for w in it.write)
         await in_thread(co.stage, [d for it in included for d in it.delete], list(writes))
-        changed = _with_parents(await in_thread(co.staged_paths))
+        changed = with_parents(await in_thread(co.staged_paths))
         committed = []
         for it in included:
             if any(p in changed for p in (*it.delete, *it.write)):
@@ -291,16 +307,19 @@ class Batcher:
         sha = await in_thread(
             co.commit, batch_message(messages), *(it.parsed.id for it in committed)
         )
-        for lease in self._leases:
-            lease.check()  # never push without every path lock
-        await in_thread(co.push, co.branch)
+        changes = [Change(tuple(it.delete), it.write) for it in committed]
+        sha = await self.racer.push(self._race, base, changes, self._check_leases)
         why = f"pushed {sha[:12]} to {co.branch}"
         why += f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""
-        done = {"commit": sha, "branch": co.branch, "attempts": attempt}
+        done = {"commit": sha, "branch": co.branch, "attempts": attempt + self._race.lost}
         return {
             it: self._out(it, Kind.HEALED, why, commit_message=message, **done)
             for it, message in zip(committed, messages, strict=True)
         }
+
+    def _check_leases(self) -> None:
+        for lease in self._leases:
+            lease.check()  # never push without every path lock
 
     def _out(self, it: _Item, kind: Kind, reason: str, **fields: Any) -> Outcome:
         return self._outcome(it.parsed, it.playbook, kind, reason, steps=it.reports, **fields)
@@ -319,31 +338,9 @@ def _error(state: RetryCallState) -> str | None:
     return str(state.outcome.exception()) if state.outcome else None
 
 
-def _with_parents(paths: Iterable[str]) -> set[str]:
-    """The paths and every directory above them, so a deleted directory is found in O(1)."""
-    out: set[str] = set()
-    for path in paths:
-        while path and path not in out:
-            out.add(path)
-            path = path.rpartition("/")[0]
-    return out
-
-
 def _as_twin(first: Outcome, parsed: ParsedInjury) -> Outcome:
     """The outcome of a second delivery of an injury healed (or not) earlier in the batch."""
     if first.kind is Kind.HEALED and first.commit:
         reason = f"already healed by commit {first.commit[:12]}"
         return replace(first, kind=Kind.SKIPPED, reason=reason, injury=parsed)
     return replace(first, injury=parsed)
-
-
-async def in_thread(func: Callable[..., T], *args: Any) -> T:
-    """Run blocking git work in a thread; if cancelled, wait for the thread before unwinding,
-    so the restore that follows never races a push still under way."""
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise

@@ -33,6 +33,7 @@ _TRANSIENT = re.compile(
 
 
 NETWORK_TIMEOUT_S = 300.0  # a fetch or push that hangs is killed and retried, never waited on
+PUSH_RACE_BUDGET_S = 60.0  # how long a heal keeps pushing against a remote that keeps moving
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of prompting
 
 
@@ -77,6 +78,7 @@ class Checkout:
         self.remote = remote
         self.root = Path(repo.working_tree_dir or ".").resolve()
         self.network_timeout_s = NETWORK_TIMEOUT_S
+        self.push_race_budget_s = PUSH_RACE_BUDGET_S  # see pushrace
         repo.git.update_environment(**_GIT_ENV)
 
     # --- opening ----------------------------------------------------------------------------
@@ -162,7 +164,7 @@ class Checkout:
         (an injuries file, build output): only the heal's own paths are ever staged.
         """
         bump_generation(self.root)
-        self._fetch()
+        self.fetch()
         upstream = f"{self.remote}/{self.branch}"
         if not self.owned:
             # Transient, not a configuration error: an agent retries once the work is put away.
@@ -304,7 +306,8 @@ class Checkout:
         self._git("fetch", "-q", self.remote, f"+refs/heads/{branch}:{tracking}", doing="fetch")
         return self._tree(tracking)
 
-    def _fetch(self) -> None:
+    def fetch(self) -> None:
+        """Fetch the remote's branch into its tracking ref."""
         self._git(
             "fetch",
             "-q",
@@ -313,6 +316,10 @@ class Checkout:
             f"+refs/heads/{self.branch}:refs/remotes/{self.remote}/{self.branch}",
             doing="fetch",
         )
+
+    def git(self, *args: str, doing: str | None = None) -> str:
+        """Run git here (hooks off); a failure raises `TransientError` or `HealFailed`."""
+        return self._git(*args, doing=doing)
 
     def _git(self, *args: str, doing: str | None = None) -> str:
         # Only network operations name `doing`; they get the timeout.
@@ -332,12 +339,11 @@ def open_checkout(settings: GitSettings) -> Checkout:
     """The checkout the settings name: a URL to clone, or an existing path (default: here)."""
     identity = Identity(settings.author_name, settings.author_email)
     if settings.repo_url:
-        return Checkout.clone(
+        co = Checkout.clone(
             settings.repo_url, settings.work_dir, branch=settings.branch, identity=identity
         )
-    return Checkout.open(
-        settings.repo_path or Path.cwd(),
-        branch=settings.branch,
-        identity=identity,
-        remote=settings.remote,
-    )
+    else:
+        path, remote = settings.repo_path or Path.cwd(), settings.remote
+        co = Checkout.open(path, branch=settings.branch, identity=identity, remote=remote)
+    co.push_race_budget_s = settings.push_race_budget_s
+    return co

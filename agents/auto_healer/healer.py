@@ -3,7 +3,7 @@
 `Healer.handle()` is the single code path used by the one-shot CLI and the NATS agent alike.
 It never raises for a bad injury or a failed heal: it returns an `Outcome`, and `outcomes`
 decides what follows. Transient failures are retried with tenacity, re-applying the heal on the
-new remote head each time.
+new remote head each time; a push race is won by `pushrace` (rebase, re-check, push again).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type
+from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.batch import Batcher
-from auto_healer.batch import in_thread as _in_thread
 from auto_healer.checkout import Checkout, safe_ref
 from auto_healer.contracts import FREE_TEXT, ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
@@ -33,6 +32,8 @@ from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
+from auto_healer.pushrace import Change, PushRaceLost, Race, Replan
+from auto_healer.pushrace import in_thread as _in_thread
 from auto_healer.verification import HealVerifier
 
 log = structlog.get_logger("auto_healer.healer")
@@ -190,7 +191,7 @@ class Healer:
                 f"internal error: {type(exc).__name__}: {exc}",
                 attempts=attempts,
             )
-        return replace(outcome, attempts=attempts)
+        return replace(outcome, attempts=attempts + outcome.attempts)  # + the pushes lost
 
     def _outcome(
         self,
@@ -214,7 +215,7 @@ class Healer:
     @staticmethod
     def _retrying(playbook: Playbook) -> AsyncRetrying:
         return playbook.retry.retrying(
-            retry_if_exception_type(TransientError),
+            retry_if_exception_type(TransientError) & retry_if_not_exception_type(PushRaceLost),
             before_sleep=lambda rs: log.warning(
                 "heal_retry",
                 attempt=rs.attempt_number,
@@ -236,16 +237,21 @@ class Healer:
         # A dry-run plans against a user's checkout as it is (no fetch, no reset); only the
         # agent's own clone (from --repo-url) is brought to the remote head first.
         dry_as_is = self.dry_run and not co.owned
-        base = self._dry_head() if dry_as_is else await _in_thread(co.sync)
-        try:
-            return await self._plan_and_apply(parsed, playbook, base, lease)
-        except BaseException:
-            if not dry_as_is:
+        race = self._batcher.racer.start()
+        while True:  # planned again on the remote's new head while the push race asks for it
+            base = self._dry_head() if dry_as_is else await _in_thread(co.sync)
+            try:
+                return await self._plan_and_apply(parsed, playbook, base, lease, race)
+            except Replan as why:
                 await _in_thread(co.restore, base)
-            raise
+                race.replan(why)
+            except BaseException:
+                if not dry_as_is:
+                    await _in_thread(co.restore, base)
+                raise
 
     async def _plan_and_apply(
-        self, parsed: ParsedInjury, playbook: Playbook, base: str, lease: Lease
+        self, parsed: ParsedInjury, playbook: Playbook, base: str, lease: Lease, race: Race
     ) -> Outcome:
         co = self.checkout
         ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
@@ -283,19 +289,28 @@ class Healer:
                 "only untracked files differed; removed them locally, nothing to commit",
             )
         sha = await _in_thread(co.commit, message, parsed.id)
-        lease.check()  # never push without the path lock
-        pushed = await _in_thread(co.push, target)
-        if target != co.branch:
+        if target == co.branch:  # checked before every push: never push without the path lock
+            change = [Change(tuple(d for _, p in plans for d in p.delete), _writes(plans))]
+            sha = await self._batcher.racer.push(race, base, change, lease.check)
+        else:
+            lease.check()
+            pushed = await _in_thread(co.push, target)
             await _in_thread(co.restore, base)  # the checkout stays on the healed branch's head
-        if not pushed:
-            return done(Kind.SKIPPED, f"already proposed on {target}", branch=target)
+            if not pushed:
+                return done(Kind.SKIPPED, f"already proposed on {target}", branch=target)
         return done(
             Kind.HEALED,
             f"pushed {sha[:12]} to {target}",
             commit=sha,
             branch=target,
             commit_message=message,
+            attempts=race.lost,
         )
+
+
+def _writes(plans: list[tuple[str, StepPlan]]) -> dict[str, bytes]:
+    """Every file the plans write, with what they write."""
+    return {path: data for _, p in plans for path, data in p.write.items()}
 
 
 def _precheck(parsed: ParsedInjury, playbook: Playbook) -> None:

@@ -88,6 +88,7 @@ class GitSettings(_Part):
     work_dir: Path
     author_name: str
     author_email: str
+    push_race_budget_s: float
 
 
 class ControlSettings(_Part):
@@ -130,6 +131,8 @@ class Settings(BaseSettings):
     work_dir: Path = Field(default_factory=lambda: default_state_dir() / "checkouts")
     git_author_name: str = "auto-healer"
     git_author_email: str = "auto-healer@aura.hive"
+    # how long a heal keeps rebasing and pushing against a remote that keeps moving (pushrace)
+    push_race_budget_s: float = Field(default=60.0, gt=0, le=3600)
     dry_run: bool = False
 
     # output
@@ -244,6 +247,7 @@ class Settings(BaseSettings):
             work_dir=self.work_dir,
             author_name=self.git_author_name,
             author_email=self.git_author_email,
+            push_race_budget_s=self.push_race_budget_s,
         )
 
     @field_validator("source_subjects", mode="before")
