@@ -5,10 +5,11 @@ test freezes its nats-server, so it must stay last)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,32 +93,33 @@ def test_a_flood_of_replica_names_is_bounded(console: ConsoleAgent) -> None:
     assert page.status_code == 200 and page.text.count("flood-") <= MAX_REPLICAS
 
 
-def test_a_lone_surrogate_in_a_pause_reason_leaves_the_pages_up(console: ConsoleAgent) -> None:
-    """A reason with a lone surrogate (valid JSON, `\\ud800`) pauses; the outcomes page that
-    lists it and the fleet page that shows it still render (for the 24 h it stays listed)."""
-    body = json.dumps({"reason": "half \ud800 a pair"}).encode()  # ensure_ascii: \ud800
-    r = console.http.post(
-        "/api/pause", content=body, headers={**BEARER, "Content-Type": "application/json"}
-    )
-    assert r.status_code == 200, r.text
+def test_a_pause_reason_typed_in_latin_1_leaves_the_pages_up(console: ConsoleAgent) -> None:
+    """`auto-healer pause --reason caf\\xe9` typed on a Latin-1 terminal reaches Python as a lone
+    surrogate (`\\udce9`); the outcomes page that lists it and the fleet page that shows it
+    still render (for the 24 h it stays listed)."""
+    cli = Path(sys.executable).with_name("auto-healer")
+    argv = [cli, "pause", "--nats-url", console.url, "--reason", "caf\xe9 latin-1"]
+    raw = [os.fsencode(a) if isinstance(a, Path) else a.encode("latin-1") for a in argv]
+    done = subprocess.run(raw, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
     try:
         wait(lambda: console.api("pause")["paused"], "the pause in the mirror")
         wait(
-            lambda: [e for e in console.api("history", kind="control") if "half" in str(e)],
+            lambda: [e for e in console.api("history", kind="control") if "latin" in str(e)],
             "the pause in the history",
         )
         for path in ("/ui/outcomes", "/ui/outcomes/rows", "/ui/fleet"):
             page = console.http.get(path)
             assert page.status_code == 200, (path, page.text)
-            assert "half" in page.text, path
+            assert "latin-1" in page.text, path
     finally:
         assert console.http.post("/api/resume", headers=BEARER).status_code == 200
         wait(lambda: not console.api("pause")["paused"], "the resume in the mirror")
 
 
 def test_a_token_with_a_lone_surrogate_is_a_wrong_token(console: ConsoleAgent) -> None:
-    """Signing in with a JSON token holding a lone surrogate is refused as wrong (403), not an
-    internal error."""
+    """Signing in with a JSON token holding a lone surrogate is refused as wrong (403), and a
+    form post with such a CSRF token as a bad one, not as an internal error."""
     r = console.http.post(
         "/ui/login",
         content=b'{"token": "\\ud800\\ud800\\ud800\\ud800\\ud800\\ud800\\ud800\\ud800"}',
@@ -125,6 +127,16 @@ def test_a_token_with_a_lone_surrogate_is_a_wrong_token(console: ConsoleAgent) -
     )
     assert r.status_code == 403 and "wrong token" in r.text, r.text
     assert "set-cookie" not in r.headers
+    client, _ = sign_in(console)
+    try:
+        r = client.post(
+            "/ui/act/resume",
+            content=b'{"csrf": "\\ud800"}',
+            headers={"Origin": console.base, "Content-Type": "application/json"},
+        )
+    finally:
+        client.close()
+    assert r.status_code == 403 and "CSRF" in r.text, r.text
 
 
 def test_a_since_too_far_back_for_a_date_is_a_bad_request(console: ConsoleAgent) -> None:
