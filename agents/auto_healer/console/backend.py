@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from auto_healer import approvals, breaker, control_ops, history
 from auto_healer.controls import Cells, Controls
 from auto_healer.encoding import decode
+from auto_healer.heartbeat import SERVICE
 from auto_healer.sources.dead_letters import DeadLetter, newest
 from auto_healer.sources.nats_stream import read_with
 
@@ -63,9 +64,11 @@ class Beats:
             doc = decode(msg.data, dict(msg.headers or {}))
         except ValueError:
             return
+        if doc.get("service") != SERVICE:  # the Hive's other services beat on this subject too
+            return
         meta = doc.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
-        name = str(meta.get("replica") or doc.get("service") or "?")
+        name = str(meta.get("replica") or "?")
         try:
             at = float(doc.get("timestamp") or time.time())
         except (TypeError, ValueError):
