@@ -53,6 +53,7 @@ class ConsoleAgent:
     remote: Path
     work: Path
     http: httpx.Client
+    server: NatsServer | None = None  # to stop or freeze it under the agent
 
     @property
     def base(self) -> str:
@@ -125,7 +126,7 @@ def start(tmp: Path, *, token: bool = True) -> Iterator[ConsoleAgent]:
         try:
             agent.wait_ready()
             with httpx.Client(base_url=f"http://127.0.0.1:{agent.port}", timeout=20) as http:
-                yield ConsoleAgent(agent, server.url, remote, work, http)
+                yield ConsoleAgent(agent, server.url, remote, work, http, server)
             assert agent.terminate() == 0, agent.logs()
         finally:
             agent.kill()

@@ -107,6 +107,7 @@ class ConsoleSettings(_Part):
     token: SecretStr | None  # `secret` or `name:secret`; none (and no file): read-only
     token_file: Path | None  # a file holding the token (a mounted Secret)
     token_name: str  # who the token's actions are recorded as, unless given as `name:`
+    hosts: str  # comma-separated names it answers as, besides IP addresses and localhost
 
 
 def _part(settings: BaseModel, prefix: str, model: type[_P]) -> _P:
@@ -193,6 +194,7 @@ class Settings(BaseSettings):
     console_token: SecretStr | None = None
     console_token_file: Path | None = None
     console_token_name: str = Field(default="console", min_length=1, max_length=64)
+    console_hosts: str = ""
 
     # the pager
     pager_format: Literal["pagerduty", "generic"] = "pagerduty"

@@ -17,7 +17,7 @@ import structlog
 from auto_healer.console import api
 from auto_healer.console.backend import Backend, Beats
 from auto_healer.console.pages import Pages
-from auto_healer.console.security import Guardian, load_token
+from auto_healer.console.security import Guardian, load_hosts, load_token
 from auto_healer.console.web import Request, as_json
 from auto_healer.contracts import SUBJECT_HEARTBEAT
 from auto_healer.guard import Guard
@@ -42,6 +42,10 @@ class Console:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
             req = Request.from_environ(environ)
+            host = req.headers.get("host")  # none: no browser, so no rebinding to fear
+            if host is not None and not self.guardian.known_host(host):
+                why = "unknown Host: add it to CONSOLE_HOSTS (the console answers addresses)"
+                return as_json({"error": why}, 421).wsgi(start_response)
             if req.path == "/api" or req.path.startswith("/api/"):
                 response = api.handle(self.backend, self.guardian, req)
             else:
@@ -62,7 +66,7 @@ async def open_console(
 ) -> tuple[Console, Any]:
     """The console on this agent's connection and controls: (the app, the heartbeat
     subscription to unsubscribe at the end). `ConfigError` for an unreadable token."""
-    guardian = Guardian(load_token(settings))
+    guardian = Guardian(load_token(settings), load_hosts(settings))
     beats = Beats()
     sub = await nc.subscribe(SUBJECT_HEARTBEAT, cb=beats.on_message)
     cells = guard.controls.cells

@@ -20,7 +20,7 @@ from auto_healer import history
 from auto_healer.console.backend import Backend
 from auto_healer.console.security import Guardian, Refused
 from auto_healer.console.web import Request, Response, as_json
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, TransientError
 from auto_healer.sources.dead_letters import DeadLetter
 from auto_healer.sources.nats_stream import parse_since
 
@@ -32,7 +32,10 @@ CHART_KINDS["failed"] = "injury_heal_failed"
 
 def since_seconds(text: str | None) -> float:
     """Seconds back to read the history from (`24h`, `90m`, an ISO time...)."""
-    when = parse_since(text or DEFAULT_SINCE)
+    try:
+        when = parse_since(text or DEFAULT_SINCE)
+    except OverflowError:  # a duration further back than any date
+        raise ConfigError(f"since {text!r}: too far back") from None
     return max(1.0, datetime.now(UTC).timestamp() - when.timestamp())
 
 
@@ -120,6 +123,18 @@ def act(backend: Backend, action: str, form: dict[str, str], by: str) -> str:
     return run(backend, form, by)
 
 
+def unanswered(method: str) -> str:
+    """What to say when NATS (or its KV store) did not answer in time: a write sent may still
+    land once it is back, so the operator must look before trying again."""
+    if method != "POST":
+        return "NATS did not answer in time"
+    return "NATS did not answer in time: this may still be done once it is back; reload to see"
+
+
+def no_answer_status(exc: Exception) -> int:
+    return 504 if isinstance(exc, TimeoutError) else 503
+
+
 def handle(backend: Backend, guardian: Guardian, req: Request) -> Response:
     """Answer one `/api/...` request."""
     try:
@@ -135,8 +150,8 @@ def handle(backend: Backend, guardian: Guardian, req: Request) -> Response:
         return as_json({"error": exc.reason}, exc.status)
     except ConfigError as exc:
         return as_json({"error": str(exc)}, 409 if req.method == "POST" else 400)
-    except TimeoutError:
-        return as_json({"error": "NATS did not answer in time"}, 504)
+    except (TimeoutError, TransientError) as exc:
+        return as_json({"error": unanswered(req.method)}, no_answer_status(exc))
 
 
 def _read(backend: Backend, req: Request) -> Any:

@@ -20,11 +20,14 @@ from typing import Any, TypeVar
 from auto_healer import approvals, breaker, control_ops, history
 from auto_healer.controls import Cells, Controls
 from auto_healer.encoding import decode
+from auto_healer.heartbeat import SERVICE
 from auto_healer.sources.dead_letters import DeadLetter, newest
 from auto_healer.sources.nats_stream import read_with
 
 T = TypeVar("T")
 STALE_AFTER_BEATS = 3  # a replica not heard from for this many intervals is shown as silent
+MAX_REPLICAS = 500  # replicas kept, the last heard: any Hive publisher can make up names
+LATEST_TIMESTAMP = 1e11  # a heartbeat dated later (or NaN, inf) is dropped: no page can show it
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,21 @@ class Beats:
             doc = decode(msg.data, dict(msg.headers or {}))
         except ValueError:
             return
+        if doc.get("service") != SERVICE:  # the Hive's other services beat on this subject too
+            return
         meta = doc.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
-        name = str(meta.get("replica") or doc.get("service") or "?")
-        at = float(doc.get("timestamp") or time.time())
+        name = str(meta.get("replica") or "?")
+        try:
+            at = float(doc.get("timestamp") or time.time())
+        except (TypeError, ValueError):
+            return
+        if not 0 <= at < LATEST_TIMESTAMP:  # NaN too: a beat at no time is no beat
+            return
+        self.last.pop(name, None)  # the dict's order is then the order last heard
         self.last[name] = Replica(name, str(doc.get("status", "")), at, meta)
+        while len(self.last) > MAX_REPLICAS:
+            del self.last[next(iter(self.last))]
 
 
 class Backend:

@@ -28,11 +28,13 @@ from auto_healer.console.security import (
     same_origin,
 )
 from auto_healer.console.web import Request, Response, redirect
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, TransientError
+from auto_healer.sources.dead_letters import DeadLetter
 
 STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css"}
 FILTERS = ("since", "kind", "playbook", "path")
 POLL = "every 3s"
+SHOWN_BODY_BYTES = 4096  # of each dead letter's body on its page; /api/dead-letters has it whole
 
 
 def _when(at: float | None) -> str:
@@ -92,9 +94,9 @@ class Pages:
             return self._page("refused.html", req, session, status=exc.status, reason=exc.reason)
         except ConfigError as exc:
             return self._page("refused.html", req, session, status=400, reason=str(exc))
-        except TimeoutError:
-            reason = "NATS did not answer in time"
-            return self._page("refused.html", req, session, status=504, reason=reason)
+        except (TimeoutError, TransientError) as exc:  # the KV store's timeout is transient
+            return self._page("refused.html", req, session, status=api.no_answer_status(exc),
+                              reason=api.unanswered(req.method), heading="No answer")  # fmt: skip
 
     def _get(self, req: Request, session: Session | None) -> Response:
         path = req.path.removeprefix("/ui").strip("/")
@@ -122,7 +124,7 @@ class Pages:
             page = "approval_rows.html" if path.endswith("rows") else "approvals.html"
             return self._page(page, req, session, requests=snap.approvals, poll=POLL)
         if path == "dead-letters":
-            letters = [api.letter_doc(d) for d in self.backend.dead_letters()]
+            letters = [_letter(d) for d in self.backend.dead_letters()]
             return self._page("dead_letters.html", req, session, letters=letters)
         if path in ("fleet", "fleet/body"):
             snap = self.backend.snapshot()
@@ -157,6 +159,7 @@ class Pages:
             writer.flash.append(f"not done: {exc}")
         back = req.form.get("back", "")
         safe = back.startswith("/ui/") and not back.startswith("//") and "\\" not in back
+        safe = safe and back.isprintable()  # no CR LF: it becomes the Location header
         return redirect(back if safe else "/ui/outcomes")
 
     def _page(
@@ -174,7 +177,16 @@ class Pages:
             repo=self.repo,
             **data,
         )
-        return Response(status, html.encode())
+        # a lone surrogate (JSON allows `\ud800`) in any shown text must not fail the page
+        return Response(status, html.encode("utf-8", "replace"))
+
+
+def _letter(d: DeadLetter) -> dict[str, Any]:
+    """A dead letter for its page: the start of its body, and how many bytes are left out."""
+    doc = api.letter_doc(d)
+    doc["body"] = d.data[:SHOWN_BODY_BYTES].decode("utf-8", "replace")
+    doc["hidden"] = max(0, len(d.data) - SHOWN_BODY_BYTES)
+    return doc
 
 
 def _static(name: str) -> Response:

@@ -8,12 +8,15 @@
 - **CSRF**: each session has a random token that every form carries, compared in constant time;
   a write that comes with the session cookie must also come from this origin (`Origin`, which
   browsers send on every POST, else `Referer`).
+- **Host**: only an IP address, `localhost` or a name of `CONSOLE_HOSTS`: a page whose own
+  name an attacker's DNS now points here (DNS rebinding) reads nothing, as no other origin can.
 - **Headers**: a CSP without inline script or style, no framing, no sniffing, no caching.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -56,7 +59,8 @@ class Token:
     secret: str = field(repr=False)
 
     def matches(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode(), self.secret.encode())
+        given_bytes = given.encode("utf-8", "surrogatepass")  # a JSON body may hold \ud800
+        return hmac.compare_digest(given_bytes, self.secret.encode())
 
 
 def load_token(settings: ConsoleSettings) -> Token | None:
@@ -75,6 +79,11 @@ def load_token(settings: ConsoleSettings) -> Token | None:
     return Token(name=name.strip() or settings.token_name, secret=secret)
 
 
+def load_hosts(settings: ConsoleSettings) -> frozenset[str]:
+    """The host names of `CONSOLE_HOSTS` (a proxy's or an ingress's), lower case."""
+    return frozenset(h.strip().lower() for h in settings.hosts.split(",") if h.strip())
+
+
 @dataclass
 class Session:
     """One signed-in browser: who, its CSRF token, until when, and a message to show once."""
@@ -88,10 +97,24 @@ class Session:
 class Guardian:
     """The console's checks: sessions, CSRF, same origin, and the bearer token."""
 
-    def __init__(self, token: Token | None) -> None:
-        self.token = token
+    def __init__(self, token: Token | None, hosts: frozenset[str] = frozenset()) -> None:
+        self.token, self.hosts = token, hosts
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()  # the WSGI server answers each request in its thread
+
+    def known_host(self, host: str) -> bool:
+        """Whether `Host` names this console: an IP address, localhost, or a configured name;
+        not a name of the attacker's that resolves here for now."""
+        name = urlsplit(f"//{host}").hostname or ""
+        if "@" in host or not name:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or name in self.hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     @property
     def writable(self) -> bool:

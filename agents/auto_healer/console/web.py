@@ -71,9 +71,14 @@ def _fields(body: bytes, content_type: str) -> dict[str, str]:
             doc = json.loads(body or b"{}")
         except ValueError:
             return {}
-        return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+        return {_text(k): _text(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
     text = body.decode("utf-8", "replace")
     return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _text(value: Any) -> str:
+    """A JSON value as text a form could have sent: no lone surrogate (`\\ud800`)."""
+    return str(value).encode("utf-8", "replace").decode()
 
 
 @dataclass
