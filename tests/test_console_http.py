@@ -13,7 +13,7 @@ from auto_healer.errors import ConfigError
 from auto_healer.settings import load_settings
 
 from tests.conftest import injury
-from tests.console_support import SECRET, TOKEN_NAME, ConsoleAgent, outcome, start, wait
+from tests.console_support import HELD, SECRET, TOKEN_NAME, ConsoleAgent, outcome, start, wait
 
 pytestmark = pytest.mark.timeout(120)
 BEARER = {"Authorization": f"Bearer {SECRET}"}
@@ -84,6 +84,28 @@ def test_a_decision_on_nothing_and_a_replay_of_nothing_are_refused(console: Cons
     r = console.http.post("/api/replay", data={"seq": "99999"}, headers=BEARER)
     assert r.status_code == 409 and "no dead letter 99999" in r.json()["error"]
     assert console.http.post("/api/replay", data={}, headers=BEARER).status_code == 400
+
+
+def test_a_decision_names_the_request_it_was_taken_on(console: ConsoleAgent) -> None:
+    """A decision carrying another request's fingerprint (a stale page) is refused and the
+    request stays pending; with the fingerprint /api/approvals gives, it is decided."""
+    console.publish(injury("core/src/guarded/", severity=HELD))
+    [held] = wait(
+        lambda: [r for r in console.api("approvals") if r["state"] == "pending"],
+        "the held request",
+    )
+    stale = {"injury_id": held["injury_id"], "request": "0" * 16}
+    r = console.http.post("/api/approve", data=stale, headers=BEARER)
+    assert r.status_code == 409 and "held again with another plan" in r.json()["error"], r.text
+    assert [q["state"] for q in console.api("approvals")] == ["pending"]
+    seen = {"injury_id": held["injury_id"], "request": held["request"]}
+    r = console.http.post("/api/reject", data=seen, headers=BEARER)
+    assert r.status_code == 200, r.text
+    wait(
+        lambda: [q["state"] for q in console.api("approvals")],
+        "the rejection in the mirror",
+        lambda states: "pending" not in states,
+    )
 
 
 def test_forms_need_a_session_a_csrf_token_and_the_same_origin(console: ConsoleAgent) -> None:

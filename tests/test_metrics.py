@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 from auto_healer.bloodstream import ensure_streams
@@ -119,3 +120,34 @@ async def test_process_nats_and_pager_metrics(
         assert agent.metric("auto_healer_nats_connected") == 1.0
     finally:
         agent.kill()
+
+
+def test_a_client_that_stops_mid_request_is_let_go() -> None:
+    """A request that promises a body it never sends has its connection closed after the
+    client timeout, instead of holding a server thread for ever."""
+    import socket
+
+    from auto_healer.metrics import HealthServer
+
+    def reads_its_body(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    server = HealthServer(
+        Metrics(),
+        0,
+        ready=lambda: True,
+        alive=lambda: True,
+        mounts={"/api": reads_its_body},
+        client_timeout_s=0.3,
+    ).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+            started = time.monotonic()
+            while s.recv(4096):  # whatever it answers, it must then close
+                pass
+            assert time.monotonic() - started < 4
+    finally:
+        server.stop()

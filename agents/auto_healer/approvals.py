@@ -12,6 +12,7 @@ States: pending → approved → healing → done | pending → rejected → clo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -46,6 +47,13 @@ class Request:
     def dump(self) -> bytes:
         return json.dumps(asdict(self)).encode()
 
+    @property
+    def fingerprint(self) -> str:
+        """Names the request as a human saw it (its plan, when it was asked): a decision taken
+        on a page carries it, so a request held again with another plan is not decided by it."""
+        seen = f"{self.requested_at!r}\n{self.plan}".encode(errors="surrogatepass")
+        return hashlib.sha256(seen).hexdigest()[:16]
+
 
 def load(value: bytes) -> Request | None:
     try:
@@ -71,12 +79,21 @@ async def ask(cells: Cells, request: Request) -> tuple[bool, Request]:
 
 
 async def move(
-    cells: Cells, injury_id: str, *, frm: tuple[str, ...], to: str, **changes: Any
+    cells: Cells,
+    injury_id: str,
+    *,
+    frm: tuple[str, ...],
+    to: str,
+    fingerprint: str | None = None,
+    **changes: Any,
 ) -> Request | None:
     """Move a request from one of `frm` to `to` (compare-and-set); None if another replica or
-    human moved it first, or it is in none of those states."""
+    human moved it first, it is in none of those states, or it is not the request `fingerprint`
+    names."""
     found = await read(cells, injury_id)
     if found is None or found[0].state not in frm:
+        return None
+    if fingerprint is not None and found[0].fingerprint != fingerprint:
         return None
     moved = replace(found[0], state=to, **changes)
     if await cells.swap(approval_key(injury_id), moved.dump(), found[1]):
@@ -85,13 +102,27 @@ async def move(
 
 
 async def decide_request(
-    cells: Cells, injury_id: str, *, approve: bool, by: str, reason: str = ""
+    cells: Cells,
+    injury_id: str,
+    *,
+    approve: bool,
+    by: str,
+    reason: str = "",
+    fingerprint: str | None = None,
 ) -> Request:
-    """A human's decision on a pending request (`approve` / `reject`); `ConfigError` when there
-    is no such request or it was decided already."""
+    """A human's decision on a pending request (`approve` / `reject`), on the very request
+    `fingerprint` names when given; `ConfigError` when there is no such request, it was decided
+    already, or it is not the one the human saw."""
     to = "approved" if approve else "rejected"
     moved = await move(
-        cells, injury_id, frm=("pending",), to=to, by=by, decided_at=time.time(), reason=reason
+        cells,
+        injury_id,
+        frm=("pending",),
+        to=to,
+        fingerprint=fingerprint,
+        by=by,
+        decided_at=time.time(),
+        reason=reason,
     )
     if moved is not None:
         return moved
@@ -99,6 +130,11 @@ async def decide_request(
     if found is None:
         raise ConfigError(f"no injury {injury_id!r} awaits approval")
     current = found[0]
+    if current.state == "pending" and fingerprint is not None:
+        raise ConfigError(
+            f"injury {injury_id!r} is held again with another plan since you looked: "
+            "reload, read the plan and decide again"
+        )
     raise ConfigError(
         f"injury {injury_id!r} is {current.state}"
         + (f" (by {current.by})" if current.by else "")

@@ -67,10 +67,12 @@ async def decide(
     by: str,
     reason: str = "",
     via: str | None = None,
+    fingerprint: str | None = None,
 ) -> approvals.Request:
-    """Approve or reject a held injury (`ConfigError` when there is nothing to decide)."""
+    """Approve or reject a held injury, the request `fingerprint` names when given (a page's
+    decision); `ConfigError` when there is nothing (or no longer that) to decide."""
     request = await approvals.decide_request(
-        cells, injury_id, approve=approve, by=by, reason=reason
+        cells, injury_id, approve=approve, by=by, reason=reason, fingerprint=fingerprint
     )
     await announce(
         nc, request.state, by=request.by, injury_id=request.injury_id, reason=reason, via=via

@@ -142,6 +142,9 @@ class Metrics:
         self.pager_pending.set_function(lambda: float(pending()))
 
 
+CLIENT_TIMEOUT_S = 10.0
+
+
 class HealthServer:
     """Serves `/metrics`, `/healthz` (alive) and `/readyz` (connected and subscribed), and any
     `mounts` (a path prefix such as `/ui` and the WSGI app serving it: the console)."""
@@ -156,12 +159,16 @@ class HealthServer:
         host: str = LOOPBACK,
         why_not_ready: Callable[[], str | None] = lambda: None,
         mounts: Mapping[str, WsgiApp] | None = None,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
     ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._mounts = dict(mounts or {})
         self._ready, self._alive, self._why = ready, alive, why_not_ready
+        # a client that stops sending mid-request gives its thread back after this long, so a
+        # few stalled connections cannot starve the probes
+        handler = type("_Handler", (_QuietHandler,), {"timeout": client_timeout_s})
         self._server = make_server(
-            host, port, self._app, ThreadingWSGIServer, handler_class=_QuietHandler
+            host, port, self._app, ThreadingWSGIServer, handler_class=handler
         )
         self.port = int(self._server.server_port)
         self._thread = threading.Thread(

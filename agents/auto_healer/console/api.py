@@ -4,7 +4,8 @@ Reads: `GET /api/history` (`since`, `kind`, `playbook`, `path`, `limit`), `/api/
 `/api/approvals`, `/api/dead-letters`, `/api/pause`, `/api/breakers`, `/api/replicas`,
 `/api/chart`. Writes (`POST`, `Authorization: Bearer <CONSOLE_TOKEN>`): `/api/pause`
 (`reason`, `playbook`), `/api/resume`, `/api/approve` and `/api/reject` (`injury_id`,
-`reason`), `/api/replay` (`seq`), `/api/reset-breaker` (`repo`); fields as a form or JSON.
+`reason`, and `request`: the fingerprint `/api/approvals` gives, so that only the request seen is
+decided), `/api/replay` (`seq`), `/api/reset-breaker` (`repo`); fields as a form or JSON.
 """
 
 from __future__ import annotations
@@ -105,10 +106,18 @@ ACTIONS: dict[str, Action] = {
     ),
     "resume": lambda b, f, by: b.resume(by=by, playbook=f.get("playbook") or None),
     "approve": lambda b, f, by: b.decide(
-        _field(f, "injury_id"), approve=True, by=by, reason=f.get("reason", "")
+        _field(f, "injury_id"),
+        approve=True,
+        by=by,
+        reason=f.get("reason", ""),
+        fingerprint=f.get("request") or None,
     ),
     "reject": lambda b, f, by: b.decide(
-        _field(f, "injury_id"), approve=False, by=by, reason=f.get("reason", "")
+        _field(f, "injury_id"),
+        approve=False,
+        by=by,
+        reason=f.get("reason", ""),
+        fingerprint=f.get("request") or None,
     ),
     "replay": lambda b, f, by: b.replay(_seq(f), by=by),
     "reset-breaker": lambda b, f, by: b.reset_breaker(_field(f, "repo"), by=by),
@@ -169,7 +178,7 @@ def _read(backend: Backend, req: Request) -> Any:
         return per_hour(backend.history(24 * 3600))
     snap = backend.snapshot()
     reads: dict[str, Callable[[], Any]] = {
-        "approvals": lambda: [asdict(r) for r in snap.approvals],
+        "approvals": lambda: [{**asdict(r), "request": r.fingerprint} for r in snap.approvals],
         "pause": lambda: snap.pause,
         "breakers": lambda: snap.breakers,
         "replicas": lambda: [asdict(r) for r in snap.replicas],

@@ -158,10 +158,25 @@ class Backend:
         )
         return f"{'playbook ' + repr(playbook) if playbook else 'auto-healer'} resumed by {by}"
 
-    def decide(self, injury_id: str, *, approve: bool, by: str, reason: str) -> str:
+    def decide(
+        self,
+        injury_id: str,
+        *,
+        approve: bool,
+        by: str,
+        reason: str,
+        fingerprint: str | None = None,
+    ) -> str:
         request = self.call(
             lambda: control_ops.decide(
-                self.cells, self.nc, injury_id, approve=approve, by=by, reason=reason, via="console"
+                self.cells,
+                self.nc,
+                injury_id,
+                approve=approve,
+                by=by,
+                reason=reason,
+                via="console",
+                fingerprint=fingerprint,
             )
         )
         return f"injury {request.injury_id} {request.state} by {request.by}"
