@@ -67,13 +67,21 @@ async def decide(
     by: str,
     reason: str = "",
     via: str | None = None,
+    signing_key: bytes | None = None,
 ) -> approvals.Request:
-    """Approve or reject a held injury (`ConfigError` when there is nothing to decide)."""
+    """Approve or reject a held injury (`ConfigError` when there is nothing to decide); signed
+    with `signing_key` (the agents' INJURY_SIGNING_KEY), which replicas that have it require."""
     request = await approvals.decide_request(
-        cells, injury_id, approve=approve, by=by, reason=reason
+        cells, injury_id, approve=approve, by=by, reason=reason, signing_key=signing_key
     )
     await announce(
-        nc, request.state, by=request.by, injury_id=request.injury_id, reason=reason, via=via
+        nc,
+        request.state,
+        by=request.by,
+        injury_id=request.injury_id,
+        reason=reason,
+        via=via,
+        signed=request.signature is not None,
     )
     return request
 

@@ -121,6 +121,7 @@ async def serve(
                 playbooks,
                 repo=healer.repo_key,
                 replicas=replicas,
+                signing_key=_signing_key(settings),
             )
             metrics.watch_controls(guard.paused, guard.breaker_open)
             await ensure_history(
@@ -241,13 +242,12 @@ async def _console(
         return {}
     from auto_healer.console import open_console
 
-    key = settings.injury_signing_key
     console, heartbeats = await open_console(
         settings.console_settings,
         nc,
         guard,
         repo=repo,
-        signing_key=key.get_secret_value().encode() if key else None,
+        signing_key=_signing_key(settings),
     )
 
     async def unsubscribe() -> None:
@@ -285,3 +285,9 @@ async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinato
             raise ConfigError(f"JetStream KV is not available on the server: {exc}") from None
         log.warning("kv_unavailable_local_locks_only", error=str(exc) or type(exc).__name__)
         return LocalCoordinator()
+
+
+def _signing_key(settings: Settings) -> bytes | None:
+    """INJURY_SIGNING_KEY as bytes: approvals are signed and verified with it, replays signed."""
+    key = settings.injury_signing_key
+    return key.get_secret_value().encode() if key else None

@@ -84,7 +84,7 @@ class Backend:
         timeout_s: float = 15.0,
         signing_key: bytes | None = None,
     ) -> None:
-        self.signing_key = signing_key  # replays are signed anew when the agents verify
+        self.signing_key = signing_key  # decisions signed, replays signed anew: agents verify
         self.loop, self.nc, self.js, self.cells = loop, nc, nc.jetstream(), cells
         self.mirror, self.repo, self.limits, self.beats = mirror, repo, limits, beats
         self.timeout_s = timeout_s
@@ -148,7 +148,14 @@ class Backend:
     def decide(self, injury_id: str, *, approve: bool, by: str, reason: str) -> str:
         request = self.call(
             lambda: control_ops.decide(
-                self.cells, self.nc, injury_id, approve=approve, by=by, reason=reason, via="console"
+                self.cells,
+                self.nc,
+                injury_id,
+                approve=approve,
+                by=by,
+                reason=reason,
+                via="console",
+                signing_key=self.signing_key,
             )
         )
         return f"injury {request.injury_id} {request.state} by {request.by}"
