@@ -83,16 +83,19 @@ def cmd_reset_breaker(args: argparse.Namespace) -> int:
     """Close a repository's blast-radius breaker and start a new window."""
 
     async def act(cells: Any, nc: Any) -> breaker.State | None:
-        return await control_ops.reset_breaker(cells, nc, by=_who(args), repo=args.repo)
+        return await control_ops.reset_breaker(
+            cells, nc, by=_who(args), repo=args.repo, playbook=args.playbook
+        )
 
     state = asyncio.run(_with_controls(_settings(args), act))
+    which = f"playbook {args.playbook}'s breaker" if args.playbook else "breaker"
     if state is None:
         print(
-            f"no breaker state for {args.repo!r} (the repo as the agent names it: its remote URL)"
+            f"no {which} state for {args.repo!r} (the repo as the agent names it: its remote URL)"
         )
         return EXIT_OK
     was = "open" if state.open else "closed"
-    print(f"breaker of {args.repo} reset (it was {was}: {state.count} heals, {state.held} held)")
+    print(f"{which} of {args.repo} reset (it was {was}: {state.count} heals, {state.held} held)")
     return EXIT_OK
 
 

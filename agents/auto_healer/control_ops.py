@@ -50,11 +50,18 @@ async def resume(
 
 
 async def reset_breaker(
-    cells: Cells, nc: Any, *, by: str, repo: str, via: str | None = None
+    cells: Cells,
+    nc: Any,
+    *,
+    by: str,
+    repo: str,
+    via: str | None = None,
+    playbook: str | None = None,
 ) -> breaker.State | None:
-    """Close a repository's breaker (the state it had, if any), and say so."""
-    state = await breaker.reset(cells, repo)
-    await announce(nc, "reset-breaker", by=by, repo=repo, via=via)
+    """Close a repository's breaker, or one playbook's own on it (the state it had, if any),
+    and say so."""
+    state = await breaker.reset(cells, breaker.scope(repo, playbook))
+    await announce(nc, "reset-breaker", by=by, repo=repo, playbook=playbook, via=via)
     return state
 
 

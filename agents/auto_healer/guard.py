@@ -113,38 +113,55 @@ class Guard:
                 await recurrence.record(cells, key, outcome.commit, rule.window_s)
         return outcome
 
+    def _scopes(self, playbook: Playbook) -> list[tuple[str, breaker.Limits]]:
+        """The breakers a heal of this playbook counts in: the repository's (unless off), and
+        the playbook's own lower one (`breaker:` in the playbook), if it has one."""
+        scopes = [(self.repo, self.limits)] if self.limits.max_heals else []
+        own = playbook.breaker
+        if own is not None:
+            limits = breaker.Limits(own.max_heals, float(own.window_s), self.limits.manual_reset)
+            scopes.append((breaker.scope(self.repo, playbook.name), limits))
+        return scopes
+
     async def _counted(self, parsed: ParsedInjury, playbook: Playbook, heal: Heal) -> Outcome:
-        """Heal within the breaker: reserve a place, give it back unless healed."""
-        cells = self.controls.cells
+        """Heal within the breakers: reserve a place in each, give them back unless healed."""
+        cells, scopes = self.controls.cells, self._scopes(playbook)
         problem = (parsed.injury.injury_type, parsed.problem)
-        if cells is None or self.limits.max_heals == 0 or problem in self._reserving:
+        if cells is None or not scopes or problem in self._reserving:
             # The same problem already holds a place here: a storm of identical injuries heals
             # once (throttle, path lock, already healthy), so it is counted once, not tripped.
             return await heal(parsed)
         self._reserving.add(problem)
         try:
-            return await self._within_breaker(parsed, playbook, heal, cells)
+            return await self._within_breaker(parsed, playbook, heal, cells, scopes)
         finally:
             self._reserving.discard(problem)
 
     async def _within_breaker(
-        self, parsed: ParsedInjury, playbook: Playbook, heal: Heal, cells: Cells
+        self,
+        parsed: ParsedInjury,
+        playbook: Playbook,
+        heal: Heal,
+        cells: Cells,
+        scopes: list[tuple[str, breaker.Limits]],
     ) -> Outcome:
-        """Reserve a breaker place for this heal; hold the injury when the breaker is open."""
+        """Reserve a place for this heal in each breaker; hold the injury when one is open."""
+        taken: list[str] = []
+        held = None
         try:
-            async with self._breaker_turn:
-                verdict = await breaker.reserve(cells, self.repo, self.limits)
+            for scope, limits in scopes:
+                async with self._breaker_turn:
+                    verdict = await breaker.reserve(cells, scope, limits)
+                if verdict is not breaker.Verdict.GO:
+                    held = _breaker_held(parsed, playbook, self.repo, scope, limits, verdict)
+                    break
+                taken.append(scope)
         except TransientError as exc:
-            return _store_failed(parsed, playbook.name, exc)
-        if verdict is not breaker.Verdict.GO:
-            why = (
-                f"blast-radius breaker open on {self.repo}: more than {self.limits.max_heals} "
-                f"heals within {self.limits.window_s:g} s; held until `auto-healer reset-breaker "
-                f"{self.repo}`" + ("" if self.limits.manual_reset else " or the window ends")
-            )
-            if verdict is breaker.Verdict.TRIPPED:
-                log.error("breaker_tripped", repo=self.repo, max_heals=self.limits.max_heals)
-            return _held(parsed, playbook.name, why, page=verdict is breaker.Verdict.TRIPPED)
+            held = _store_failed(parsed, playbook.name, exc)
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await self._release(cells, taken)
+            return held
         healed = False
         try:
             outcome = await heal(parsed)
@@ -153,11 +170,12 @@ class Guard:
         finally:
             if not healed:  # also when cut off by shutdown: its redelivery reserves again
                 with contextlib.suppress(Exception):  # at worst the window counts one too many
-                    await asyncio.shield(self._release(cells))
+                    await asyncio.shield(self._release(cells, taken))
 
-    async def _release(self, cells: Cells) -> None:
+    async def _release(self, cells: Cells, scopes: list[str]) -> None:
         async with self._breaker_turn:
-            await breaker.release(cells, self.repo)
+            for scope in scopes:
+                await breaker.release(cells, scope)
 
     async def _ask(self, parsed: ParsedInjury, playbook: Playbook, because: str = "") -> Outcome:
         """Keep the injury as a pending approval request (see `approval_flow.ask`)."""
@@ -173,7 +191,13 @@ class Guard:
 
     def held(self, playbook: Playbook) -> bool:
         """Whether a pause or an open breaker keeps this playbook's heals waiting now."""
-        return self.controls.paused(playbook.name) is not None or self.breaker_open()
+        if self.controls.paused(playbook.name) is not None:
+            return True
+        return any(self._open(scope, limits) for scope, limits in self._scopes(playbook))
+
+    def _open(self, scope: str, limits: breaker.Limits) -> bool:
+        key = breaker.breaker_key(scope).removeprefix(BREAKER_PREFIX)
+        return breaker.is_open(self.controls.breakers.get(key), limits)
 
     def paused(self) -> bool:
         return self.controls.paused() is not None
@@ -208,6 +232,28 @@ class Guard:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+def _breaker_held(
+    parsed: ParsedInjury,
+    playbook: Playbook,
+    repo: str,
+    scope: str,
+    limits: breaker.Limits,
+    verdict: breaker.Verdict,
+) -> Outcome:
+    """Held by an open breaker; the heal that tripped it carries the one page."""
+    which, reset = "", repo
+    if scope != repo:
+        which, reset = f" of playbook {playbook.name}", f"{repo} --playbook {playbook.name}"
+    why = (
+        f"blast-radius breaker{which} open on {repo}: more than {limits.max_heals} heals within "
+        f"{limits.window_s:g} s; held until `auto-healer reset-breaker {reset}`"
+        + ("" if limits.manual_reset else " or the window ends")
+    )
+    if verdict is breaker.Verdict.TRIPPED:
+        log.error("breaker_tripped", repo=repo, scope=scope, max_heals=limits.max_heals)
+    return _held(parsed, playbook.name, why, page=verdict is breaker.Verdict.TRIPPED)
 
 
 def _held(parsed: ParsedInjury, playbook: str, why: str, *, page: bool = False) -> Outcome:

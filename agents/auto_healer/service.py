@@ -58,7 +58,7 @@ async def serve(
 ) -> None:
     """Run one agent replica until SIGTERM/SIGINT, or until `stop` is set."""
     cache_loggers()  # configured by the CLI; from here on each logger binds once
-    playbooks = load_playbooks(settings.playbooks_dir)
+    playbooks = load_playbooks(settings.playbooks_dir, breaker_max_heals=settings.breaker_max_heals)
     async with AsyncExitStack() as stack:
         url = settings.nats_url
         if not url:
