@@ -216,8 +216,8 @@ class Guard:
     async def run(
         self, slots: Any | None, *, heal: approval_flow.Heal, announce: Announce, owner: str
     ) -> None:
-        """Mirror the controls and carry out approvals; with `slots` (JetStream mode) also gate
-        the intake."""
+        """Mirror the controls and carry out approvals; with `slots` (JetStream mode: the
+        intake's gate) also close the intake while paused or tripped."""
         tasks = [
             asyncio.create_task(self.controls.watch()),
             asyncio.create_task(self.desk.run(heal, announce, owner)),

@@ -37,7 +37,7 @@ from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 from auto_healer.signing import verifier_from_settings
-from auto_healer.sources import Source
+from auto_healer.sources import Slots, Source
 from auto_healer.sources.combined import Combined
 from auto_healer.sources.nats_core import CoreSource
 from auto_healer.sources.nats_js import JetStreamSource
@@ -112,7 +112,10 @@ async def serve(
             stack.push_async_callback(pager.aclose)
             metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
-        source = await _source(settings, nc, js, metrics, replicas)
+        # JetStream mode: the pause and an open breaker close this gate of the injury intake
+        # only, so the Hive's alerts (`--source-subject`) still come in and page meanwhile.
+        gate = Slots(1)
+        source = await _source(settings, nc, js, metrics, replicas, gate)
         guard = None
         if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
             guard = await open_guard(
@@ -164,7 +167,7 @@ async def serve(
         if guard is not None:
             controls = asyncio.create_task(
                 guard.run(
-                    agent.slots if settings.jetstream else None,
+                    gate if settings.jetstream else None,
                     heal=healer.handle,
                     announce=agent.announce_aside,
                     owner=owner,
@@ -187,7 +190,9 @@ async def serve(
         await agent.run(install_signals=install_signals)
 
 
-async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int) -> Source:
+async def _source(
+    settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int, gate: Slots
+) -> Source:
     """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
     the same queue group: each alert to one replica)."""
     queue = "" if settings.dry_run else settings.queue_group
@@ -200,12 +205,12 @@ async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics, replic
         )
         for pattern in check_subjects(settings.source_subjects)
     ]
-    intake = await _intake(settings, nc, js, queue, metrics, replicas)
+    intake = await _intake(settings, nc, js, queue, metrics, replicas, gate)
     return Combined([intake, *alerts]) if alerts else intake
 
 
 async def _intake(
-    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int
+    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int, gate: Slots
 ) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
@@ -226,7 +231,7 @@ async def _intake(
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake, on_idle=metrics.caught_up)
+    return JetStreamSource(intake, on_idle=metrics.caught_up, gate=gate)
 
 
 async def _console(
