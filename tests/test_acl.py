@@ -25,7 +25,7 @@ from nats.js.api import KeyValueConfig, StreamConfig
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "deploy" / "nats" / "nats-server.conf"
 HELM_VALUES = ROOT / "deploy" / "nats" / "helm-values.yaml"
-USERS = ("bee-keeper", "core", "auto-healer", "observer")
+USERS = ("bee-keeper", "core", "auto-healer", "observer", "operator")
 INJURY = json.dumps({
     "timestamp": 1735920000.456, "injury_type": "unauthorized_directory", "severity": "high",
     "affected_path": "core/src/random_stuff/", "recommended_action": "delete_directory",
@@ -380,3 +380,67 @@ async def test_auto_healer_watches_the_controls_and_keeps_the_history(
         assert (await js.stream_info("AURA_HEAL_HISTORY")).config.max_age == 3600.0
         await ah.nc.flush()
         assert ah.errors == []
+
+
+def test_operator_runs_every_control_command_and_nothing_else(
+    acl_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As user operator every control command works (pause, resume, reset-breaker, approve,
+    reject, history, show, dead-letters, replay); other writes and reads are denied."""
+    from auto_healer import approval_flow, controls
+    from auto_healer.cli import main
+    from auto_healer.contracts import parse_injury_obj
+    from auto_healer.kvcell import KvCell
+    from auto_healer.playbooks import load_playbooks
+
+    from tests.conftest import PLAYBOOKS, injury
+
+    def as_user(user: str, *args: str) -> str:
+        code = main([*args, "--nats-url", acl_server.url, "--user", user,
+                     "--password", password(user)])  # fmt: skip
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    as_user("auto-healer", "setup-nats")  # the assets, as the agent would make them
+    asked = [parse_injury_obj(injury(f"core/src/d{i}/")) for i in range(2)]
+
+    async def seed() -> None:
+        async with connect(acl_server, "auto-healer") as ah:
+            cells = await KvCell.open(ah.nc.jetstream(), controls.BUCKET_CONTROLS)
+            playbook = load_playbooks(PLAYBOOKS).match(asked[0].injury)
+            assert playbook is not None
+            for parsed in asked:
+                await approval_flow.ask(cells, parsed, playbook)
+            headers = {"Auto-Healer-Injury-Id": "poison-1", "Auto-Healer-Reason": "acl"}
+            await ah.nc.jetstream().publish("aura.hive.dead_letter.injury", INJURY, headers=headers)
+
+    asyncio.run(seed())
+    assert "paused by op: acl" in as_user("operator", "pause", "--reason", "acl", "--by", "op")
+    assert "resumed" in as_user("operator", "resume", "--by", "op")
+    assert "no breaker state" in as_user("operator", "reset-breaker", "some-repo")
+    assert "approved by op" in as_user("operator", "approve", asked[0].id, "--by", "op")
+    assert "rejected by op" in as_user("operator", "reject", asked[1].id, "--by", "op")
+    assert "pause" in as_user("operator", "history", "--since", "1h")
+    assert "approved" in as_user("operator", "show", asked[0].id)
+    listed = as_user("operator", "dead-letters")
+    assert "poison-1" in listed
+    seq = listed.split()[0]
+    assert f"dead letter {seq} replayed" in as_user("operator", "replay", seq)
+    assert "no dead letters" in as_user("operator", "dead-letters")
+
+    async def denials() -> None:
+        async with connect(acl_server, "operator") as op:
+            for subject in (
+                "aura.hive.heartbeat",
+                "aura.hive.events.injury_healed",
+                "$KV.auto-healer-locks.x",
+                "$JS.API.STREAM.CREATE.KV_auto-healer-controls",
+                "$JS.API.STREAM.DELETE.AURA_HEAL_HISTORY",
+                "$JS.API.STREAM.MSG.DELETE.AURA_HEAL_HISTORY",
+                "$JS.API.CONSUMER.MSG.NEXT.AURA_INJURIES.auto-healer",
+            ):
+                await op.denied_publish(subject)
+            await op.denied_subscribe("aura.hive.injury")
+
+    asyncio.run(denials())

@@ -19,7 +19,7 @@ from tests.agent_support import AgentProcess, Events
 from tests.conftest import ROOT, injury
 
 CONF = ROOT / "deploy" / "nats" / "nats-server.conf"
-USERS = ("bee-keeper", "core", "auto-healer", "observer")
+USERS = ("bee-keeper", "core", "auto-healer", "observer", "operator")
 KEY = "hive-signing-key"
 
 

@@ -78,7 +78,8 @@ async def test_jetstream_naks_while_pager_down_and_pages_once_when_back(
     events = await Events().start(nats_server.url)
     try:
         agent.wait_ready()
-        await _publish(nats_server.url, injury("core/src/legacy/", auto_heal=False), jetstream=True)
+        # No playbook heals it: a plain escalation, which must come back for its page.
+        await _publish(nats_server.url, injury("core/legacy/", "disk_full"), jetstream=True)
         await wait_until(
             lambda: (
                 agent.metric("auto_healer_pages_total", delivery="undelivered") >= 1

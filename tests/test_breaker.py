@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import nats
 import pytest
@@ -96,8 +97,6 @@ async def test_a_burst_of_distinct_heals_through_one_guard_all_get_a_place(
 ) -> None:
     """300 distinct injuries at once through one replica's guard: every heal gets its breaker
     place (no compare-and-set race past the retry bound), and the count is exact."""
-    from pathlib import Path
-
     from auto_healer.contracts import parse_injury_obj
     from auto_healer.guard import Guard
     from auto_healer.outcomes import Kind, Outcome
@@ -124,3 +123,42 @@ async def test_a_burst_of_distinct_heals_through_one_guard_all_get_a_place(
         assert state.count == 300
     finally:
         await nc.close()  # type: ignore[attr-defined]
+
+
+async def test_a_playbook_breaker_lowers_the_limit_for_its_own_heals(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """`breaker: {max_heals: 2}` in a playbook (global 100): its 3rd heal in the window trips its
+    own breaker (held, paged once, the global count untouched by it); `reset-breaker REPO
+    --playbook NAME` lets it heal."""
+    import subprocess
+    import sys
+
+    from auto_healer.outcomes import Kind
+
+    from tests.agent_support import remote_tree, seed_dirs
+    from tests.approval_support import Replica, approval_playbooks, parsed
+
+    tmp, (remote, work) = tmp_path, repo
+    seed_dirs(work, ["d0", "d1", "d2"])
+    books = approval_playbooks(tmp, extra="breaker:\n  max_heals: 2\n  window_s: 600\n")
+    async with Replica(tmp, "a", nats_server.url, remote, playbooks=books) as a:
+        got = [await a.handle(parsed(f"core/src/d{i}/")) for i in range(3)]
+        assert [o.kind for o in got] == [Kind.HEALED, Kind.HEALED, Kind.HELD], got[2].reason
+        assert got[2].page_held is True
+        assert "breaker of playbook unauthorized_directory open" in got[2].reason
+        repo_key = a.healer.repo_key
+        assert f"reset-breaker {repo_key} --playbook unauthorized_directory" in got[2].reason
+        whole = await breaker.status(a.cells, repo_key)
+        assert whole is not None and (whole.count, whole.open) == (2, False)
+        again = await a.handle(parsed("core/src/d2/", timestamp=1735920001.0))
+        assert (again.kind, again.page_held) == (Kind.HELD, False)  # one page per trip
+        out = subprocess.run(
+            [sys.executable, "-m", "auto_healer", "reset-breaker", repo_key, "--playbook",
+             "unauthorized_directory", "--nats-url", nats_server.url],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert "playbook unauthorized_directory's breaker" in out and "it was open" in out
+        healed = await a.handle(parsed("core/src/d2/", timestamp=1735920002.0))
+        assert healed.kind is Kind.HEALED, healed.reason
+        assert not any("/d2/" in p for p in remote_tree(remote))

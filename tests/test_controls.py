@@ -392,3 +392,41 @@ async def test_a_directory_that_keeps_coming_back_stops_being_deleted_the_4th_ti
         await events.close()
         receiver.stop()
         agent.kill()
+
+
+async def test_paused_in_jetstream_mode_hive_alerts_still_page_and_injuries_still_wait(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """`--source-subject` alerts share the intake's slots: while paused (JetStream), an alert is
+    still escalated and paged at once, while an injury waits unfetched in the stream."""
+    remote, work = repo
+    seed_dirs(work, ["waits"])
+    receiver = Receiver().start()
+    env = _pager_env(receiver, SOURCE_SUBJECTS="aura.hive.events.alert_*")
+    agent = AgentProcess(tmp_path, "a", nats_server.url, remote, jetstream=True, env=env)
+    events = await Events().start(nats_server.url)
+    try:
+        agent.wait_ready()
+        ctl(nats_server.url, "pause", "--reason", "freeze", "--by", "bob")
+        await wait_until(lambda: agent.metric("auto_healer_paused") == 1, 2, "the pause")
+        closed = "intake_closed"
+        await wait_until(lambda: closed in agent.logs(), 5, closed, seen=agent.logs)
+        await _publish(nats_server.url, ["core/src/waits/"], jetstream=True)
+        nc = await nats.connect(nats_server.url)
+        message = {"severity": "critical", "message": "disk 99% full", "source": "vm"}
+        alert = {"event_type": "alert_critical", "success": False, "alert": message}
+        await nc.publish("aura.hive.events.alert_critical", json.dumps(alert).encode())
+        await nc.drain()
+        await wait_until(lambda: events.of_type("injury_escalated"), 10, "the alert's escalation",
+                         seen=agent.logs)  # fmt: skip
+        await wait_until(lambda: receiver.delivered, 10, "the alert's page", seen=agent.logs)
+        assert "disk 99% full" in str(receiver.delivered[0]["payload"]["summary"])
+        c = await consumer_info(nats_server.url)
+        assert (c.num_pending, c.num_ack_pending) == (1, 0)  # the injury waits, unfetched
+        ctl(nats_server.url, "resume", "--by", "bob")
+        await wait_until(lambda: events.of_type("injury_healed"), 30, "the heal after resume")
+        assert _strays(remote, ["waits"]) == []
+    finally:
+        await events.close()
+        receiver.stop()
+        agent.kill()

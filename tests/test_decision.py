@@ -222,18 +222,36 @@ def test_the_held_injury_that_trips_the_breaker_carries_the_one_page(
 
 
 @pytest.mark.parametrize(
-    ("redeliverable", "last", "pager", "page"),
-    [(True, False, True, TRIG), (False, False, True, TRIG), (False, True, True, TRIG),
-     (True, False, False, NO)],
+    ("kind", "event", "redeliverable", "last", "pager", "page"),
+    [(Kind.HELD, "injury_held", True, False, True, TRIG),
+     (Kind.HELD, "injury_held", False, False, True, TRIG),
+     (Kind.HELD, "injury_held", False, True, True, TRIG),
+     (Kind.HELD, "injury_held", True, False, False, NO),
+     # auto_heal: false, a playbook could heal it: escalated, offering the approval
+     (Kind.ESCALATED, "injury_escalated", True, False, True, TRIG),
+     (Kind.ESCALATED, "injury_escalated", True, True, True, TRIG),
+     (Kind.ESCALATED, "injury_escalated", False, False, True, TRIG),
+     (Kind.ESCALATED, "injury_escalated", True, False, False, NO)],
 )  # fmt: skip
 def test_an_injury_kept_aside_for_approval_is_paged_and_its_message_settled(
-    redeliverable: bool, last: bool, pager: bool, page: PageAction
+    kind: Kind, event: str, redeliverable: bool, last: bool, pager: bool, page: PageAction
 ) -> None:
-    """Awaiting approval the request holds the injury: ack, page the plan, no dead letter."""
-    held = Outcome(Kind.HELD, "awaiting approval", injury=INJURY, kept_aside=True)
-    d = decide(held, Context(redeliverable=redeliverable, last_attempt=last, pager=pager))
+    """An approval request holds the injury: ack, page the plan durably, no dead letter, and
+    never brought back, even when the page could not be sent yet (the outbox keeps it)."""
+    aside = Outcome(kind, "awaiting approval", injury=INJURY, kept_aside=True)
+    d = decide(aside, Context(redeliverable=redeliverable, last_attempt=last, pager=pager))
     assert (d.settle, d.page, d.page_durable, d.dead_letter) == (A, page, True, False)
-    assert (d.event_type, d.ok, d.success) == ("injury_held", True, False)
+    assert (d.event_type, d.ok, d.success) == (event, True, False)
+    assert d.retry_if_incomplete is False
+    assert d.final(paged=False, dead_lettered=False) is A
+
+
+def test_an_escalation_not_kept_aside_comes_back_for_its_page() -> None:
+    """A plain escalation whose page was not taken comes back while it can (not kept aside)."""
+    plain = Outcome(Kind.ESCALATED, "auto_heal is false", injury=INJURY)
+    d = decide(plain, Context(redeliverable=True, pager=True))
+    assert (d.page, d.page_durable, d.retry_if_incomplete) == (TRIG, False, True)
+    assert d.final(paged=False, dead_lettered=True) is N
 
 
 @pytest.mark.parametrize(("resolves", "page"), [(True, RES), (False, NO)])

@@ -76,6 +76,11 @@ def test_shipped_playbooks_load() -> None:
         (GOOD + "name: twice\n", 8, "duplicate key 'name'"),
         (GOOD + "steps: [\n", 9, "invalid YAML"),
         (GOOD.replace("name: good", "name: Bad Name"), 1, "field 'name'"),
+        (GOOD + "breaker:\n  max_heals: 0\n  window_s: 60\n", 9, "field 'breaker.max_heals'"),
+        (GOOD + "breaker:\n  max_heals: 5\n  window_s: 1.5\n", 10, "field 'breaker.window_s'"),
+        (GOOD + "breaker:\n  max_heals: '5'\n  window_s: 60\n", 9, "valid integer"),
+        (GOOD + "breaker:\n  max_heals: 5\n", 8, "field 'breaker.window_s': field required"),
+        (GOOD + "breaker: {max_heals: 5, window_s: 60, for: 2}\n", 8, "field 'breaker.for'"),
     ],
 )
 def test_bad_playbook_is_an_error_naming_file_and_line(
@@ -266,3 +271,23 @@ def test_approval_required_is_short_for_required_true(tmp_path: Path) -> None:
     a, b = load_playbook(short), load_playbook(long)
     assert a.approval is not None and (a.approval.required, a.approval.expires_s) == (True, 86400)
     assert b.approval is not None and b.approval.expires_s == 60
+
+
+@pytest.mark.parametrize(("global_max", "ok"), [(10, True), (3, False), (0, True)])
+def test_a_playbook_breaker_may_only_lower_the_global_limit(
+    tmp_path: Path, global_max: int, ok: bool
+) -> None:
+    """`breaker.max_heals` above BREAKER_MAX_HEALS is an error naming file, line and field;
+    with the breaker off (0) the playbook's limit is the only one."""
+    path = write(tmp_path, "p.yaml", GOOD + "breaker:\n  window_s: 60\n  max_heals: 5\n")
+    if ok:
+        (book,) = load_playbooks(tmp_path, breaker_max_heals=global_max)
+        assert book.breaker is not None
+        assert (book.breaker.max_heals, book.breaker.window_s) == (5, 60)
+        return
+    with pytest.raises(ConfigError) as exc:
+        load_playbooks(tmp_path, breaker_max_heals=global_max)
+    assert str(exc.value) == (
+        f"{path}:10: field 'breaker.max_heals': 5 is above BREAKER_MAX_HEALS=3; a playbook may "
+        "only lower the limit"
+    )

@@ -8,6 +8,14 @@ and the one that wins the compare-and-set to `healing` (`closed`) carries it out
 heals once. A pending request past its `expires_at` is escalated by the first replica to see it.
 
 States: pending → approved → healing → done | pending → rejected → closed | pending → expired.
+A request left in `healing` by a replica that died is taken over after
+`APPROVAL_RECLAIM_AFTER_S` by another (`stale`).
+
+With `INJURY_SIGNING_KEY` set, a decision is signed (`sign_decision`): an HMAC-SHA256 with that
+key over the injury id, the decision, who, when, the revision of the pending request it decides
+and a digest of what that request would heal. A replica with the key carries out only a decision
+whose signature holds (`decision_holds`), so write access to the bucket alone cannot approve a
+heal, or change what an approved one heals.
 """
 
 from __future__ import annotations
@@ -15,12 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from auto_healer.controls import APPROVAL_PREFIX, Cells
 from auto_healer.coordination import kv_key
 from auto_healer.errors import ConfigError
+from auto_healer.signing import mac, mac_holds
+
+DECISION_CONTEXT = "aura-approval-v1"
 
 
 def approval_key(injury_id: str) -> str:
@@ -43,6 +55,14 @@ class Request:
     reason: str = ""
     owner: str | None = None  # the replica carrying the decision out
     commit: str | None = None
+    decided_rev: int | None = None  # the revision of the pending request that was decided
+    signature: str | None = None  # `sign_decision`, when the decider had the signing key
+    healing_since: float | None = None  # when its owner took it to heal
+
+    def stale(self, now: float, reclaim_after_s: float) -> bool:
+        """Left in `healing` longer than any heal takes: its owner died mid-heal."""
+        since = self.healing_since or self.decided_at or self.requested_at
+        return self.state == "healing" and now - since >= reclaim_after_s
 
     def dump(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -78,22 +98,44 @@ async def ask(cells: Cells, request: Request) -> tuple[bool, Request]:
     return False, found[0] if found else request
 
 
+def _decision_message(request: Request) -> bytes:
+    """What a decision's signature covers (see the module docstring)."""
+    subject = {
+        k: getattr(request, k)
+        for k in ("injury_id", "playbook", "parsed", "plan", "requested_at", "expires_at")
+    }
+    digest = hashlib.sha256(json.dumps(subject, sort_keys=True).encode()).hexdigest()
+    decision = "rejected" if request.state in ("rejected", "closed") else "approved"
+    # A JSON array: unambiguous whatever the fields hold (a name with a newline, say).
+    parts = [request.injury_id, decision, request.by or "", request.decided_at]
+    return json.dumps([DECISION_CONTEXT, *parts, request.decided_rev, digest]).encode()
+
+
+def sign_decision(request: Request, key: bytes) -> Request:
+    """The decided request with its signature."""
+    return replace(request, signature=mac(key, _decision_message(request)))
+
+
+def decision_holds(request: Request, key: bytes) -> bool:
+    """Whether a decided request carries a valid signature under `key` (constant-time)."""
+    if not request.signature or request.decided_rev is None or request.decided_at is None:
+        return False
+    return mac_holds(key, _decision_message(request), request.signature)
+
+
 async def move(
     cells: Cells,
     injury_id: str,
     *,
     frm: tuple[str, ...],
     to: str,
-    fingerprint: str | None = None,
+    when: Callable[[Request], bool] | None = None,
     **changes: Any,
 ) -> Request | None:
-    """Move a request from one of `frm` to `to` (compare-and-set); None if another replica or
-    human moved it first, it is in none of those states, or it is not the request `fingerprint`
-    names."""
+    """Move a request from one of `frm` to `to` (compare-and-set), if `when` holds for it as
+    stored now; None if another replica or human moved it first, or it does not qualify."""
     found = await read(cells, injury_id)
-    if found is None or found[0].state not in frm:
-        return None
-    if fingerprint is not None and found[0].fingerprint != fingerprint:
+    if found is None or found[0].state not in frm or (when and not when(found[0])):
         return None
     moved = replace(found[0], state=to, **changes)
     if await cells.swap(approval_key(injury_id), moved.dump(), found[1]):
@@ -108,25 +150,29 @@ async def decide_request(
     approve: bool,
     by: str,
     reason: str = "",
+    signing_key: bytes | None = None,
     fingerprint: str | None = None,
 ) -> Request:
-    """A human's decision on a pending request (`approve` / `reject`), on the very request
-    `fingerprint` names when given; `ConfigError` when there is no such request, it was decided
-    already, or it is not the one the human saw."""
-    to = "approved" if approve else "rejected"
-    moved = await move(
-        cells,
-        injury_id,
-        frm=("pending",),
-        to=to,
-        fingerprint=fingerprint,
-        by=by,
-        decided_at=time.time(),
-        reason=reason,
-    )
-    if moved is not None:
-        return moved
+    """A human's decision on a pending request (`approve` / `reject`), signed with
+    `signing_key` when given, and on the very request `fingerprint` names when given (a page's
+    decision); `ConfigError` when there is no such request, it was decided already, or it is
+    not the one the human saw."""
     found = await read(cells, injury_id)
+    seen = fingerprint is None or (found is not None and found[0].fingerprint == fingerprint)
+    if found is not None and found[0].state == "pending" and seen:
+        decided = replace(
+            found[0],
+            state="approved" if approve else "rejected",
+            by=by,
+            decided_at=time.time(),
+            reason=reason,
+            decided_rev=found[1],
+        )
+        if signing_key:
+            decided = sign_decision(decided, signing_key)
+        if await cells.swap(approval_key(injury_id), decided.dump(), found[1]):
+            return decided
+        found = await read(cells, injury_id)
     if found is None:
         raise ConfigError(f"no injury {injury_id!r} awaits approval")
     current = found[0]
@@ -135,6 +181,11 @@ async def decide_request(
             f"injury {injury_id!r} is held again with another plan since you looked: "
             "reload, read the plan and decide again"
         )
+    raise ConfigError(
+        f"injury {injury_id!r} is {current.state}"
+        + (f" (by {current.by})" if current.by else "")
+        + ": nothing to decide"
+    )
     raise ConfigError(
         f"injury {injury_id!r} is {current.state}"
         + (f" (by {current.by})" if current.by else "")

@@ -59,6 +59,12 @@ class Verdict(StrEnum):
     OPEN = "open"  # held
 
 
+def scope(repo: str, playbook: str | None = None) -> str:
+    """What a breaker counts: a repository's heals, or one playbook's heals on it (a playbook's
+    `breaker:`, a lower limit counted apart)."""
+    return repo if playbook is None else f"{repo} playbook {playbook}"
+
+
 def breaker_key(repo: str) -> str:
     return BREAKER_PREFIX + kv_key(repo)
 

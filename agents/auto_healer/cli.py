@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from auto_healer.playbooks import load_playbooks
 
     settings = _settings(args)
-    playbooks = load_playbooks(settings.playbooks_dir)
+    playbooks = load_playbooks(settings.playbooks_dir, breaker_max_heals=settings.breaker_max_heals)
     for p in playbooks:
         steps = ", ".join(s.action for s in p.steps)
         print(f"ok  {p.name:<28} {p.match.injury_type:<26} {steps}  ({p.source})")

@@ -223,6 +223,9 @@ def add_control_commands(
     p.add_argument(
         "repo", metavar="REPO", help="the repository as the agent names it (its remote URL)"
     )
+    p.add_argument(
+        "--playbook", metavar="NAME", help="the playbook's own breaker (`breaker:`) instead"
+    )
     p.add_argument("--by", metavar="NAME", help="who (default: your user name)")
     add_client_flags(p)
     for name, help_ in (

@@ -83,27 +83,44 @@ def cmd_reset_breaker(args: argparse.Namespace) -> int:
     """Close a repository's blast-radius breaker and start a new window."""
 
     async def act(cells: Any, nc: Any) -> breaker.State | None:
-        return await control_ops.reset_breaker(cells, nc, by=_who(args), repo=args.repo)
+        return await control_ops.reset_breaker(
+            cells, nc, by=_who(args), repo=args.repo, playbook=args.playbook
+        )
 
     state = asyncio.run(_with_controls(_settings(args), act))
+    which = f"playbook {args.playbook}'s breaker" if args.playbook else "breaker"
     if state is None:
         print(
-            f"no breaker state for {args.repo!r} (the repo as the agent names it: its remote URL)"
+            f"no {which} state for {args.repo!r} (the repo as the agent names it: its remote URL)"
         )
         return EXIT_OK
     was = "open" if state.open else "closed"
-    print(f"breaker of {args.repo} reset (it was {was}: {state.count} heals, {state.held} held)")
+    print(f"{which} of {args.repo} reset (it was {was}: {state.count} heals, {state.held} held)")
     return EXIT_OK
 
 
+def _signing_key(settings: Settings) -> bytes | None:
+    key = settings.injury_signing_key
+    return key.get_secret_value().encode() if key else None
+
+
 def _decide(args: argparse.Namespace, *, approve: bool) -> int:
+    settings = _settings(args)
+
     async def act(cells: Any, nc: Any) -> approvals.Request:
         return await control_ops.decide(
-            cells, nc, args.injury_id, approve=approve, by=_who(args), reason=args.reason or ""
+            cells,
+            nc,
+            args.injury_id,
+            approve=approve,
+            by=_who(args),
+            reason=args.reason or "",
+            signing_key=_signing_key(settings),
         )
 
-    request = asyncio.run(_with_controls(_settings(args), act))
-    print(f"injury {request.injury_id} {request.state} by {request.by}: {request.plan}")
+    request = asyncio.run(_with_controls(settings, act))
+    signed = " (signed)" if request.signature else ""
+    print(f"injury {request.injury_id} {request.state} by {request.by}{signed}: {request.plan}")
     return EXIT_OK
 
 
@@ -199,8 +216,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Publish a dead letter again under a new injury id (signed anew when this shell has the
     agents' INJURY_SIGNING_KEY and its publisher's own signature holds)."""
     settings = _settings(args)
-    key = settings.injury_signing_key
-    signing_key = key.get_secret_value().encode() if key else None
+    signing_key = _signing_key(settings)
 
     async def act(nc: Any, js: Any) -> tuple[str, str | None]:
         return await control_ops.replay(nc, js, args.seq, by=_who(args), signing_key=signing_key)

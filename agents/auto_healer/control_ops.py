@@ -50,11 +50,18 @@ async def resume(
 
 
 async def reset_breaker(
-    cells: Cells, nc: Any, *, by: str, repo: str, via: str | None = None
+    cells: Cells,
+    nc: Any,
+    *,
+    by: str,
+    repo: str,
+    via: str | None = None,
+    playbook: str | None = None,
 ) -> breaker.State | None:
-    """Close a repository's breaker (the state it had, if any), and say so."""
-    state = await breaker.reset(cells, repo)
-    await announce(nc, "reset-breaker", by=by, repo=repo, via=via)
+    """Close a repository's breaker, or one playbook's own on it (the state it had, if any),
+    and say so."""
+    state = await breaker.reset(cells, breaker.scope(repo, playbook))
+    await announce(nc, "reset-breaker", by=by, repo=repo, playbook=playbook, via=via)
     return state
 
 
@@ -67,15 +74,29 @@ async def decide(
     by: str,
     reason: str = "",
     via: str | None = None,
+    signing_key: bytes | None = None,
     fingerprint: str | None = None,
 ) -> approvals.Request:
-    """Approve or reject a held injury, the request `fingerprint` names when given (a page's
-    decision); `ConfigError` when there is nothing (or no longer that) to decide."""
+    """Approve or reject a held injury (`ConfigError` when there is nothing to decide); signed
+    with `signing_key` (the agents' INJURY_SIGNING_KEY), which replicas that have it require;
+    only the request `fingerprint` names when given (a page's decision on what it showed)."""
     request = await approvals.decide_request(
-        cells, injury_id, approve=approve, by=by, reason=reason, fingerprint=fingerprint
+        cells,
+        injury_id,
+        approve=approve,
+        by=by,
+        reason=reason,
+        signing_key=signing_key,
+        fingerprint=fingerprint,
     )
     await announce(
-        nc, request.state, by=request.by, injury_id=request.injury_id, reason=reason, via=via
+        nc,
+        request.state,
+        by=request.by,
+        injury_id=request.injury_id,
+        reason=reason,
+        via=via,
+        signed=request.signature is not None,
     )
     return request
 

@@ -164,9 +164,10 @@ class Controls:
 async def gate_intake(
     slots: Any, closed: Callable[[], bool], changed: asyncio.Event, *, every_s: float = 1.0
 ) -> None:
-    """JetStream mode: while `closed()` (paused, or the breaker open), hold every intake slot,
-    so the source fetches nothing and the injuries wait in the stream, unfetched and uncounted
-    against their deliveries. Heals already in flight finish first. Runs until cancelled."""
+    """JetStream mode: while `closed()` (paused, or the breaker open), hold every slot of the
+    intake's gate (the one the JetStream source passes before each fetch, not the agent's heal
+    slots, which the Hive's alerts share), so the source fetches nothing and the injuries wait
+    in the stream, unfetched and uncounted against their deliveries. Runs until cancelled."""
     held = 0
     try:
         while True:

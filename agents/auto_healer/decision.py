@@ -107,7 +107,7 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     for a short delay whenever the message can come back, whatever the budget says. A dry-run
     never naks, terminates or dead-letters: its private consumer keeps nothing, and it writes
     nothing shared. A heal pushed but not shown by the remote head (`verified` False) failed: it
-    is paged and acked, never brought back.
+    is paged and acked, never brought back; so is an injury kept aside for approval.
     """
     kind = outcome.kind
     redeliverable = ctx.redeliverable and not ctx.dry_run
@@ -119,7 +119,10 @@ def decide(outcome: Outcome, ctx: Context) -> Decision:
     # `on_failure` says, and the message never comes back (a second push would meet the same
     # cause), so the page is kept by the outbox if the pager cannot take it now.
     unverified = kind is Kind.FAILED and outcome.verified is False
-    comes_back = redeliverable and not spent and not unverified
+    # Kept aside, an approval request holds the injury (held for approval, or escalated with
+    # the offer to approve it): its message is done with and never brought back (a redelivery
+    # would find the request and page nothing), so its page is kept by the outbox.
+    comes_back = redeliverable and not spent and not unverified and not outcome.kept_aside
     if kind is Kind.HEALED or (kind is Kind.SKIPPED and outcome.resolves):
         page = PageAction.RESOLVE
     elif kind is Kind.ESCALATED or unverified:

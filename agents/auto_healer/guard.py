@@ -3,8 +3,10 @@
 The agent hands each admitted injury to `Guard.handle()` with the healer's `handle` as `heal`.
 An injury a playbook would heal is held while paused (everything or its playbook) or while the
 repository's breaker is open; otherwise the breaker reserves its place, the heal runs, and a
-place that did not heal is given back. Whatever would not be healed anyway (no playbook,
-`auto_heal: false`) goes straight on, so those escalations still page while paused.
+place that did not heal is given back. Whatever no playbook heals goes straight on, so those
+escalations still page while paused; an `auto_heal: false` injury a playbook could heal is
+escalated as an approval request (even while paused): a human decides, the agent heals.
+Approval requests are asked and carried out by `approval_flow`.
 
 A held injury is an outcome (`Kind.HELD`); `decision.decide()` says what becomes of it. In
 JetStream mode `run()` also closes the intake while paused or tripped (`controls.gate_intake`),
@@ -15,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import structlog
 
-from auto_healer import approvals, breaker, recurrence
+from auto_healer import approval_flow, breaker, recurrence
+from auto_healer.approval_flow import Announce
 from auto_healer.contracts import ParsedInjury
 from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Cells, Controls, gate_intake
 from auto_healer.errors import CoordinationUnavailable, TransientError
@@ -32,18 +32,27 @@ from auto_healer.playbooks import Playbook, Playbooks
 from auto_healer.settings import ControlSettings
 
 log = structlog.get_logger("auto_healer.guard")
-Heal = Callable[[ParsedInjury], Awaitable[Outcome]]
-Announce = Callable[[Outcome], Awaitable[None]]  # decide and carry out an outcome with no message
+Heal = approval_flow.HealOne
 
 
 class Guard:
     """Holds injuries for the pause and the breaker; counts heals against the breaker."""
 
     def __init__(
-        self, controls: Controls, playbooks: Playbooks, *, repo: str, limits: breaker.Limits
+        self,
+        controls: Controls,
+        playbooks: Playbooks,
+        *,
+        repo: str,
+        limits: breaker.Limits,
+        signing_key: bytes | None = None,
+        reclaim_after_s: float = 900.0,
     ) -> None:
         self.controls, self.playbooks = controls, playbooks
         self.repo, self.limits = repo, limits
+        self.desk = approval_flow.Desk(
+            self, signing_key=signing_key, reclaim_after_s=reclaim_after_s
+        )
         self._breaker_key = breaker.breaker_key(repo).removeprefix(BREAKER_PREFIX)
         self._reserving: set[tuple[str, str]] = set()  # problems holding a breaker place here
         # One compare-and-set on the breaker's one key at a time from this replica: a burst of
@@ -53,8 +62,15 @@ class Guard:
     async def handle(self, parsed: ParsedInjury, heal: Heal) -> Outcome:
         """The outcome of one admitted injury: held, or healed (or not) by `heal`."""
         playbook = self.playbooks.match(parsed.injury)
-        if playbook is None or not playbook.adopt(parsed).injury.auto_heal:
+        if playbook is None:
             return await heal(parsed)
+        if not playbook.adopt(parsed).injury.auto_heal:
+            # A human decides, the agent does the work: asked even while paused (it pages), and
+            # escalated as ever when no approval could let the playbook heal it.
+            if self.controls.cells is None or not approval_flow.can_heal(parsed, playbook):
+                return await heal(parsed)
+            cells, asked = self.controls.cells, "auto_heal is false: a human must decide"
+            return await approval_flow.ask(cells, parsed, playbook, asked, escalate=True)
         pause = self.controls.paused(playbook.name)
         if pause is not None:
             return _held(parsed, playbook.name, pause.describe())
@@ -97,38 +113,55 @@ class Guard:
                 await recurrence.record(cells, key, outcome.commit, rule.window_s)
         return outcome
 
+    def _scopes(self, playbook: Playbook) -> list[tuple[str, breaker.Limits]]:
+        """The breakers a heal of this playbook counts in: the repository's (unless off), and
+        the playbook's own lower one (`breaker:` in the playbook), if it has one."""
+        scopes = [(self.repo, self.limits)] if self.limits.max_heals else []
+        own = playbook.breaker
+        if own is not None:
+            limits = breaker.Limits(own.max_heals, float(own.window_s), self.limits.manual_reset)
+            scopes.append((breaker.scope(self.repo, playbook.name), limits))
+        return scopes
+
     async def _counted(self, parsed: ParsedInjury, playbook: Playbook, heal: Heal) -> Outcome:
-        """Heal within the breaker: reserve a place, give it back unless healed."""
-        cells = self.controls.cells
+        """Heal within the breakers: reserve a place in each, give them back unless healed."""
+        cells, scopes = self.controls.cells, self._scopes(playbook)
         problem = (parsed.injury.injury_type, parsed.problem)
-        if cells is None or self.limits.max_heals == 0 or problem in self._reserving:
+        if cells is None or not scopes or problem in self._reserving:
             # The same problem already holds a place here: a storm of identical injuries heals
             # once (throttle, path lock, already healthy), so it is counted once, not tripped.
             return await heal(parsed)
         self._reserving.add(problem)
         try:
-            return await self._within_breaker(parsed, playbook, heal, cells)
+            return await self._within_breaker(parsed, playbook, heal, cells, scopes)
         finally:
             self._reserving.discard(problem)
 
     async def _within_breaker(
-        self, parsed: ParsedInjury, playbook: Playbook, heal: Heal, cells: Cells
+        self,
+        parsed: ParsedInjury,
+        playbook: Playbook,
+        heal: Heal,
+        cells: Cells,
+        scopes: list[tuple[str, breaker.Limits]],
     ) -> Outcome:
-        """Reserve a breaker place for this heal; hold the injury when the breaker is open."""
+        """Reserve a place for this heal in each breaker; hold the injury when one is open."""
+        taken: list[str] = []
+        held = None
         try:
-            async with self._breaker_turn:
-                verdict = await breaker.reserve(cells, self.repo, self.limits)
+            for scope, limits in scopes:
+                async with self._breaker_turn:
+                    verdict = await breaker.reserve(cells, scope, limits)
+                if verdict is not breaker.Verdict.GO:
+                    held = _breaker_held(parsed, playbook, self.repo, scope, limits, verdict)
+                    break
+                taken.append(scope)
         except TransientError as exc:
-            return _store_failed(parsed, playbook.name, exc)
-        if verdict is not breaker.Verdict.GO:
-            why = (
-                f"blast-radius breaker open on {self.repo}: more than {self.limits.max_heals} "
-                f"heals within {self.limits.window_s:g} s; held until `auto-healer reset-breaker "
-                f"{self.repo}`" + ("" if self.limits.manual_reset else " or the window ends")
-            )
-            if verdict is breaker.Verdict.TRIPPED:
-                log.error("breaker_tripped", repo=self.repo, max_heals=self.limits.max_heals)
-            return _held(parsed, playbook.name, why, page=verdict is breaker.Verdict.TRIPPED)
+            held = _store_failed(parsed, playbook.name, exc)
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await self._release(cells, taken)
+            return held
         healed = False
         try:
             outcome = await heal(parsed)
@@ -137,100 +170,34 @@ class Guard:
         finally:
             if not healed:  # also when cut off by shutdown: its redelivery reserves again
                 with contextlib.suppress(Exception):  # at worst the window counts one too many
-                    await asyncio.shield(self._release(cells))
+                    await asyncio.shield(self._release(cells, taken))
 
-    async def _release(self, cells: Cells) -> None:
+    async def _release(self, cells: Cells, scopes: list[str]) -> None:
         async with self._breaker_turn:
-            await breaker.release(cells, self.repo)
+            for scope in scopes:
+                await breaker.release(cells, scope)
 
     async def _ask(self, parsed: ParsedInjury, playbook: Playbook, because: str = "") -> Outcome:
-        """Keep the injury as a pending approval request; page the plan and the commands."""
+        """Keep the injury as a pending approval request (see `approval_flow.ask`)."""
         cells = self.controls.cells
         if cells is None:
             why = "the playbook needs approval, and approvals need JetStream KV on the server"
             return Outcome(Kind.ESCALATED, why, injury=parsed, playbook=playbook.name)
-        expires_s = playbook.approval.expires_s if playbook.approval else 86400.0
-        steps = ", ".join(s.action for s in playbook.steps)
-        plan = f"playbook {playbook.name}: {steps} on {parsed.path or parsed.injury.affected_path}"
-        now = time.time()
-        request = approvals.Request(
-            injury_id=parsed.id,
-            playbook=playbook.name,
-            state="pending",
-            parsed=parsed.model_dump(mode="json"),
-            plan=plan,
-            requested_at=now,
-            expires_at=now + expires_s,
-        )
-        try:
-            created, current = await approvals.ask(cells, request)
-        except TransientError as exc:
-            return _store_failed(parsed, playbook.name, exc)
-        if not created:
-            why = f"approval request already {current.state}" + (
-                f" by {current.by}" if current.by else ""
-            )
-            return Outcome(Kind.SKIPPED, why, injury=parsed, playbook=playbook.name)
-        why = (
-            (f"{because}; " if because else "")
-            + f"awaiting approval: {plan}. Decide with `auto-healer approve {parsed.id}` or "
-            f"`auto-healer reject {parsed.id} --reason TEXT` within "
-            f"{expires_s:g} s"
-        )
-        log.info("approval_requested", playbook=playbook.name, expires_at=request.expires_at)
-        return Outcome(Kind.HELD, why, injury=parsed, playbook=playbook.name, kept_aside=True)
+        return await approval_flow.ask(cells, parsed, playbook, because)
 
-    async def carry_out_approvals(self, heal: Heal, announce: Announce, owner: str) -> None:
-        """Carry out what humans decided (and escalate what expired), once across replicas:
-        the replica whose compare-and-set wins does it. Runs until cancelled."""
-        cells = self.controls.cells
-        if cells is None:
-            return
-        while True:
-            for value in list(self.controls.approvals.values()):
-                request = approvals.load(value)
-                if request is not None:
-                    with contextlib.suppress(TransientError):
-                        await self._settle_request(cells, request, heal, announce, owner)
-            self.controls.approvals_seen.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.controls.approvals_seen.wait(), 1.0)
+    async def heal_counted(self, parsed: ParsedInjury, playbook: Playbook, heal: Heal) -> Outcome:
+        """Heal within the breaker, and count it for the recurrence (an approved heal)."""
+        return await self._recorded(parsed, playbook, await self._counted(parsed, playbook, heal))
 
-    async def _settle_request(
-        self, cells: Any, request: approvals.Request, heal: Heal, announce: Announce, owner: str
-    ) -> None:
-        parsed = ParsedInjury.model_validate(request.parsed)
-        ident = request.injury_id
-        if request.state == "pending" and time.time() >= request.expires_at:
-            if await approvals.move(cells, ident, frm=("pending",), to="expired", owner=owner):
-                why = f"approval expired: nobody decided within its time ({request.plan})"
-                await announce(
-                    Outcome(Kind.ESCALATED, why, injury=parsed, playbook=request.playbook)
-                )
-        elif request.state == "rejected":
-            if await approvals.move(cells, ident, frm=("rejected",), to="closed", owner=owner):
-                why = f"rejected by {request.by}" + (
-                    f": {request.reason}" if request.reason else ""
-                )
-                await announce(
-                    Outcome(
-                        Kind.SKIPPED, why, injury=parsed, playbook=request.playbook, resolves=True
-                    )
-                )
-        elif request.state == "approved":
-            playbook = self.playbooks.match(parsed.injury)
-            if playbook is None or self.controls.paused(playbook.name) or self.breaker_open():
-                return  # it waits, approved, for the resume or the reset
-            if not await approvals.move(cells, ident, frm=("approved",), to="healing", owner=owner):
-                return
-            outcome = await self._recorded(
-                parsed, playbook, await self._counted(parsed, playbook, heal)
-            )
-            if outcome.kind is Kind.HELD:  # the breaker tripped meanwhile: approved, it waits
-                await approvals.move(cells, ident, frm=("healing",), to="approved")
-                return
-            await approvals.move(cells, ident, frm=("healing",), to="done", commit=outcome.commit)
-            await announce(replace(outcome, reason=f"{outcome.reason} (approved by {request.by})"))
+    def held(self, playbook: Playbook) -> bool:
+        """Whether a pause or an open breaker keeps this playbook's heals waiting now."""
+        if self.controls.paused(playbook.name) is not None:
+            return True
+        return any(self._open(scope, limits) for scope, limits in self._scopes(playbook))
+
+    def _open(self, scope: str, limits: breaker.Limits) -> bool:
+        key = breaker.breaker_key(scope).removeprefix(BREAKER_PREFIX)
+        return breaker.is_open(self.controls.breakers.get(key), limits)
 
     def paused(self) -> bool:
         return self.controls.paused() is not None
@@ -246,12 +213,14 @@ class Guard:
         """What the heartbeat says: the pause (who, why, since when) and the breaker."""
         return {**self.controls.details(), "repo": self.repo, "breaker_open": self.breaker_open()}
 
-    async def run(self, slots: Any | None, *, heal: Heal, announce: Announce, owner: str) -> None:
-        """Mirror the controls and carry out approvals; with `slots` (JetStream mode) also gate
-        the intake."""
+    async def run(
+        self, slots: Any | None, *, heal: approval_flow.Heal, announce: Announce, owner: str
+    ) -> None:
+        """Mirror the controls and carry out approvals; with `slots` (JetStream mode: the
+        intake's gate) also close the intake while paused or tripped."""
         tasks = [
             asyncio.create_task(self.controls.watch()),
-            asyncio.create_task(self.carry_out_approvals(heal, announce, owner)),
+            asyncio.create_task(self.desk.run(heal, announce, owner)),
         ]
         if slots is not None:
             await self.controls.synced.wait()  # a pause set before we started holds at once
@@ -265,13 +234,41 @@ class Guard:
                 task.cancel()
 
 
+def _breaker_held(
+    parsed: ParsedInjury,
+    playbook: Playbook,
+    repo: str,
+    scope: str,
+    limits: breaker.Limits,
+    verdict: breaker.Verdict,
+) -> Outcome:
+    """Held by an open breaker; the heal that tripped it carries the one page."""
+    which, reset = "", repo
+    if scope != repo:
+        which, reset = f" of playbook {playbook.name}", f"{repo} --playbook {playbook.name}"
+    why = (
+        f"blast-radius breaker{which} open on {repo}: more than {limits.max_heals} heals within "
+        f"{limits.window_s:g} s; held until `auto-healer reset-breaker {reset}`"
+        + ("" if limits.manual_reset else " or the window ends")
+    )
+    if verdict is breaker.Verdict.TRIPPED:
+        log.error("breaker_tripped", repo=repo, scope=scope, max_heals=limits.max_heals)
+    return _held(parsed, playbook.name, why, page=verdict is breaker.Verdict.TRIPPED)
+
+
 def _held(parsed: ParsedInjury, playbook: str, why: str, *, page: bool = False) -> Outcome:
     log.info("injury_held", reason=why, playbook=playbook)
     return Outcome(Kind.HELD, why, injury=parsed, playbook=playbook, page_held=page)
 
 
 async def open_guard(
-    settings: ControlSettings, js: Any | None, playbooks: Playbooks, *, repo: str, replicas: int = 1
+    settings: ControlSettings,
+    js: Any | None,
+    playbooks: Playbooks,
+    *,
+    repo: str,
+    replicas: int = 1,
+    signing_key: bytes | None = None,
 ) -> Guard:
     """The guard of a real replica: the controls bucket when the server has JetStream (KV);
     without it there is nothing to pause from and no shared count, and the log says so."""
@@ -286,7 +283,14 @@ async def open_guard(
     limits = breaker.Limits(
         settings.breaker_max_heals, settings.breaker_window_s, settings.breaker_manual_reset
     )
-    return Guard(Controls(cells), playbooks, repo=repo, limits=limits)
+    return Guard(
+        Controls(cells),
+        playbooks,
+        repo=repo,
+        limits=limits,
+        signing_key=signing_key,
+        reclaim_after_s=settings.approval_reclaim_after_s,
+    )
 
 
 def _store_failed(parsed: ParsedInjury, playbook: str, exc: TransientError) -> Outcome:

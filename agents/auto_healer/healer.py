@@ -70,10 +70,11 @@ class Healer:
             max_files=max_batch_files,
         )
 
-    async def handle(self, parsed: ParsedInjury) -> Outcome:
-        """Decide and carry out the heal of one valid injury; always returns an outcome."""
+    async def handle(self, parsed: ParsedInjury, *, approved: bool = False) -> Outcome:
+        """Decide and carry out the heal of one valid injury; always returns an outcome.
+        `approved`: a human approved this heal (see `approvals`), `auto_heal: false` or not."""
         with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
-            outcome = await self._handle(parsed)
+            outcome = await self._handle(parsed, approved)
             # a dry-run plan or a skip is the bulk of a burst: debug; a change or a problem: said
             quiet = outcome.kind in (Kind.PLANNED, Kind.SKIPPED)
             bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
@@ -87,7 +88,7 @@ class Healer:
             )
             return outcome
 
-    async def _handle(self, parsed: ParsedInjury) -> Outcome:
+    async def _handle(self, parsed: ParsedInjury, approved: bool) -> Outcome:
         playbook = self.playbooks.match(parsed.injury)
         if playbook is not None:
             parsed = playbook.adopt(parsed)
@@ -99,7 +100,7 @@ class Healer:
                 else f"no playbook matches injury_type {injury.injury_type!r}"
             )
             return self._outcome(parsed, None, Kind.ESCALATED, why)
-        if not injury.auto_heal:
+        if not injury.auto_heal and not approved:
             why = playbook.escalation_reason() or "auto_heal is false: a human must decide"
             return self._outcome(parsed, playbook, Kind.ESCALATED, why)
         try:

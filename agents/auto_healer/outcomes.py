@@ -63,7 +63,8 @@ class Outcome:
     raw: bytes | None = None  # the body of a payload that never became an injury
     raw_id: str | None = None  # its id: the msg-id, or a hash of the body
     page_held: bool = False  # a held injury that carries its control's one page (breaker trip)
-    kept_aside: bool = False  # held where no message is needed (an approval request): paged
+    # an approval request holds the injury (held for it, or escalated offering it): paged
+    kept_aside: bool = False
     resolves: bool = False  # a skip that closes a paged problem (an approval rejected)
     # After a push, whether the remote head shows the heal (`verification`); None: nothing was
     # pushed. A heal it does not show is `failed` with `verified` False.

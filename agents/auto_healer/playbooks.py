@@ -29,6 +29,7 @@ from auto_healer.actions.escalate import EscalateOptions
 from auto_healer.contracts import FREE_TEXT, Injury, ParsedInjury, Severity
 from auto_healer.errors import ConfigError, did_you_mean
 from auto_healer.paths import DEFAULT_PROTECTED, compile_glob
+from auto_healer.playbook_controls import Approval, Breaker, Recurrence, Throttle
 from auto_healer.playbook_match import Match, Strict
 from auto_healer.retry import RetryPolicy
 from auto_healer.yaml_lines import LineLoader, line_of
@@ -116,28 +117,6 @@ class FreeText(Strict):
     auto_heal: bool = False
 
 
-class Throttle(Strict):
-    """Heal one injury_type + affected_path at most once per window (storm control)."""
-
-    window_s: float = Field(gt=0, le=7 * 86400)
-
-
-class Approval(Strict):
-    """A human approves each heal first (`approval: required` is short for `{required: true}`);
-    a request not decided within `expires_s` is escalated."""
-
-    required: bool = True
-    expires_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
-
-
-class Recurrence(Strict):
-    """Stop auto-healing a problem healed `max_heals` times within `window_s` that came back:
-    a human approves its next heal (the fix does not hold)."""
-
-    max_heals: int = Field(default=3, ge=1, le=1000)
-    window_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
-
-
 class Playbook(Strict):
     """A declarative heal for one kind of injury."""
 
@@ -158,9 +137,11 @@ class Playbook(Strict):
     )
     approval: Approval | None = None
     recurrence: Recurrence | None = None
+    breaker: Breaker | None = None
     free_text: FreeText = FreeText()
     source: str = Field(default="", exclude=True, description="Set by the loader.")
     _match_line: int | None = PrivateAttr(default=None)
+    _breaker_line: int | None = PrivateAttr(default=None)
 
     @field_validator("approval", mode="before")
     @classmethod
@@ -261,13 +242,14 @@ def load_playbook(path: Path) -> Playbook:
             lines.append(f"{where}: field '{field}': {_hint(err['msg'], loc)}")
         raise ConfigError("\n".join(lines)) from None
     playbook._match_line = line_of(data, ["match"])
+    playbook._breaker_line = line_of(data, ["breaker", "max_heals"])
     return playbook
 
 
 _KEYS = sorted(
     {
         name
-        for model in (Playbook, Match, Retry, Commit, Throttle, FreeText)
+        for model in (Playbook, Match, Retry, Commit, Throttle, FreeText, Breaker)
         for name in model.model_fields
         if name != "source"
     }
@@ -284,8 +266,9 @@ def _hint(msg: str, loc: Sequence[int | str]) -> str:
     return msg[0].lower() + msg[1:] if msg else msg
 
 
-def load_playbooks(directory: Path) -> Playbooks:
-    """Load every `*.yaml`/`*.yml` in a directory; names unique, claims disjoint."""
+def load_playbooks(directory: Path, *, breaker_max_heals: int | None = None) -> Playbooks:
+    """Load every `*.yaml`/`*.yml` in a directory; names unique, claims disjoint; with
+    `breaker_max_heals` (BREAKER_MAX_HEALS), no playbook's `breaker` above it."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: playbooks directory does not exist")
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -308,6 +291,13 @@ def load_playbooks(directory: Path) -> Playbooks:
                     f"({_at(a)}); narrow `match` with severity, affected_path or "
                     "recommended_action"
                 )
+    if breaker_max_heals:  # 0: the breaker is off, and a playbook's limit is its only one
+        errors += [
+            f"{p.source}:{p._breaker_line}: field 'breaker.max_heals': {p.breaker.max_heals} is "
+            f"above BREAKER_MAX_HEALS={breaker_max_heals}; a playbook may only lower the limit"
+            for p in loaded
+            if p.breaker is not None and p.breaker.max_heals > breaker_max_heals
+        ]
     if errors:
         raise ConfigError("\n".join(errors))
     return Playbooks(loaded)

@@ -37,7 +37,7 @@ from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 from auto_healer.signing import verifier_from_settings
-from auto_healer.sources import Source
+from auto_healer.sources import Slots, Source
 from auto_healer.sources.combined import Combined
 from auto_healer.sources.nats_core import CoreSource
 from auto_healer.sources.nats_js import JetStreamSource
@@ -58,7 +58,7 @@ async def serve(
 ) -> None:
     """Run one agent replica until SIGTERM/SIGINT, or until `stop` is set."""
     cache_loggers()  # configured by the CLI; from here on each logger binds once
-    playbooks = load_playbooks(settings.playbooks_dir)
+    playbooks = load_playbooks(settings.playbooks_dir, breaker_max_heals=settings.breaker_max_heals)
     async with AsyncExitStack() as stack:
         url = settings.nats_url
         if not url:
@@ -112,7 +112,10 @@ async def serve(
             stack.push_async_callback(pager.aclose)
             metrics.watch_pager(lambda: pager.pending if pager is not None else 0)
         js = nc.jetstream() if settings.jetstream else None
-        source = await _source(settings, nc, js, metrics, replicas)
+        # JetStream mode: the pause and an open breaker close this gate of the injury intake
+        # only, so the Hive's alerts (`--source-subject`) still come in and page meanwhile.
+        gate = Slots(1)
+        source = await _source(settings, nc, js, metrics, replicas, gate)
         guard = None
         if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
             guard = await open_guard(
@@ -121,6 +124,7 @@ async def serve(
                 playbooks,
                 repo=healer.repo_key,
                 replicas=replicas,
+                signing_key=_signing_key(settings),
             )
             metrics.watch_controls(guard.paused, guard.breaker_open)
             await ensure_history(
@@ -163,7 +167,7 @@ async def serve(
         if guard is not None:
             controls = asyncio.create_task(
                 guard.run(
-                    agent.slots if settings.jetstream else None,
+                    gate if settings.jetstream else None,
                     heal=healer.handle,
                     announce=agent.announce_aside,
                     owner=owner,
@@ -186,7 +190,9 @@ async def serve(
         await agent.run(install_signals=install_signals)
 
 
-async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int) -> Source:
+async def _source(
+    settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int, gate: Slots
+) -> Source:
     """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
     the same queue group: each alert to one replica)."""
     queue = "" if settings.dry_run else settings.queue_group
@@ -199,12 +205,12 @@ async def _source(settings: Settings, nc: Any, js: Any, metrics: Metrics, replic
         )
         for pattern in check_subjects(settings.source_subjects)
     ]
-    intake = await _intake(settings, nc, js, queue, metrics, replicas)
+    intake = await _intake(settings, nc, js, queue, metrics, replicas, gate)
     return Combined([intake, *alerts]) if alerts else intake
 
 
 async def _intake(
-    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int
+    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int, gate: Slots
 ) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
@@ -225,7 +231,7 @@ async def _intake(
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake, on_idle=metrics.caught_up)
+    return JetStreamSource(intake, on_idle=metrics.caught_up, gate=gate)
 
 
 CONSOLE_PORT = 8080  # `run --console` without a metrics port: here, or the next free port
@@ -251,13 +257,12 @@ async def _console(
         return {}
     from auto_healer.console import open_console
 
-    key = settings.injury_signing_key
     console, heartbeats = await open_console(
         settings.console_settings,
         nc,
         guard,
         repo=repo,
-        signing_key=key.get_secret_value().encode() if key else None,
+        signing_key=_signing_key(settings),
     )
 
     async def unsubscribe() -> None:
@@ -295,3 +300,9 @@ async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinato
             raise ConfigError(f"JetStream KV is not available on the server: {exc}") from None
         log.warning("kv_unavailable_local_locks_only", error=str(exc) or type(exc).__name__)
         return LocalCoordinator()
+
+
+def _signing_key(settings: Settings) -> bytes | None:
+    """INJURY_SIGNING_KEY as bytes: approvals are signed and verified with it, replays signed."""
+    key = settings.injury_signing_key
+    return key.get_secret_value().encode() if key else None

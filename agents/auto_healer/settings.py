@@ -97,6 +97,7 @@ class ControlSettings(_Part):
     breaker_max_heals: int  # per repository per window; 0 turns the breaker off
     breaker_window_s: float
     breaker_manual_reset: bool  # an open breaker waits for `reset-breaker`, not the window
+    approval_reclaim_after_s: float  # an approved heal left `healing` this long is taken over
     history_max_age_s: float
     history_max_bytes: int
 
@@ -186,6 +187,7 @@ class Settings(BaseSettings):
     breaker_max_heals: int = Field(default=100, ge=0)
     breaker_window_s: float = Field(default=600.0, gt=0)
     breaker_manual_reset: bool = False
+    approval_reclaim_after_s: float = Field(default=900.0, gt=0)  # > any heal's duration
     history_max_age_s: float = Field(default=30 * 86400.0, gt=0)
     history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
 

@@ -66,6 +66,17 @@ def _hmac(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def mac(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of `message` under `key`, lower-case hex: for other records signed with
+    the same key (an approval decision, see `approvals`)."""
+    return _hmac(key, message)
+
+
+def mac_holds(key: bytes, message: bytes, given: str) -> bool:
+    """Whether `given` is `mac(key, message)` (constant-time)."""
+    return hmac.compare_digest(given.encode(errors="surrogateescape"), mac(key, message).encode())
+
+
 def canonical(body: bytes, *, msg_id: str, signed_at: str) -> bytes:
     """The bytes a v2 signature covers (see the module docstring)."""
     if not msg_id or "\n" in msg_id or "\r" in msg_id:

@@ -97,7 +97,7 @@ class Backend:
         timeout_s: float = 15.0,
         signing_key: bytes | None = None,
     ) -> None:
-        self.signing_key = signing_key  # replays are signed anew when the agents verify
+        self.signing_key = signing_key  # decisions signed, replays signed anew: agents verify
         self.loop, self.nc, self.js, self.cells = loop, nc, nc.jetstream(), cells
         self.mirror, self.repo, self.limits, self.beats = mirror, repo, limits, beats
         self.timeout_s = timeout_s
@@ -177,6 +177,7 @@ class Backend:
                 reason=reason,
                 via="console",
                 fingerprint=fingerprint,
+                signing_key=self.signing_key,
             )
         )
         return f"injury {request.injury_id} {request.state} by {request.by}"

@@ -71,8 +71,10 @@ class JetStreamSource:
         *,
         fetch_timeout_s: float = 1.0,
         on_idle: Callable[[], None] = lambda: None,
+        gate: Slots | None = None,
     ) -> None:
         self.intake = intake
+        self.gate = gate  # passed before each fetch; held shut (paused) it fetches nothing
         self.fetch_timeout_s = fetch_timeout_s
         self.on_idle = on_idle  # called after a fetch that found the consumer empty
         self._loop: asyncio.Task[None] | None = None
@@ -83,19 +85,9 @@ class JetStreamSource:
 
     async def _pull(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
         """The stop is checked after every wait: nats-py's fetch may swallow a cancellation."""
-        psub, intake = self.intake.psub, self.intake
+        intake = self.intake
         while not stopping.is_set():
-            reserved = await slots.reserve(slots.size)
-            msgs: list[Any] = []
-            if not stopping.is_set():
-                try:
-                    msgs = await psub.fetch(batch=reserved, timeout=self.fetch_timeout_s)
-                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                    self.on_idle()
-                except Exception as exc:  # reconnecting, server restarting: wait and go on
-                    log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
-                    await asyncio.sleep(0.5)
-            slots.release(reserved - len(msgs))
+            msgs = await self._fetch(slots, stopping)
             for msg in msgs:
                 if stopping.is_set():  # fetched as the stop came: hand it back at once
                     slots.release()
@@ -110,6 +102,30 @@ class JetStreamSource:
                         unlimited=intake.unlimited,
                     )
                 )
+
+    async def _fetch(self, slots: Slots, stopping: asyncio.Event) -> list[Any]:
+        """One fetch into the free slots; through the gate, held for the whole fetch, so a
+        gate closed (paused) means no fetch is under way any more."""
+        if self.gate is not None:
+            await self.gate.reserve()
+        try:
+            reserved = await slots.reserve(slots.size)
+            msgs: list[Any] = []
+            if not stopping.is_set():
+                try:
+                    msgs = await self.intake.psub.fetch(
+                        batch=reserved, timeout=self.fetch_timeout_s
+                    )
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                    self.on_idle()
+                except Exception as exc:  # reconnecting, server restarting: wait and go on
+                    log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
+                    await asyncio.sleep(0.5)
+            slots.release(reserved - len(msgs))
+            return msgs
+        finally:
+            if self.gate is not None:
+                self.gate.release()
 
     async def stop(self) -> None:
         if self._loop is not None:
