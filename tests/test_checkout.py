@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from auto_healer.checkout import Checkout, Identity, safe_ref
+from auto_healer.checkout import Checkout, Identity
 from auto_healer.demo import SEED, make_repo
 from auto_healer.errors import ConfigError, HealFailed, TransientError
+from auto_healer.gitfail import safe_ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -17,20 +17,11 @@ from pathlib import Path
 
 import git
 
-from auto_healer.errors import ConfigError, HealFailed, TransientError
+from auto_healer.errors import ConfigError, TransientError
+from auto_healer.gitfail import git_error, safe_ref
 from auto_healer.paths import bump_generation, confine, remove_tree, replace_file
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
-
-# Stderr fragments of git failures that may pass: a moved remote, the network, a lock.
-_TRANSIENT = re.compile(
-    r"\[rejected\]|non-fast-forward|fetch first|failed to update ref|cannot lock ref"
-    r"|stale info|could not resolve host|connection (refused|reset|timed out)"
-    r"|operation timed out|could not read from remote|remote end hung up|early eof"
-    r"|rpc failed|unable to access|index\.lock|temporarily unavailable|did not complete in",
-    re.IGNORECASE,
-)
-
 
 NETWORK_TIMEOUT_S = 300.0  # a fetch or push that hangs is killed and retried, never waited on
 PUSH_RACE_BUDGET_S = 60.0  # how long a heal keeps pushing against a remote that keeps moving
@@ -43,26 +34,6 @@ class Identity:
 
     name: str = "auto-healer"
     email: str = "auto-healer@aura.hive"
-
-
-def git_error(exc: git.GitCommandError, doing: str) -> TransientError | HealFailed:
-    """Classify a git failure: transient ones (allow-listed) are retried, the rest are not."""
-    # `push --porcelain` reports a rejected ref on stdout, the rest on stderr: classify both.
-    stderr = str(exc.stderr or "").strip().removeprefix("stderr:").strip(" '")
-    stdout = str(exc.stdout or "").strip().removeprefix("stdout:").strip(" '")
-    text = "\n".join(t for t in (stderr, stdout) if t) or str(exc)
-    tail = " | ".join(line.strip() for line in text.splitlines()[-4:] if line.strip())
-    cls = TransientError if _TRANSIENT.search(text) else HealFailed
-    return cls(f"git {doing} failed: {tail}")
-
-
-def safe_ref(text: str) -> str:
-    """A branch-name-safe form of an injury id."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
-    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:60].strip("-.")  # `..` is not allowed in a ref
-    while cleaned.endswith(".lock"):  # neither is a `.lock` suffix
-        cleaned = cleaned.removesuffix(".lock").strip("-.")
-    return cleaned or hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Checkout:
@@ -173,15 +144,15 @@ class Checkout:
                     f"{self.root}: has uncommitted changes to tracked files; commit or stash them"
                 )
             local = f"refs/heads/{self.branch}"
-            if self.repo.git.rev_parse("--verify", "-q", local, with_exceptions=False):
-                ahead = self.repo.git.rev_list("--count", f"{upstream}..{local}")
+            if self._ref_exists(local):
+                ahead = self._git("rev-list", "--count", f"{upstream}..{local}")
                 if int(ahead):
                     raise TransientError(
                         f"{self.root}: branch {self.branch} has {ahead} commits not on "
                         f"{upstream}; push or reset them first"
                     )
-        self._git("checkout", "-q", "-B", self.branch, upstream)
-        self._git("reset", "-q", "--hard", upstream)
+        # -f: index and tracked files are reset to the upstream too (`reset --hard`, one process)
+        self._git("checkout", "-q", "-f", "-B", self.branch, upstream)
         if self.owned:
             self._git("clean", "-q", "-fd")
         return self.head()
@@ -189,6 +160,14 @@ class Checkout:
     def head(self) -> str:
         """The commit checked out, read from the ref files (no git process)."""
         return str(git.SymbolicReference.dereference_recursive(self.repo, "HEAD"))
+
+    def _ref_exists(self, ref: str) -> bool:
+        """Whether `ref` names a commit, read from the ref files (no git process)."""
+        try:
+            git.SymbolicReference.dereference_recursive(self.repo, ref)
+        except ValueError:
+            return False
+        return True
 
     def apply(self, delete: list[str], write: dict[str, bytes], protected: tuple[str, ...]) -> None:
         """Carry out a plan: remove directories and rewrite files, each re-confined first, then
@@ -289,7 +268,7 @@ class Checkout:
 
     def has_local_changes(self) -> bool:
         """Uncommitted changes to tracked files (untracked files do not count)."""
-        return bool(self.repo.is_dirty(untracked_files=False))
+        return bool(self._git("status", "--porcelain", "--untracked-files=no"))  # one process
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from auto_healer.errors import CoordinationUnavailable, TransientError
 from auto_healer.kvcell import KvCell
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.playbooks import Playbook, Playbooks
+from auto_healer.reservations import Reservations
 from auto_healer.settings import ControlSettings
 
 log = structlog.get_logger("auto_healer.guard")
@@ -58,6 +59,7 @@ class Guard:
         # One compare-and-set on the breaker's one key at a time from this replica: a burst of
         # hundreds in flight would otherwise race each other past the retry bound.
         self._breaker_turn = asyncio.Lock()
+        self._reservations = Reservations(self._breaker_turn)  # all waiting, in one turn
 
     async def handle(self, parsed: ParsedInjury, heal: Heal) -> Outcome:
         """The outcome of one admitted injury: held, or healed (or not) by `heal`."""
@@ -150,8 +152,8 @@ class Guard:
         held = None
         try:
             for scope, limits in scopes:
-                async with self._breaker_turn:
-                    verdict = await breaker.reserve(cells, scope, limits)
+                # every heal waiting on this replica reserves in one compare-and-set
+                verdict = await self._reservations.reserve(cells, scope, limits)
                 if verdict is not breaker.Verdict.GO:
                     held = _breaker_held(parsed, playbook, self.repo, scope, limits, verdict)
                     break

@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_except
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.batch import Batcher
-from auto_healer.checkout import Checkout, safe_ref
+from auto_healer.checkout import Checkout
 from auto_healer.contracts import FREE_TEXT, ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
 from auto_healer.errors import (
@@ -28,6 +28,7 @@ from auto_healer.errors import (
     InjuryRejected,
     TransientError,
 )
+from auto_healer.gitfail import safe_ref
 from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.paths import first_protected

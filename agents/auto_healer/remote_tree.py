@@ -65,6 +65,17 @@ async def fetch_head(root: Path, remote: str, branch: str, *, timeout_s: float) 
     return (await run_git(root, "rev-parse", "--verify", f"{ref}^{{commit}}")).decode().strip()
 
 
+async def head_of(root: Path, remote: str, branch: str, *, timeout_s: float) -> str | None:
+    """The commit `branch` on `remote` points at now, asked of the remote (`ls-remote`: no
+    objects move); None when it has no such branch."""
+    out = await run_git(root, "ls-remote", remote, f"refs/heads/{branch}", timeout_s=timeout_s)
+    for line in out.decode().splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{branch}":
+            return sha
+    return None
+
+
 @dataclass(frozen=True)
 class Blob:
     """A regular file in a tree: its path from the root and its object id."""

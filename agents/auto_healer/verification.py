@@ -24,7 +24,7 @@ from auto_healer.actions import VerifyContext, get_action
 from auto_healer.checkout import Checkout
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.playbooks import Playbook
-from auto_healer.remote_tree import RemoteTree, fetch_head
+from auto_healer.remote_tree import RemoteTree, fetch_head, head_of
 
 log = structlog.get_logger("auto_healer.verification")
 
@@ -61,8 +61,11 @@ class HealVerifier:
             seen = self._after.get(branch)
             if seen is not None and seen[0] == commit:
                 return seen[1]
-            co = self.checkout
-            head = await fetch_head(co.root, co.remote, branch, timeout_s=co.network_timeout_s)
+            co, timeout_s = self.checkout, self.checkout.network_timeout_s
+            # The remote's own answer; when it is our push, its objects are here already.
+            head = await head_of(co.root, co.remote, branch, timeout_s=timeout_s)
+            if head != commit:  # moved on since (or gone): fetch what it holds now
+                head = await fetch_head(co.root, co.remote, branch, timeout_s=timeout_s)
             self._after[branch] = (commit, head)
             return head
 
