@@ -105,6 +105,10 @@ class LocalCoordinator:
             table.popitem(last=False)
 
     async def healed_commit(self, injury_id: str) -> str | None:
+        return self.healed_now(injury_id)
+
+    def healed_now(self, injury_id: str) -> str | None:
+        """`healed_commit` without waiting (the batch path asks in line)."""
         entry = self._healed.get(injury_id)
         return entry[1] if entry and entry[0] > time.monotonic() else None
 
@@ -120,6 +124,10 @@ class LocalCoordinator:
         self._put(self._windows, key, (time.monotonic() + window_s, claimant))
 
     async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
+        return self.claim_now(key, window_s, claimant)
+
+    def claim_now(self, key: str, window_s: float, claimant: str) -> bool:
+        """`claim_window` without waiting."""
         holder = self.window_holder(key)
         if holder not in (None, claimant):
             return False
@@ -127,6 +135,10 @@ class LocalCoordinator:
         return True
 
     async def release_window(self, key: str) -> None:
+        self.release_now(key)
+
+    def release_now(self, key: str) -> None:
+        """`release_window` without waiting."""
         self._windows.pop(key, None)
 
     async def count_attempt(self, injury_id: str) -> int:
@@ -136,6 +148,10 @@ class LocalCoordinator:
 
     def degraded(self) -> str | None:
         return None
+
+    def lock_busy(self, key: str) -> bool:
+        """Whether a heal holds, or waits for, the path lock on `key`."""
+        return key in self._locks
 
     @asynccontextmanager
     async def path_lock(self, key: str) -> AsyncIterator[Lease]:

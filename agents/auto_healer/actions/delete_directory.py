@@ -35,6 +35,9 @@ class DeleteDirectory:
     async def plan(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
         return _plan(ctx, options)
 
+    def plan_now(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
+        return _plan(ctx, options)
+
     async def verify(self, ctx: VerifyContext, options: DeleteDirectoryOptions) -> str | None:
         if not await ctx.tree.has(ctx.path):
             return None
