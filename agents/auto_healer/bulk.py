@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,6 +29,7 @@ from auto_healer.outcomes import Kind, Outcome
 from auto_healer.sources import Delivery, Slots
 
 log = structlog.get_logger("auto_healer.agent")
+BATCH = 256  # deliveries taken at once at most (what a batch holds is alive together)
 
 
 class Batches:
@@ -78,10 +79,9 @@ class Batches:
 
     async def _take(self) -> None:
         try:
-            while self._inbox:
-                batch = list(self._inbox)
-                self._inbox.clear()
-                await self._take_batch(batch)
+            inbox = self._inbox
+            while inbox:
+                await self._take_batch([inbox.popleft() for _ in range(min(len(inbox), BATCH))])
         finally:
             self._taker = None
 
@@ -109,8 +109,13 @@ class Batches:
             else:
                 now.append((outcome, delivery, decision))
         await self.effects.carry_out_now(now)
-        for outcome, _delivery, _decision in now:
-            self._observe(outcome, started)
+        took = time.monotonic() - started
+        counts = Counter((o.kind.value, o.playbook or "none") for o, _d, _dec in now)
+        for (kind, playbook), count in counts.items():
+            self.metrics.injuries.labels(outcome=kind, playbook=playbook).inc(count)
+            seconds = self.metrics.heal_seconds.labels(playbook=playbook)
+            for _ in range(count):
+                seconds.observe(took)
         self.slots.release(sum(d.slotted for _o, d, _dec in now))
         log.info("batch_taken", size=len(batch), answered=len(now))
 

@@ -97,8 +97,7 @@ class Healer:
         return None
 
     def refused(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome | None:
-        """The rejection of a malformed or protected path, before anything is touched (the
-        actions check again, fully)."""
+        """A malformed or protected path refused up front (the actions check again, fully)."""
         path = parsed.path
         if path is None:
             why = parsed.path_error or "affected_path is unsafe"
@@ -263,14 +262,20 @@ class Healer:
         return self.checkout.branch if branch else f"auto-heal/{safe_ref(parsed.id)}"
 
     def judge(
-        self, parsed: ParsedInjury, playbook: Playbook, plans: list[tuple[str, StepPlan]], base: str
+        self,
+        parsed: ParsedInjury,
+        playbook: Playbook,
+        plans: list[tuple[str, StepPlan]],
+        base: str,
+        attempts: int = 0,
     ) -> Outcome | None:
-        """The outcome of the plans when nothing is applied (an escalation, nothing to do, a
-        dry-run); None: apply them."""
+        """The plans' outcome if nothing is to be applied (escalated, healthy, dry-run), or None."""
         reports = tuple(StepReport(name, p.summary, tuple(p.files), p.diff) for name, p in plans)
 
         def done(kind: Kind, reason: str, **fields: Any) -> Outcome:
-            return self.outcome(parsed, playbook, kind, reason, steps=reports, **fields)
+            return self.outcome(
+                parsed, playbook, kind, reason, steps=reports, attempts=attempts, **fields
+            )
 
         escalate = next((p.escalate for _, p in plans if p.escalate), None)
         if escalate:

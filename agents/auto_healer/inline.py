@@ -9,10 +9,9 @@ controls to ask, a shared store, a path a heal holds) gets None and goes the who
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from auto_healer.actions import PlansNow, StepContext, StepPlan, planner_now
+from auto_healer.actions import ActionOptions, PlansNow, StepContext, StepPlan, planner_now
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import LocalCoordinator
 from auto_healer.errors import ConfigError, InjuryRejected
@@ -20,9 +19,10 @@ from auto_healer.healer import Healer
 from auto_healer.outcomes import Kind, Outcome, log_outcome
 from auto_healer.playbooks import Playbook
 
-# per playbook (kept alive beside its planners, so its id is not reused): the step planners,
-# or None when a step must wait
-_PLANNERS: dict[int, tuple[Playbook, list[PlansNow[Any]] | None]] = {}
+# per playbook (kept alive beside its planners, so its id is not reused): each step's action
+# name, planner and options, or None when a step must wait
+Planners = list[tuple[str, PlansNow[Any], ActionOptions]]
+_PLANNERS: dict[int, tuple[Playbook, Planners | None]] = {}
 
 
 def outcome_now(healer: Healer, parsed: ParsedInjury, *, guarded: bool) -> Outcome | None:
@@ -58,27 +58,30 @@ def _planned(healer: Healer, parsed: ParsedInjury, playbook: Playbook) -> Outcom
     try:
         ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
         plans: list[tuple[str, StepPlan]] = [
-            (step.action, planner.plan_now(ctx, step.options))
-            for step, planner in zip(playbook.steps, planners, strict=True)
+            (name, planner.plan_now(ctx, options)) for name, planner, options in planners
         ]
-        outcome = healer.judge(parsed, playbook, plans, healer.dry_head())
+        outcome = healer.judge(parsed, playbook, plans, healer.dry_head(), attempts=1)
     except InjuryRejected as exc:
-        outcome = healer.outcome(parsed, playbook, Kind.REJECTED, str(exc))
+        outcome = healer.outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=1)
     except Exception:  # the whole way tries again and reports it as it does
         outcome = None
     if throttle and (outcome is None or outcome.kind not in (Kind.PLANNED, Kind.SKIPPED)):
         coord.release_now(window)  # a failed heal must not throttle its retry
-    return None if outcome is None else replace(outcome, attempts=1)
+    return outcome
 
 
-def _planners(playbook: Playbook) -> list[PlansNow[Any]] | None:
+def _planners(playbook: Playbook) -> Planners | None:
     cached = _PLANNERS.get(id(playbook))
     if cached is not None and cached[0] is playbook:
         return cached[1]
+    found: Planners = []
     try:
-        found = [planner_now(step.action) for step in playbook.steps]
+        for step in playbook.steps:
+            planner = planner_now(step.action)
+            if planner is not None:
+                found.append((step.action, planner, step.options))
     except ConfigError:  # an unknown action: the whole way reports it
-        found = [None]
-    planners = [p for p in found if p is not None] if all(found) else None
+        found = []
+    planners = found if len(found) == len(playbook.steps) and found else None
     _PLANNERS[id(playbook)] = (playbook, planners)
     return planners
