@@ -108,7 +108,7 @@ class LocalCoordinator:
         return self.healed_now(injury_id)
 
     def healed_now(self, injury_id: str) -> str | None:
-        """`healed_commit` without waiting (the batch path asks in line)."""
+        """`healed_commit`, without waiting."""
         entry = self._healed.get(injury_id)
         return entry[1] if entry and entry[0] > time.monotonic() else None
 
@@ -124,10 +124,6 @@ class LocalCoordinator:
         self._put(self._windows, key, (time.monotonic() + window_s, claimant))
 
     async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
-        return self.claim_now(key, window_s, claimant)
-
-    def claim_now(self, key: str, window_s: float, claimant: str) -> bool:
-        """`claim_window` without waiting."""
         holder = self.window_holder(key)
         if holder not in (None, claimant):
             return False
@@ -135,10 +131,6 @@ class LocalCoordinator:
         return True
 
     async def release_window(self, key: str) -> None:
-        self.release_now(key)
-
-    def release_now(self, key: str) -> None:
-        """`release_window` without waiting."""
         self._windows.pop(key, None)
 
     async def count_attempt(self, injury_id: str) -> int:

@@ -283,16 +283,14 @@ class Healer:
         if all(p.noop for _, p in plans):
             why = "; ".join(p.summary for _, p in plans)
             return done(Kind.SKIPPED, f"already healthy: {why}")
+        if not self.dry_run:
+            return None
         target = self.target(parsed, playbook)
-        return (
-            None
-            if not self.dry_run
-            else done(
-                Kind.PLANNED,
-                f"would commit on {base[:12]} and push to {target}",
-                commit_message=playbook.commit_message(parsed),
-                branch=target,
-            )
+        return done(
+            Kind.PLANNED,
+            f"would commit on {base[:12]} and push to {target}",
+            commit_message=playbook.commit_message(parsed),
+            branch=target,
         )
 
     async def _plan_and_apply(

@@ -53,8 +53,10 @@ def _planned(healer: Healer, parsed: ParsedInjury, playbook: Playbook) -> Outcom
         return None  # the whole way says so, in its words
     window = f"{healer.repo_key}|{parsed.injury.injury_type}|{path}"
     throttle = playbook.throttle
-    if throttle and not coord.claim_now(window, throttle.window_s, parsed.id):
-        return None
+    if throttle:  # `claim_window`, in line
+        if coord.window_holder(window) not in (None, parsed.id):
+            return None
+        coord.record_window(window, throttle.window_s, parsed.id)
     try:
         ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
         plans: list[tuple[str, StepPlan]] = [
@@ -66,7 +68,7 @@ def _planned(healer: Healer, parsed: ParsedInjury, playbook: Playbook) -> Outcom
     except Exception:  # the whole way tries again and reports it as it does
         outcome = None
     if throttle and (outcome is None or outcome.kind not in (Kind.PLANNED, Kind.SKIPPED)):
-        coord.release_now(window)  # a failed heal must not throttle its retry
+        coord.record_window(window, 0.0, parsed.id)  # released: it must not throttle a retry
     return outcome
 
 
