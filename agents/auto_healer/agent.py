@@ -169,7 +169,13 @@ class Agent(Batches):
             await asyncio.sleep(1.0)
 
     async def _finish_in_flight(self) -> None:
-        """Give in-flight heals the grace period; cut off the rest (they restore the checkout)."""
+        """Give in-flight heals the grace period; cut off the rest (they restore the checkout).
+        Heals still waiting for a slot on core NATS are lost: said once, with their count."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+        if self._waiting:
+            log.error("injury_cut_off", count=len(self._waiting), detail="never redelivered")
+            self._waiting.clear()
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=self.grace_period_s)
