@@ -1,11 +1,15 @@
 """The cluster agent: deliveries from a source through one pipeline, decisions carried out.
 
 The agent knows no transport: a `Source` (core NATS, JetStream, or a fake in tests) submits
-`Delivery`s into free slots; each runs through one pipeline, `_process()`:
+`Delivery`s; each goes through one pipeline:
 
     admit (signature, contract) → heal → decide() → page → dead letter → event → settle
 
-`MAX_IN_FLIGHT` deliveries run at once (the healer still heals one at a time per checkout). On
+What arrived together is taken as a batch (`_take`): each delivery is admitted, and what is
+known without waiting (`inline.outcome_now`: no playbook, refused, a dry-run plan) is decided
+and, unless a page or dead letter is due, announced and settled with the rest of the batch.
+The others run as tasks, `MAX_IN_FLIGHT` at once, each in a slot (the healer still heals one
+at a time per checkout); a heal never holds up the batch path. On
 SIGTERM/SIGINT intake stops at once and in-flight heals get the grace period. A connection
 closed for good, or down too long, fails `/healthz` and makes `run()` raise `LinkLost`, so the
 process exits non-zero and is restarted.
@@ -23,6 +27,7 @@ from typing import Any, Protocol
 import structlog
 
 from auto_healer.admission import Admitted, Gate, Rejection, body_id
+from auto_healer.bulk import Batches
 from auto_healer.decision import Context, decide, nak_delay_s
 from auto_healer.effects import Effects
 from auto_healer.errors import LinkLost, TransientError
@@ -47,7 +52,7 @@ class Link(Protocol):
     async def drain(self) -> None: ...
 
 
-class Agent:
+class Agent(Batches):
     """One replica: takes deliveries, heals with bounded concurrency, stops cleanly."""
 
     def __init__(
@@ -79,7 +84,7 @@ class Agent:
         self.stopping = asyncio.Event()
         self.subscribed = False
         self.fatal: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__()
 
     @property
     def in_flight(self) -> int:
@@ -164,7 +169,13 @@ class Agent:
             await asyncio.sleep(1.0)
 
     async def _finish_in_flight(self) -> None:
-        """Give in-flight heals the grace period; cut off the rest (they restore the checkout)."""
+        """Give in-flight heals the grace period; cut off the rest (they restore the checkout).
+        Heals still waiting for a slot on core NATS are lost: said once, with their count."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+        if self._waiting:
+            log.error("injury_cut_off", count=len(self._waiting), detail="never redelivered")
+            self._waiting.clear()
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=self.grace_period_s)
@@ -174,38 +185,20 @@ class Agent:
             log.warning("heals_cut_off", count=len(pending))
             await asyncio.wait(pending)
 
-    def _spawn(self, delivery: Delivery) -> None:
-        """Run one delivery; its slot (reserved by the source) is released when it is done."""
-        task = asyncio.create_task(self._process(delivery))
-        self._tasks.add(task)
-        self.metrics.in_flight.set(len(self._tasks))
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            self.slots.release()
-            self.metrics.in_flight.set(len(self._tasks))
-            if not self._tasks and delivery.max_attempts is None:
-                self.metrics.caught_up()  # core NATS: nothing in flight, nothing waits for us
-
-        task.add_done_callback(done)
-
     # --- the one pipeline -------------------------------------------------------------------
 
-    async def _process(self, delivery: Delivery) -> None:
+    async def _process(self, delivery: Delivery, admitted: list[Admitted] | None = None) -> None:
         started = time.monotonic()
-        # The transport's own time (JetStream's stream time, or our receive time): a payload's
-        # timestamp may be any clock and is never used for lag.
-        self.metrics.observe_lag(delivery.received_at)
         keeper = None
         if delivery.keepalive_s:
             keeper = asyncio.create_task(self._keep_in_progress(delivery, delivery.keepalive_s))
         try:
             with structlog.contextvars.bound_contextvars(subject=delivery.subject):
-                admitted = self.gate.admit(delivery)
+                admitted = self.gate.admit(delivery) if admitted is None else admitted
                 if len(admitted) == 1:
                     outcomes = [await self._outcome(admitted[0], delivery)]
                     with structlog.contextvars.bound_contextvars(injury_id=outcomes[0].injury_id):
-                        context = await self._context(delivery, outcomes[0])
+                        context = await self._counted(delivery, outcomes[0])
                         await self.effects.carry_out(
                             outcomes[0], delivery, decide(outcomes[0], context)
                         )
@@ -239,40 +232,19 @@ class Agent:
         await self.effects.carry_out(outcome, delivery, decide(outcome, context))
         self._observe(outcome, time.monotonic())
 
-    async def _context(self, delivery: Delivery, outcome: Outcome) -> Context:
+    async def _counted(self, delivery: Delivery, outcome: Outcome) -> Context:
         """The delivery's context; a failed heal on a transport that redelivers forever is
         counted against the heal budget (an outage is not; a count that fails is left out)."""
-        heal_attempts = None
         failed_heal = outcome.kind is Kind.FAILED and outcome.retryable
         if failed_heal and delivery.redelivers_forever and not outcome.store_unavailable:
             with contextlib.suppress(TransientError):
-                heal_attempts = await self.healer.coordinator.count_attempt(outcome.injury_id or "")
-        return Context(
-            redeliverable=delivery.redeliverable,
-            last_attempt=delivery.last_attempt,
-            attempt=delivery.attempt,
-            heal_attempts=heal_attempts,
-            heal_budget=delivery.max_attempts or 0,
-            dry_run=self.dry_run,
-            pager=self.effects.pager is not None,
-        )
+                count = await self.healer.coordinator.count_attempt(outcome.injury_id or "")
+                return self._context(delivery, heal_attempts=count)
+        return self._context(delivery)
 
     async def _outcome(self, admitted: Admitted, delivery: Delivery) -> Outcome:
         if isinstance(admitted, Rejection):
-            log.warning(
-                "injury_rejected",
-                injury_id=admitted.injury_id,
-                subject=delivery.subject,
-                reason=admitted.reason[:500],
-                size=len(delivery.data),
-            )
-            return Outcome(
-                Kind.REJECTED,
-                admitted.reason,
-                raw=delivery.data,
-                raw_id=admitted.injury_id,
-                dry_run=self.dry_run,
-            )
+            return self._rejected(admitted, delivery)
         if self.guard is not None:
             return await self.guard.handle(admitted, self.healer.handle)
         return await self.healer.handle(admitted)
@@ -284,11 +256,6 @@ class Agent:
             await asyncio.sleep(every_s)
             with contextlib.suppress(Exception):
                 await delivery.settler.in_progress()
-
-    def _observe(self, outcome: Outcome, started: float) -> None:
-        playbook = outcome.playbook or "none"
-        self.metrics.injuries.labels(outcome=outcome.kind.value, playbook=playbook).inc()
-        self.metrics.heal_seconds.labels(playbook=playbook).observe(time.monotonic() - started)
 
 
 def _empty_envelope(delivery: Delivery, dry_run: bool) -> Outcome:

@@ -31,11 +31,32 @@ from auto_healer.paths import (
 
 TTL_S = 1.0
 MAX_ENTRIES = 4096
+MAX_ANSWERS = 1024  # whole answers are larger: a burst repeats paths within seconds, or never
 
-# (root as given, generation) -> (when it expires, resolved root, stat of its .git or None)
-_roots: dict[tuple[str, int], tuple[float, str, os.stat_result | None]] = {}
+# (root as given, generation) -> (expiry, resolved root, stat of its .git or None, as a Path)
+_roots: dict[tuple[str, int], tuple[float, str, os.stat_result | None, Path]] = {}
 # (resolved root, generation, directory) -> when its "clean" verdict expires
 _clean_dirs: dict[tuple[str, int, str], float] = {}
+# (root as given, generation, raw path, protected, allow_root) -> when it expires, the answer
+_answers: dict[tuple[str, int, str, tuple[str, ...], bool], tuple[float, Confined]] = {}
+UNSEEN = os.stat_result((0,) * 10)  # `confine_stat` did not `lstat` the path this time
+
+
+def confine_stat(
+    root: Path, raw: str, *, protected: tuple[str, ...] = DEFAULT_PROTECTED, allow_root: bool
+) -> tuple[Confined, os.stat_result | None]:
+    """`confine_cached`, with the `lstat` of the path it made (None: absent), or `UNSEEN`
+    when the answer came from the cache or from `paths.confine`: the caller looks itself."""
+    now = time.monotonic()
+    key = (os.fspath(root), generation(root), raw, protected, allow_root)
+    hit = _answers.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1], UNSEEN
+    confined, st = _confine(root, raw, protected=protected, allow_root=allow_root, now=now)
+    if len(_answers) >= MAX_ANSWERS:
+        _answers.clear()
+    _answers[key] = (now + TTL_S, confined)
+    return confined, st
 
 
 def confine_cached(
@@ -43,35 +64,40 @@ def confine_cached(
 ) -> Confined:
     """`paths.confine(root, raw, ...)`, with the directories above the path checked at most once
     per checkout generation (and `TTL_S`). Same result, same refusals."""
+    return confine_stat(root, raw, protected=protected, allow_root=allow_root)[0]
+
+
+def _confine(
+    root: Path, raw: str, *, protected: tuple[str, ...], allow_root: bool, now: float
+) -> tuple[Confined, os.stat_result | None]:
     rel = normalise(raw)
     if rel == ".":
-        return confine(root, raw, protected=protected, allow_root=allow_root)
-    now = time.monotonic()
+        return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
     gen = generation(root)
-    resolved, git_dir = _root(root, gen, now)
+    resolved, git_dir, top = _root(root, gen, now)
     parent = rel.rpartition("/")[0]
     if parent and not _dir_clean(resolved, gen, parent, git_dir, now):
-        return confine(root, raw, protected=protected, allow_root=allow_root)
+        return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
     try:
         st: os.stat_result | None = os.lstat(f"{resolved}/{rel}")
     except FileNotFoundError:
         st = None
     except OSError:  # not a directory on the way, name too long: let confine say why
-        return confine(root, raw, protected=protected, allow_root=allow_root)
+        return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
     if st is not None and (
         stat.S_ISLNK(st.st_mode) or (git_dir is not None and os.path.samestat(st, git_dir))
     ):
-        return confine(root, raw, protected=protected, allow_root=allow_root)
+        return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
     if first_protected(rel, protected) is not None:
-        return confine(root, raw, protected=protected, allow_root=allow_root)
-    return Confined(Path(resolved) / rel, rel)
+        return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
+    return Confined(top / rel, rel), st
 
 
-def _root(root: Path, gen: int, now: float) -> tuple[str, os.stat_result | None]:
+def _root(root: Path, gen: int, now: float) -> tuple[str, os.stat_result | None, Path]:
     key = (os.fspath(root), gen)
     hit = _roots.get(key)
     if hit is not None and hit[0] > now:
-        return hit[1], hit[2]
+        return hit[1], hit[2], hit[3]
     resolved = str(root.resolve())
     try:
         git_dir: os.stat_result | None = os.stat(f"{resolved}/.git")
@@ -79,8 +105,8 @@ def _root(root: Path, gen: int, now: float) -> tuple[str, os.stat_result | None]
         git_dir = None
     if len(_roots) >= MAX_ENTRIES:
         _roots.clear()
-    _roots[key] = (now + TTL_S, resolved, git_dir)
-    return resolved, git_dir
+    _roots[key] = (now + TTL_S, resolved, git_dir, Path(resolved))
+    return resolved, git_dir, Path(resolved)
 
 
 def _dir_clean(

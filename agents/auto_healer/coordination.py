@@ -105,6 +105,10 @@ class LocalCoordinator:
             table.popitem(last=False)
 
     async def healed_commit(self, injury_id: str) -> str | None:
+        return self.healed_now(injury_id)
+
+    def healed_now(self, injury_id: str) -> str | None:
+        """`healed_commit`, without waiting."""
         entry = self._healed.get(injury_id)
         return entry[1] if entry and entry[0] > time.monotonic() else None
 
@@ -136,6 +140,10 @@ class LocalCoordinator:
 
     def degraded(self) -> str | None:
         return None
+
+    def lock_busy(self, key: str) -> bool:
+        """Whether a heal holds, or waits for, the path lock on `key`."""
+        return key in self._locks
 
     @asynccontextmanager
     async def path_lock(self, key: str) -> AsyncIterator[Lease]:

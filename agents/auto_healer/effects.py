@@ -47,6 +47,28 @@ class Effects:
         await self._settle(delivery, done.settle, decision.nak_delay_s)
         return done
 
+    def waits(self, decision: Decision) -> bool:
+        """Whether carrying out `decision` waits on someone (a page, a dead letter)."""
+        return decision.dead_letter or (
+            decision.page is not PageAction.NONE and self.pager is not None
+        )
+
+    async def carry_out_now(self, batch: list[tuple[Outcome, Delivery, Decision]]) -> None:
+        """Decisions that wait on no one (see `waits`), for a batch: every event back to back,
+        then every settlement (nothing yields between them, so the connection writes them out
+        in one go)."""
+        settles = []
+        for outcome, _delivery, decision in batch:
+            settle = decision.final(paged=True, dead_lettered=True)
+            done = Done(PageResult.NONE, None, settle, decision.announce(settle))
+            if done.announced:
+                await self.publisher.publish_event(
+                    event_subject(decision.event_type), self._event(outcome, decision, done)
+                )
+            settles.append(settle)
+        for (_outcome, delivery, decision), settle in zip(batch, settles, strict=True):
+            await self._settle(delivery, settle, decision.nak_delay_s)
+
     async def carry_out_all(
         self, outcomes: list[Outcome], delivery: Delivery, decisions: list[Decision]
     ) -> list[Done]:

@@ -30,7 +30,7 @@ from auto_healer.errors import (
 )
 from auto_healer.gitfail import safe_ref
 from auto_healer.logs import redact_url
-from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.outcomes import Kind, Outcome, StepReport, log_outcome
 from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
 from auto_healer.pushrace import Change, PushRaceLost, Race, Replan
@@ -66,7 +66,7 @@ class Healer:
             checkout,
             self.coordinator,
             self._lock,
-            self._outcome,
+            self.outcome,
             max_batch=max_batch,
             max_files=max_batch_files,
         )
@@ -76,23 +76,19 @@ class Healer:
         `approved`: a human approved this heal (see `approvals`), `auto_heal: false` or not."""
         with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
             outcome = await self._handle(parsed, approved)
-            # a dry-run plan or a skip is the bulk of a burst: debug; a change or a problem: said
-            quiet = outcome.kind in (Kind.PLANNED, Kind.SKIPPED)
-            bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
-            (log.warning if bad else log.debug if quiet else log.info)(
-                "injury_outcome",
-                outcome=outcome.kind.value,
-                reason=outcome.reason,
-                playbook=outcome.playbook,
-                commit=outcome.commit,
-                dry_run=self.dry_run,
-            )
+            log_outcome(outcome, dry_run=self.dry_run)
             return outcome
 
-    async def _handle(self, parsed: ParsedInjury, approved: bool) -> Outcome:
+    def claimed(self, parsed: ParsedInjury) -> tuple[ParsedInjury, Playbook | None]:
+        """The playbook that claims the injury (None: none does), and the injury as it adopts it."""
         playbook = self.playbooks.match(parsed.injury)
-        if playbook is not None:
-            parsed = playbook.adopt(parsed)
+        return (playbook.adopt(parsed) if playbook is not None else parsed), playbook
+
+    def unclaimed(
+        self, parsed: ParsedInjury, playbook: Playbook | None, *, approved: bool = False
+    ) -> Outcome | None:
+        """The escalation of an injury no playbook heals (none claims it, or not auto_heal and
+        not `approved` by a human)."""
         injury = parsed.injury
         if playbook is None:
             why = (
@@ -100,18 +96,37 @@ class Healer:
                 if injury.injury_type == FREE_TEXT
                 else f"no playbook matches injury_type {injury.injury_type!r}"
             )
-            return self._outcome(parsed, None, Kind.ESCALATED, why)
+            return self.outcome(parsed, None, Kind.ESCALATED, why)
         if not injury.auto_heal and not approved:
             why = playbook.escalation_reason() or "auto_heal is false: a human must decide"
-            return self._outcome(parsed, playbook, Kind.ESCALATED, why)
-        try:
-            _precheck(parsed, playbook)  # an unsafe path is refused before anything is touched
-        except InjuryRejected as exc:
-            return self._outcome(parsed, playbook, Kind.REJECTED, str(exc))
+            return self.outcome(parsed, playbook, Kind.ESCALATED, why)
+        return None
+
+    def refused(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome | None:
+        """A malformed or protected path refused up front (the actions check again, fully)."""
+        path = parsed.path
+        if path is None:
+            why = parsed.path_error or "affected_path is unsafe"
+        else:
+            hit = first_protected(path, playbook.protected_globs) if path != "." else None
+            if not hit:
+                return None
+            why = f"affected_path {parsed.injury.affected_path!r} is protected by {hit!r}"
+        return self.outcome(parsed, playbook, Kind.REJECTED, why)
+
+    async def _handle(self, parsed: ParsedInjury, approved: bool) -> Outcome:
+        parsed, playbook = self.claimed(parsed)
+        early = self.unclaimed(parsed, playbook, approved=approved)
+        if early is not None:
+            return early
+        assert playbook is not None  # `unclaimed` answers an injury no playbook claims
+        early = self.refused(parsed, playbook)
+        if early is not None:
+            return early
         try:
             return await self._coordinated(parsed, playbook)
         except TransientError as exc:
-            return self._outcome(
+            return self.outcome(
                 parsed,
                 playbook,
                 Kind.FAILED,
@@ -129,7 +144,7 @@ class Healer:
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
         throttle = playbook.throttle
         if throttle and not await coord.claim_window(window, throttle.window_s, parsed.id):
-            return self._outcome(
+            return self.outcome(
                 parsed,
                 playbook,
                 Kind.SKIPPED,
@@ -154,7 +169,7 @@ class Healer:
         if not commit:
             return None
         reason = f"already healed by commit {commit[:12]}"
-        return self._outcome(parsed, playbook, Kind.SKIPPED, reason, commit=commit)
+        return self.outcome(parsed, playbook, Kind.SKIPPED, reason, commit=commit)
 
     async def _heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Run the playbook under the path lock, retrying transient failures."""
@@ -171,9 +186,9 @@ class Healer:
                         attempts = attempt.retry_state.attempt_number
                         outcome = await self._attempt(parsed, playbook, lease)
         except InjuryRejected as exc:
-            return self._outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
+            return self.outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
         except TransientError as exc:
-            return self._outcome(
+            return self.outcome(
                 parsed,
                 playbook,
                 Kind.FAILED,
@@ -183,10 +198,10 @@ class Healer:
                 store_unavailable=isinstance(exc, CoordinationUnavailable),
             )
         except (HealFailed, ConfigError) as exc:
-            return self._outcome(parsed, playbook, Kind.FAILED, str(exc), attempts=attempts)
+            return self.outcome(parsed, playbook, Kind.FAILED, str(exc), attempts=attempts)
         except Exception as exc:  # a bug must not kill the agent; it is reported and paged
             log.exception("heal_internal_error")
-            return self._outcome(
+            return self.outcome(
                 parsed,
                 playbook,
                 Kind.FAILED,
@@ -195,7 +210,7 @@ class Healer:
             )
         return replace(outcome, attempts=attempts + outcome.attempts)  # + the pushes lost
 
-    def _outcome(
+    def outcome(
         self,
         parsed: ParsedInjury,
         playbook: Playbook | None,
@@ -225,7 +240,7 @@ class Healer:
             ),
         )
 
-    def _dry_head(self) -> str:
+    def dry_head(self) -> str:
         """The commit a dry-run plans against, re-read at most once a second (it is only shown,
         and reading refs through GitPython costs more than the rest of a dry-run plan)."""
         now = time.monotonic()
@@ -241,7 +256,7 @@ class Healer:
         dry_as_is = self.dry_run and not co.owned
         race = self._batcher.racer.start()
         while True:  # planned again on the remote's new head while the push race asks for it
-            base = self._dry_head() if dry_as_is else await _in_thread(co.sync)
+            base = self.dry_head() if dry_as_is else await _in_thread(co.sync)
             try:
                 return await self._plan_and_apply(parsed, playbook, base, lease, race)
             except Replan as why:
@@ -252,6 +267,43 @@ class Healer:
                     await _in_thread(co.restore, base)
                 raise
 
+    def target(self, parsed: ParsedInjury, playbook: Playbook) -> str:
+        """Where the heal is pushed: the branch, or a heal branch of its own."""
+        branch = playbook.commit.push_to == "branch"
+        return self.checkout.branch if branch else f"auto-heal/{safe_ref(parsed.id)}"
+
+    def judge(
+        self,
+        parsed: ParsedInjury,
+        playbook: Playbook,
+        plans: list[tuple[str, StepPlan]],
+        base: str,
+        attempts: int = 0,
+    ) -> Outcome | None:
+        """The plans' outcome if nothing is to be applied (escalated, healthy, dry-run), or None."""
+        reports = tuple(StepReport(name, p.summary, tuple(p.files), p.diff) for name, p in plans)
+
+        def done(kind: Kind, reason: str, **fields: Any) -> Outcome:
+            return self.outcome(
+                parsed, playbook, kind, reason, steps=reports, attempts=attempts, **fields
+            )
+
+        escalate = next((p.escalate for _, p in plans if p.escalate), None)
+        if escalate:
+            return done(Kind.ESCALATED, escalate)
+        if all(p.noop for _, p in plans):
+            why = "; ".join(p.summary for _, p in plans)
+            return done(Kind.SKIPPED, f"already healthy: {why}")
+        if not self.dry_run:
+            return None
+        target = self.target(parsed, playbook)
+        return done(
+            Kind.PLANNED,
+            f"would commit on {base[:12]} and push to {target}",
+            commit_message=playbook.commit_message(parsed),
+            branch=target,
+        )
+
     async def _plan_and_apply(
         self, parsed: ParsedInjury, playbook: Playbook, base: str, lease: Lease, race: Race
     ) -> Outcome:
@@ -260,28 +312,16 @@ class Healer:
         plans: list[tuple[str, StepPlan]] = []
         for step in playbook.steps:
             plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
+        early = self.judge(parsed, playbook, plans, base)
+        if early is not None:
+            return early
         reports = tuple(StepReport(name, p.summary, tuple(p.files), p.diff) for name, p in plans)
 
         def done(kind: Kind, reason: str, **fields: Any) -> Outcome:
-            return self._outcome(parsed, playbook, kind, reason, steps=reports, **fields)
+            return self.outcome(parsed, playbook, kind, reason, steps=reports, **fields)
 
-        escalate = next((p.escalate for _, p in plans if p.escalate), None)
-        if escalate:
-            return done(Kind.ESCALATED, escalate)
-        if all(p.noop for _, p in plans):
-            why = "; ".join(p.summary for _, p in plans)
-            return done(Kind.SKIPPED, f"already healthy: {why}")
         message = playbook.commit_message(parsed)
-        target = (
-            co.branch if playbook.commit.push_to == "branch" else f"auto-heal/{safe_ref(parsed.id)}"
-        )
-        if self.dry_run:
-            return done(
-                Kind.PLANNED,
-                f"would commit on {base[:12]} and push to {target}",
-                commit_message=message,
-                branch=target,
-            )
+        target = self.target(parsed, playbook)
         for _, plan in plans:
             await _in_thread(co.apply, plan.delete, plan.write, playbook.protected_globs)
         if not await _in_thread(co.has_staged_changes):
@@ -313,17 +353,6 @@ class Healer:
 def _writes(plans: list[tuple[str, StepPlan]]) -> dict[str, bytes]:
     """Every file the plans write, with what they write."""
     return {path: data for _, p in plans for path, data in p.write.items()}
-
-
-def _precheck(parsed: ParsedInjury, playbook: Playbook) -> None:
-    """Refuse a malformed or protected path up front (the actions check again, fully)."""
-    if parsed.path is None:
-        raise InjuryRejected(parsed.path_error or "affected_path is unsafe")
-    hit = first_protected(parsed.path, playbook.protected_globs) if parsed.path != "." else None
-    if hit:
-        raise InjuryRejected(
-            f"affected_path {parsed.injury.affected_path!r} is protected by {hit!r}"
-        )
 
 
 def repo_key(checkout: Checkout) -> str:

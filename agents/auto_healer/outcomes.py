@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import structlog
+
 from auto_healer.contracts import ParsedInjury
+
+log = structlog.get_logger("auto_healer.healer")
 
 
 class Kind(StrEnum):
@@ -84,3 +88,19 @@ class Outcome:
     @property
     def files(self) -> tuple[FileChange, ...]:
         return tuple(f for step in self.steps for f in step.files)
+
+
+def log_outcome(outcome: Outcome, *, dry_run: bool) -> None:
+    """One line per injury's outcome: a dry-run plan or a skip is the bulk of a burst (debug);
+    a change or a problem is said."""
+    quiet = outcome.kind in (Kind.PLANNED, Kind.SKIPPED)
+    bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
+    (log.warning if bad else log.debug if quiet else log.info)(
+        "injury_outcome",
+        injury_id=outcome.injury_id,
+        outcome=outcome.kind.value,
+        reason=outcome.reason,
+        playbook=outcome.playbook,
+        commit=outcome.commit,
+        dry_run=dry_run,
+    )

@@ -205,16 +205,27 @@ def first_protected(path: str, protected: tuple[str, ...]) -> str | None:
     """
     folded = path.casefold()
     above = folded.rstrip("/") + "/"
-    for g, pattern, prefix in _protection(protected):
+    anyone, ancestors, each = _protection(protected)
+    if anyone.match(folded) is None and above not in ancestors:
+        return None  # the common answer, in one match and one set lookup
+    for g, pattern, prefix in each:
         if pattern.match(folded) is not None or prefix.startswith(above):
             return g
     return None
 
 
 @lru_cache(maxsize=256)
-def _protection(protected: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str], str], ...]:
-    """Each protected glob with its casefolded pattern compiled and its literal prefix."""
-    return tuple((g, compile_glob(g.casefold()), literal_prefix(g.casefold())) for g in protected)
+def _protection(
+    protected: tuple[str, ...],
+) -> tuple[re.Pattern[str], frozenset[str], tuple[tuple[str, re.Pattern[str], str], ...]]:
+    """Each protected glob with its casefolded pattern compiled and its literal prefix; and
+    for the common case, all patterns as one, and every `dir/` some prefix starts with."""
+    each = tuple((g, compile_glob(g.casefold()), literal_prefix(g.casefold())) for g in protected)
+    anyone = re.compile("|".join(f"(?:{p.pattern})" for _, p, _ in each) or r"(?!)", re.DOTALL)
+    ancestors = frozenset(
+        prefix[: i + 1] for _, _, prefix in each for i, c in enumerate(prefix) if c == "/"
+    )
+    return anyone, ancestors, each
 
 
 _GENERATIONS: dict[str, int] = {}

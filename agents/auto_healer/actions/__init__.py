@@ -87,6 +87,14 @@ class Action(Protocol[OptionsT]):
         ...
 
 
+@runtime_checkable
+class PlansNow(Protocol[OptionsT]):
+    """An action whose plan needs no waiting (a few `lstat`s, no process, no network): the
+    agent's batch path plans it in line, with the same result as `plan`."""
+
+    def plan_now(self, ctx: StepContext, options: OptionsT) -> StepPlan: ...
+
+
 _REGISTRY: dict[str, Action[ActionOptions]] = {}
 
 A = TypeVar("A")
@@ -112,6 +120,12 @@ def get_action(name: str) -> Action[ActionOptions]:
         hint = did_you_mean(name, _REGISTRY)
         known = ", ".join(sorted(_REGISTRY))
         raise ConfigError(f"unknown action {name!r}{hint} (known: {known})") from None
+
+
+def planner_now(name: str) -> PlansNow[ActionOptions] | None:
+    """The action called `name` if it plans without waiting (`PlansNow`), else None."""
+    action = get_action(name)
+    return action if isinstance(action, PlansNow) else None
 
 
 def action_names() -> list[str]:

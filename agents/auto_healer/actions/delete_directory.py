@@ -9,11 +9,12 @@ After the push the heal holds when the remote head's tree has nothing at the pat
 from __future__ import annotations
 
 import os
+import stat
 
 from pydantic import Field
 
 from auto_healer.actions import ActionOptions, StepContext, StepPlan, VerifyContext, register
-from auto_healer.confinement import confine_cached
+from auto_healer.confinement import UNSEEN, confine_stat
 from auto_healer.errors import InjuryRejected
 from auto_healer.outcomes import FileChange
 from auto_healer.paths import first_protected
@@ -35,6 +36,9 @@ class DeleteDirectory:
     async def plan(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
         return _plan(ctx, options)
 
+    def plan_now(self, ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
+        return _plan(ctx, options)
+
     async def verify(self, ctx: VerifyContext, options: DeleteDirectoryOptions) -> str | None:
         if not await ctx.tree.has(ctx.path):
             return None
@@ -45,10 +49,15 @@ class DeleteDirectory:
 def _plan(ctx: StepContext, options: DeleteDirectoryOptions) -> StepPlan:
     """The plan, synchronously: a few `lstat`s and a bounded walk."""
     raw = ctx.injury.injury.affected_path
-    target = confine_cached(ctx.root, raw, protected=ctx.protected, allow_root=False)
-    if not os.path.lexists(target.absolute):
+    target, st = confine_stat(ctx.root, raw, protected=ctx.protected, allow_root=False)
+    if st is UNSEEN:
+        try:
+            st = os.lstat(target.absolute)
+        except OSError:  # as `os.path.lexists` says
+            st = None
+    if st is None:
         return StepPlan(summary=f"{target.relative} is already absent: nothing to heal")
-    if target.absolute.is_symlink() or not target.absolute.is_dir():
+    if not stat.S_ISDIR(st.st_mode):  # a symlink too, even to a directory
         raise InjuryRejected(f"affected_path {raw!r} is not a directory")
     files = _walk(target.relative, target.absolute, options.max_files, ctx.protected)
     return StepPlan(

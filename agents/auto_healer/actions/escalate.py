@@ -21,6 +21,9 @@ class Escalate:
     options_model = EscalateOptions
 
     async def plan(self, ctx: StepContext, options: EscalateOptions) -> StepPlan:
+        return self.plan_now(ctx, options)
+
+    def plan_now(self, ctx: StepContext, options: EscalateOptions) -> StepPlan:
         return StepPlan(summary=f"escalate: {options.reason}", escalate=options.reason)
 
     async def verify(self, ctx: VerifyContext, options: EscalateOptions) -> str | None:

@@ -70,6 +70,7 @@ class Delivery:
     settler: Settler = NO_SETTLE
     keepalive_s: float | None = None  # how often a long heal calls `in_progress`
     redelivers_forever: bool = False
+    slotted: bool = True  # the source reserved a slot for it (core NATS reserves none)
 
     @property
     def redeliverable(self) -> bool:
@@ -123,7 +124,8 @@ class Source(Protocol):
     name: str
 
     async def start(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
-        """Start intake; each message submitted has a slot reserved for it."""
+        """Start intake; each message submitted has a slot reserved for it, unless its
+        delivery says otherwise (`slotted` False: the agent takes one if it heals)."""
         ...
 
     async def stop(self) -> None:

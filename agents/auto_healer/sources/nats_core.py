@@ -35,16 +35,16 @@ class CoreSource:
         async def on_msg(msg: Any) -> None:
             if self.accept is not None and not self.accept(msg.subject):
                 return  # outside a narrower pattern than NATS can subscribe to
-            await slots.reserve()  # held until the heal is done: back-pressure on the callback
             if stopping.is_set():
-                slots.release()
                 return
+            # No slot: what is answered at once never waits behind heals; a heal takes one.
             submit(
                 Delivery(
                     data=msg.data,
                     subject=msg.subject,
                     received_at=time.time(),
                     headers=dict(msg.headers or {}),
+                    slotted=False,
                 )
             )
 
