@@ -10,7 +10,7 @@ MUTATE         ?= agents/auto_healer/decision.py agents/auto_healer/outcomes.py 
 MUTATION_TESTS ?= tests/test_contracts.py tests/test_decision.py tests/test_envelope.py
 MUTATION_SKIP  ?=
 
-.PHONY: demo test test-cluster check bench bench-publish bench-fleet schema proto manifests mutation lock screenshots clean
+.PHONY: demo test test-cluster check bench bench-publish bench-fleet schema proto manifests mutation lock screenshots clean test-slow
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "auto-healer needs Python 3.11+"'
@@ -29,6 +29,11 @@ test: $(STAMP)
 # replicas against a busy remote, a few minutes.
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster tests/test_cluster.py tests/test_fleet_pages.py tests/test_push_race_cluster.py -s
+
+# Every test `make test` leaves out: the cluster ones and the few over ~10 s each (a fresh install
+# from the lock files, a heal longer than JetStream's ack wait). CI runs it after `make test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "cluster or slow"
 
 check: $(STAMP)
 	$(BIN)/ruff check agents tests bench

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import nats
+import pytest
 from auto_healer.bloodstream import DEAD_LETTER_SUBJECT
 from auto_healer.embedded import NatsServer, free_port
 
@@ -18,6 +19,7 @@ from tests.pager_receiver import Receiver
 from tests.test_agent import _payload, _publish, _slow_playbooks
 
 
+@pytest.mark.slow
 async def test_heal_longer_than_ack_wait_is_not_redelivered(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:

@@ -62,6 +62,7 @@ def test_shipped_playbooks_are_the_repositorys_one_copy() -> None:
     assert PYPROJECT["project"]["license"] == "MIT"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_installed_outside_the_tree_runs_from_any_directory(
     repo: tuple[Path, Path], tmp_path: Path
