@@ -163,13 +163,13 @@ def _pager_env(receiver: Receiver, **extra: str) -> dict[str, str]:
 async def test_breaker_counted_across_replicas_pages_once_and_holds_the_rest(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
-    """20 distinct injuries against a breaker of 5 on two replicas: 5 heal, one page, 15 held
-    in the stream (not lost, not healed); reset-breaker lets the next 5 heal."""
+    """50 distinct injuries against a breaker of 10 on two replicas (the issue's figures): 10
+    heal, one page, 40 held in the stream (not lost, not healed); reset-breaker lets 10 more heal."""
     remote, work = repo
-    names = [f"b{i:02d}" for i in range(20)]
+    names = [f"b{i:02d}" for i in range(50)]
     seed_dirs(work, names)
     receiver = Receiver().start()
-    env = _pager_env(receiver, BREAKER_MAX_HEALS="5", BREAKER_WINDOW_S="3600")
+    env = _pager_env(receiver, BREAKER_MAX_HEALS="10", BREAKER_WINDOW_S="3600")
     agents = [
         AgentProcess(tmp_path, f"a{i}", nats_server.url, remote, jetstream=True, env=env)
         for i in range(2)
@@ -191,19 +191,19 @@ async def test_breaker_counted_across_replicas_pages_once_and_holds_the_rest(
         )
         # Absence can't be awaited: a heal past the limit would be announced within this window.
         await asyncio.sleep(3)
-        assert len(events.of_type("injury_healed")) == 5, events.seen()
+        assert len(events.of_type("injury_healed")) == 10, events.seen()
         assert len(triggers()) == 1
         assert "breaker" in str(triggers()[0]["payload"])
-        assert len(_strays(remote, names)) == 15
+        assert len(_strays(remote, names)) == 40
         c = await consumer_info(nats_server.url)
-        assert c.num_pending + c.num_ack_pending == 15  # every held injury is still in the stream
+        assert c.num_pending + c.num_ack_pending == 40  # every held injury is still in the stream
         out = ctl(nats_server.url, "reset-breaker", str(remote), "--by", "carol")
-        assert "it was open: 5 heals" in out
+        assert "it was open: 10 heals" in out
         await wait_until(
-            lambda: len(events.of_type("injury_healed")) >= 10, 60, "5 more heals after the reset"
+            lambda: len(events.of_type("injury_healed")) >= 20, 60, "10 more heals after the reset"
         )
         await wait_until(lambda: len(triggers()) >= 2, 30, "the second trip's page")
-        assert len(_strays(remote, names)) == 10
+        assert len(_strays(remote, names)) == 30
     finally:
         await events.close()
         receiver.stop()
