@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from auto_healer.assets import cluster_size
 from auto_healer.cli import main
 from auto_healer.coordination import open_buckets
 from auto_healer.embedded import NatsCluster
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from tests.agent_support import AgentProcess, seed_dirs, wait_until
 from tests.cluster_support import (
@@ -28,7 +30,6 @@ from tests.cluster_support import (
 from tests.conftest import git, injury
 
 pytestmark = pytest.mark.timeout(600)
-HEAL_SUBJECT = "auto-heal: remove unauthorized directory"
 ASSETS = [
     "AURA_INJURIES",
     "KV_auto-healer-locks",
@@ -100,10 +101,16 @@ async def _publish(url: str, paths: list[str]) -> None:
 
 
 def _heal_times(remote: Path) -> list[float]:
-    """The commit time of every heal on the remote (one line per commit)."""
-    lines = git(remote, "log", "--format=%ct %s", "main").splitlines()
-    pairs = (ln.partition(" ") for ln in lines)
-    return [float(t) for t, _, subject in pairs if subject.startswith(HEAL_SUBJECT)]
+    """The commit time of every injury healed on the remote, newest first (a batch's commit
+    counts once per `Injury-Id:` trailer: a round of 100 may be two or three commits)."""
+    out = git(
+        remote, "log", "--format=%ct%x00%(trailers:key=Injury-Id,valueonly,separator=%x01)", "main"
+    )
+    times: list[float] = []
+    for line in out.splitlines():
+        at, _, ids = line.partition("\0")
+        times += [float(at)] * len([i for i in ids.split("\x01") if i.strip()])
+    return times
 
 
 def _heals_reach(remote: Path, count: int) -> Callable[[], bool]:
@@ -115,12 +122,20 @@ def _healed_ids(remote: Path) -> list[str]:
     return [ln.split(":", 1)[1].strip() for ln in body.splitlines() if ln.startswith("Injury-Id:")]
 
 
-async def _dead_letters(url: str) -> int:
-    nc = await connect(url)
-    try:
-        return int((await nc.jetstream().stream_info("AURA_DEAD_LETTERS")).state.messages)
-    finally:
-        await nc.close()
+async def _dead_letters(url: str, timeout_s: float = 30.0) -> int:
+    """How many dead letters there are; asked again while a node that just came back makes the
+    stream's info time out (a fault of the question, not of the agent)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nc = await connect(url)
+        try:
+            return int((await nc.jetstream().stream_info("AURA_DEAD_LETTERS")).state.messages)
+        except NatsTimeoutError:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await nc.close()
+        await asyncio.sleep(0.5)
 
 
 @pytest.mark.cluster
