@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -30,6 +31,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
+@lru_cache(maxsize=256)  # one per event type: the same few, for every outcome
 def event_subject(event_type: str) -> str:
     """The subject of a domain event, `aura.hive.events.<event_type>`."""
     if not event_type or any(c in event_type for c in ".*> \t"):

@@ -17,7 +17,7 @@ from auto_healer.outcomes import Outcome
 from auto_healer.pager import Pager, PageResult
 from auto_healer.report import outcome_dict
 from auto_healer.signing import kept_signature
-from auto_healer.sources import Delivery
+from auto_healer.sources import NO_SETTLE, Delivery
 
 log = structlog.get_logger("auto_healer.effects")
 
@@ -67,7 +67,8 @@ class Effects:
                 )
             settles.append(settle)
         for (_outcome, delivery, decision), settle in zip(batch, settles, strict=True):
-            await self._settle(delivery, settle, decision.nak_delay_s)
+            if delivery.settler is not NO_SETTLE:  # core NATS: nothing to settle
+                await self._settle(delivery, settle, decision.nak_delay_s)
 
     async def carry_out_all(
         self, outcomes: list[Outcome], delivery: Delivery, decisions: list[Decision]
