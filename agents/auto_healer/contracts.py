@@ -249,8 +249,10 @@ def msg_id_of(headers: Mapping[str, str] | None) -> str | None:
     An id that is too long or holds control characters (it becomes a log field and a commit
     trailer) is replaced by a hash of itself: still stable, never raw.
     """
-    found = [v for k, v in (headers or {}).items() if k.lower() == MSG_ID_HEADER.lower()]
-    exact = (headers or {}).get(MSG_ID_HEADER)
+    if not headers:
+        return None
+    found = [v for k, v in headers.items() if k.lower() == MSG_ID_HEADER.lower()]
+    exact = headers.get(MSG_ID_HEADER)
     raw = (exact if exact is not None else found[0] if found else "").strip()
     if not raw:
         return None

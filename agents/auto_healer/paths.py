@@ -17,10 +17,10 @@ import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
+from auto_healer.confined import Confined as Confined
 from auto_healer.errors import HealFailed, InjuryRejected
 
 DEFAULT_PROTECTED = (".git", ".git/**", "**/.git", "**/.git/**", ".github", ".github/**")
@@ -99,14 +99,6 @@ def globs_may_overlap(a: str, b: str) -> bool:
     if pb == b:
         return glob_matches(a, b)
     return pa.startswith(pb) or pb.startswith(pa)
-
-
-@dataclass(frozen=True)
-class Confined:
-    """A path proven to lie inside the checkout: absolute and checkout-relative forms."""
-
-    absolute: Path
-    relative: str
 
 
 def normalise(raw: str) -> str:
