@@ -226,17 +226,26 @@ def canonical_json(payload: Any) -> bytes:
 def _orjson_same(value: Any, depth: int) -> bool:
     """Whether orjson writes `value` as `json.dumps` does: plain JSON types, string keys, floats
     printed without an exponent (`1e-5` vs `1e-05`); other strings and integers make it raise."""
+    kind = type(value)
+    if kind in _SAME_AS_IS:  # what JSON decodes to, exactly: the common answer at once
+        return True
     if isinstance(value, float):
         return value == 0.0 or 1e-4 <= abs(value) < 1e16
     if value is None or isinstance(value, str | int):  # bool is an int
         return True
     if depth > 64:
         return False
-    if type(value) is dict:
-        return all(type(k) is str and _orjson_same(v, depth + 1) for k, v in value.items())
-    if type(value) is list:
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _orjson_same(item, depth + 1):
+                return False
+        return True
+    if kind is list:
         return all(_orjson_same(v, depth + 1) for v in value)
     return False
+
+
+_SAME_AS_IS = frozenset({str, int, bool, type(None)})
 
 
 MSG_ID_MAX_CHARS = 200
@@ -309,6 +318,9 @@ class ParsedInjury(BaseModel):
         return self.received_at if self.received_at is not None else time.time()
 
 
+_PARSED_FIELDS = frozenset({"id", "injury", "raw", "path", "path_error", "received_at"})
+
+
 def parse_injury_obj(
     payload: Any, headers: Mapping[str, str] | None = None, *, received_at: float | None = None
 ) -> ParsedInjury:
@@ -329,6 +341,7 @@ def parse_injury_obj(
         path, path_error = None, str(exc)
     # Every field is ours and already of its type: no second validation (it would copy `raw`).
     return ParsedInjury.model_construct(
+        set(_PARSED_FIELDS),
         id=parsed_id,
         injury=injury,
         raw=payload,

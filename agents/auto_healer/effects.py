@@ -32,6 +32,10 @@ class Done:
     announced: bool
 
 
+# What was done for a decision that waits on no one (no page, no dead letter), by settlement
+_DONE_NOW = {s: Done(PageResult.NONE, None, s, Decision.announce(s)) for s in Settle}
+
+
 class Effects:
     """Carries out decisions for the agent: one call per delivery, one settlement each."""
 
@@ -60,7 +64,7 @@ class Effects:
         settles = []
         for outcome, _delivery, decision in batch:
             settle = decision.final(paged=True, dead_lettered=True)
-            done = Done(PageResult.NONE, None, settle, decision.announce(settle))
+            done = _DONE_NOW[settle]
             if done.announced:
                 await self.publisher.publish_event(
                     event_subject(decision.event_type), self._event(outcome, decision, done)
