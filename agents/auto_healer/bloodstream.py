@@ -220,6 +220,7 @@ class Publisher:
         self.metrics = metrics
         self.attempts = attempts
         self.encoding: Encoding = encoding
+        self._published: dict[str, Any] = {}  # the counter of each subject published on
 
     async def publish_event(self, subject: str, doc: dict[str, Any]) -> bool:
         """Publish an outcome event in the publisher's encoding (JSON or an `aura.core.v1.Event`,
@@ -244,45 +245,51 @@ class Publisher:
         """Publish a dict as a fitted event (in the publisher's encoding), bytes as a fitted
         dead letter; True if sent."""
         try:
-            data, fitted, cut = self._fit(subject, payload, headers)
+            data, fitted, cut, wire = self._fit(subject, payload, headers)
             if cut:
                 size = len(payload) if isinstance(payload, bytes) else json_size(payload)
                 log.warning("nats_message_truncated", topic=subject, size=size, sent=len(data))
             try:  # the common case costs one call; the retry machinery runs only after a failure
-                await self._send(subject, data, fitted, js)
+                await self._send(subject, data, fitted, js, wire)
             except TRANSIENT_NATS:
                 retrying = PUBLISH_RETRY.retrying(
                     retry_if_exception_type(TRANSIENT_NATS), attempts=max(1, self.attempts - 1)
                 )
                 async for attempt in retrying:
                     with attempt:
-                        await self._send(subject, data, fitted, js)
+                        await self._send(subject, data, fitted, js, wire)
         except Exception as exc:  # graceful degradation: the agent survives a lost event
             self.metrics.failed.labels(topic=subject).inc()
             log.warning("nats_publish_failed", topic=subject, error=str(exc) or repr(exc))
             return False
-        self.metrics.published.labels(topic=subject).inc()
+        counted = self._published.get(subject)
+        if counted is None:  # `labels()` checks and locks on every call: once per subject
+            counted = self.metrics.published.labels(topic=subject)
+            if len(self._published) < 256:  # event subjects are few; others are not kept
+                self._published[subject] = counted
+        counted.inc()
         return True
 
     def _fit(
         self, subject: str, payload: dict[str, Any] | bytes, headers: dict[str, str] | None
-    ) -> tuple[bytes, dict[str, str] | None, bool]:
+    ) -> tuple[bytes, dict[str, str] | None, bool, int]:
+        """The body, headers and whether it was cut, and its size on the wire (-1: unknown)."""
         max_payload = int(self.nc.max_payload)
         if isinstance(payload, bytes):
             body, fitted = fit_dead_letter(payload, headers or {}, max_payload)
-            return body, fitted or None, len(body) < len(payload)
+            return body, fitted or None, len(body) < len(payload), -1
         safe = {safe_header_key(k): safe_header_value(v) for k, v in (headers or {}).items()}
         wire = encode(
             subject, payload, encoding=self.encoding, max_payload=max_payload, headers=safe
         )
-        return wire.data, wire.headers, wire.cut
+        return wire.data, wire.headers, wire.cut, wire.size
 
     async def _send(
-        self, subject: str, data: bytes, headers: dict[str, str] | None, js: Any
+        self, subject: str, data: bytes, headers: dict[str, str] | None, js: Any, size: int = -1
     ) -> None:
         # nats-py checks the body alone; the server counts the headers too, and closes the
         # connection when the sum is over: refuse this one message instead.
-        if wire_size(data, headers) > self.nc.max_payload:
+        if (size if size >= 0 else wire_size(data, headers)) > self.nc.max_payload:
             raise nats.errors.MaxPayloadError
         if js is not None:
             await js.publish(subject, data, headers=headers)

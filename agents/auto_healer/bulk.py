@@ -50,6 +50,7 @@ class Batches:
         self._waiting: deque[tuple[Delivery, list[Admitted]]] = deque()  # heals without a slot
         self._feeder: asyncio.Task[None] | None = None
         self._core_seen = False  # a delivery that is never redelivered (core NATS) came
+        self._core: Context | None = None  # the context of such a delivery
 
     async def _process(self, delivery: Delivery, admitted: list[Admitted] | None = None) -> None:
         """The whole way for one delivery (the agent's)."""
@@ -151,6 +152,8 @@ class Batches:
         self._observe(outcome, started)
 
     def _context(self, delivery: Delivery, *, heal_attempts: int | None = None) -> Context:
+        if delivery.max_attempts is None and delivery.attempt == 1 and heal_attempts is None:
+            return self._core_context()  # never redelivered: every such delivery's is the same
         return Context(
             redeliverable=delivery.redeliverable,
             last_attempt=delivery.last_attempt,
@@ -160,6 +163,13 @@ class Batches:
             dry_run=self.dry_run,
             pager=self.effects.pager is not None,
         )
+
+    def _core_context(self) -> Context:
+        pager = self.effects.pager is not None
+        cached = self._core
+        if cached is None or cached.pager != pager or cached.dry_run != self.dry_run:
+            cached = self._core = Context(dry_run=self.dry_run, pager=pager)
+        return cached
 
     def _rejected(self, rejection: Rejection, delivery: Delivery) -> Outcome:
         log.warning(

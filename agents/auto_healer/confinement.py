@@ -90,7 +90,7 @@ def _confine(
         return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
     if first_protected(rel, protected) is not None:
         return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
-    return Confined(top / rel, rel), st
+    return Confined.under(top, rel), st
 
 
 def _root(root: Path, gen: int, now: float) -> tuple[str, os.stat_result | None, Path]:

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -30,6 +31,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
+@lru_cache(maxsize=256)  # one per event type: the same few, for every outcome
 def event_subject(event_type: str) -> str:
     """The subject of a domain event, `aura.hive.events.<event_type>`."""
     if not event_type or any(c in event_type for c in ".*> \t"):
@@ -224,17 +226,26 @@ def canonical_json(payload: Any) -> bytes:
 def _orjson_same(value: Any, depth: int) -> bool:
     """Whether orjson writes `value` as `json.dumps` does: plain JSON types, string keys, floats
     printed without an exponent (`1e-5` vs `1e-05`); other strings and integers make it raise."""
+    kind = type(value)
+    if kind in _SAME_AS_IS:  # what JSON decodes to, exactly: the common answer at once
+        return True
     if isinstance(value, float):
         return value == 0.0 or 1e-4 <= abs(value) < 1e16
     if value is None or isinstance(value, str | int):  # bool is an int
         return True
     if depth > 64:
         return False
-    if type(value) is dict:
-        return all(type(k) is str and _orjson_same(v, depth + 1) for k, v in value.items())
-    if type(value) is list:
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _orjson_same(item, depth + 1):
+                return False
+        return True
+    if kind is list:
         return all(_orjson_same(v, depth + 1) for v in value)
     return False
+
+
+_SAME_AS_IS = frozenset({str, int, bool, type(None)})
 
 
 MSG_ID_MAX_CHARS = 200
@@ -247,8 +258,10 @@ def msg_id_of(headers: Mapping[str, str] | None) -> str | None:
     An id that is too long or holds control characters (it becomes a log field and a commit
     trailer) is replaced by a hash of itself: still stable, never raw.
     """
-    found = [v for k, v in (headers or {}).items() if k.lower() == MSG_ID_HEADER.lower()]
-    exact = (headers or {}).get(MSG_ID_HEADER)
+    if not headers:
+        return None
+    found = [v for k, v in headers.items() if k.lower() == MSG_ID_HEADER.lower()]
+    exact = headers.get(MSG_ID_HEADER)
     raw = (exact if exact is not None else found[0] if found else "").strip()
     if not raw:
         return None
@@ -305,6 +318,9 @@ class ParsedInjury(BaseModel):
         return self.received_at if self.received_at is not None else time.time()
 
 
+_PARSED_FIELDS = frozenset({"id", "injury", "raw", "path", "path_error", "received_at"})
+
+
 def parse_injury_obj(
     payload: Any, headers: Mapping[str, str] | None = None, *, received_at: float | None = None
 ) -> ParsedInjury:
@@ -325,6 +341,7 @@ def parse_injury_obj(
         path, path_error = None, str(exc)
     # Every field is ours and already of its type: no second validation (it would copy `raw`).
     return ParsedInjury.model_construct(
+        set(_PARSED_FIELDS),
         id=parsed_id,
         injury=injury,
         raw=payload,

@@ -17,7 +17,7 @@ from auto_healer.outcomes import Outcome
 from auto_healer.pager import Pager, PageResult
 from auto_healer.report import outcome_dict
 from auto_healer.signing import kept_signature
-from auto_healer.sources import Delivery
+from auto_healer.sources import NO_SETTLE, Delivery
 
 log = structlog.get_logger("auto_healer.effects")
 
@@ -30,6 +30,10 @@ class Done:
     dead_lettered: bool | None  # None: no dead letter was due
     settle: Settle
     announced: bool
+
+
+# What was done for a decision that waits on no one (no page, no dead letter), by settlement
+_DONE_NOW = {s: Done(PageResult.NONE, None, s, Decision.announce(s)) for s in Settle}
 
 
 class Effects:
@@ -60,14 +64,15 @@ class Effects:
         settles = []
         for outcome, _delivery, decision in batch:
             settle = decision.final(paged=True, dead_lettered=True)
-            done = Done(PageResult.NONE, None, settle, decision.announce(settle))
+            done = _DONE_NOW[settle]
             if done.announced:
                 await self.publisher.publish_event(
                     event_subject(decision.event_type), self._event(outcome, decision, done)
                 )
             settles.append(settle)
         for (_outcome, delivery, decision), settle in zip(batch, settles, strict=True):
-            await self._settle(delivery, settle, decision.nak_delay_s)
+            if delivery.settler is not NO_SETTLE:  # core NATS: nothing to settle
+                await self._settle(delivery, settle, decision.nak_delay_s)
 
     async def carry_out_all(
         self, outcomes: list[Outcome], delivery: Delivery, decisions: list[Decision]

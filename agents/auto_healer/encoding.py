@@ -22,7 +22,7 @@ from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import DecodeError
 
 from auto_healer.contracts import SUBJECT_HEARTBEAT
-from auto_healer.fit import budget, event_json, fit_event, header_size, wire_size
+from auto_healer.fit import budget, event_json, fit_event, header_size
 from auto_healer.proto.aura.core.v1 import event_pb2 as pb
 
 Encoding = Literal["json", "aura-proto"]
@@ -50,11 +50,19 @@ class Wire:
     data: bytes
     headers: dict[str, str]
     cut: bool
+    size: int = -1  # what the server counts (`fit.wire_size`), when known
 
 
 def content_type(encoding: Encoding) -> str:
     """The `Content-Type` header value of a message in `encoding`."""
     return PROTO_TYPE if encoding == "aura-proto" else JSON_TYPE
+
+
+_LABEL: dict[Encoding, dict[str, str]] = {
+    "json": {CONTENT_TYPE: JSON_TYPE},
+    "aura-proto": {CONTENT_TYPE: PROTO_TYPE},
+}  # the headers of a message with no others (copied before they leave `encode`)
+_LABEL_SIZE = {encoding: header_size(label) for encoding, label in _LABEL.items()}
 
 
 def encode(
@@ -71,20 +79,24 @@ def encode(
     The dict is fitted as JSON first; a protobuf larger than its budget is fitted again with
     less room until it fits (at worst the Event keeps no metadata).
     """
-    sent = {**(headers or {}), CONTENT_TYPE: content_type(encoding)}
+    sent = {**headers, CONTENT_TYPE: content_type(encoding)} if headers else _LABEL[encoding]
     room = budget(max_payload)
-    limit = max_payload - header_size(sent)
+    head = header_size(sent) if headers else _LABEL_SIZE[encoding]
+    limit = max_payload - head
     whole = event_json(doc)
     full = len(whole) if whole else -1
+    if encoding == "json" and 0 < full <= budget(limit) and head + full <= room:
+        return Wire(whole, dict(sent), cut=False, size=head + full)  # the common case, unfitted
     while limit > 0:
         fitted = fit_event(dict(doc), limit, dumped=whole)
         data = fitted
         if encoding == "aura-proto":
             data = _event(subject, doc, json.loads(fitted)).SerializeToString()
-        if (size := wire_size(data, sent)) <= room:
-            return Wire(data, sent, cut=len(fitted) < full or full < 0)
+        if (size := head + len(data)) <= room:
+            return Wire(data, dict(sent), cut=len(fitted) < full or full < 0, size=size)
         # a Struct may be several times its JSON (a number takes 11 bytes): shrink in proportion
         limit = min(limit - limit // 8 - 1, limit * room // size)
+    sent = dict(sent)
     if encoding == "aura-proto":
         return Wire(_event(subject, doc, {}).SerializeToString(), sent, cut=True)
     return Wire(fit_event(dict(doc), 0), sent, cut=True)

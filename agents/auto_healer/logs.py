@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 import orjson
 import structlog
 
+from auto_healer.loglevel import set_least
 from auto_healer.terminal import is_terminal, use_color
 
 REDACTED = "**********"
@@ -29,6 +30,8 @@ def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
 ) -> None:
     """Configure structlog once at start-up."""
+    least = logging.getLevelNamesMapping()[level.upper()]
+    set_least(least)
     as_json = fmt == "json" or (fmt == "auto" and not is_terminal(sys.stderr))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_json_line)
@@ -43,9 +46,7 @@ def configure_logging(
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(least),
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )

@@ -6,12 +6,14 @@ place, `decision.decide()`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
 
 from auto_healer.contracts import ParsedInjury
+from auto_healer.loglevel import enabled
 
 log = structlog.get_logger("auto_healer.healer")
 
@@ -94,6 +96,8 @@ def log_outcome(outcome: Outcome, *, dry_run: bool) -> None:
     """One line per injury's outcome: a dry-run plan or a skip is the bulk of a burst (debug);
     a change or a problem is said."""
     quiet = outcome.kind in (Kind.PLANNED, Kind.SKIPPED)
+    if quiet and not enabled(logging.DEBUG):
+        return
     bad = outcome.kind in (Kind.REJECTED, Kind.FAILED)
     (log.warning if bad else log.debug if quiet else log.info)(
         "injury_outcome",

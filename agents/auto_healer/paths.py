@@ -17,10 +17,10 @@ import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
+from auto_healer.confined import Confined as Confined
 from auto_healer.errors import HealFailed, InjuryRejected
 
 DEFAULT_PROTECTED = (".git", ".git/**", "**/.git", "**/.git/**", ".github", ".github/**")
@@ -101,21 +101,17 @@ def globs_may_overlap(a: str, b: str) -> bool:
     return pa.startswith(pb) or pb.startswith(pa)
 
 
-@dataclass(frozen=True)
-class Confined:
-    """A path proven to lie inside the checkout: absolute and checkout-relative forms."""
-
-    absolute: Path
-    relative: str
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+@lru_cache(maxsize=4096)  # an injury's path is normalised on intake and again by its plan
 def normalise(raw: str) -> str:
     """Check the shape of an untrusted relative path and return it in POSIX normal form."""
     if not raw or "\x00" in raw:
         raise InjuryRejected("affected_path is empty or contains a NUL byte")
     if "\\" in raw:
         raise InjuryRejected(f"affected_path {raw!r} contains a backslash")
-    if raw.startswith(("/", "~")) or re.match(r"^[A-Za-z]:", raw):
+    if raw.startswith(("/", "~")) or _DRIVE.match(raw):
         raise InjuryRejected(f"affected_path {raw!r} is absolute; it must be relative")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:

@@ -197,6 +197,11 @@ class Playbooks:
 
     def __init__(self, playbooks: Sequence[Playbook]) -> None:
         self._all = list(playbooks)
+        # text playbooks first, in file order; then looked up by the one injury_type they claim
+        ordered = sorted(self._all, key=lambda p: p.match.description is None)
+        self._by_type: dict[str, list[Playbook]] = {}
+        for playbook in ordered:
+            self._by_type.setdefault(playbook.match.injury_type, []).append(playbook)
 
     def __iter__(self) -> Iterator[Playbook]:
         return iter(self._all)
@@ -206,8 +211,10 @@ class Playbooks:
 
     def match(self, injury: Injury) -> Playbook | None:
         """The playbook that claims an injury: text playbooks first, in file order."""
-        ordered = sorted(self._all, key=lambda p: p.match.description is None)
-        return next((p for p in ordered if p.match.claims(injury)), None)
+        for playbook in self._by_type.get(injury.injury_type, ()):
+            if playbook.match.claims(injury):
+                return playbook
+        return None
 
 
 # --- loading -------------------------------------------------------------------------------
