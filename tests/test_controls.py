@@ -164,7 +164,7 @@ async def test_breaker_counted_across_replicas_pages_once_and_holds_the_rest(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
     """50 distinct injuries against a breaker of 10 on two replicas (the issue's figures): 10
-    heal, one page, 40 held in the stream (not lost, not healed); reset-breaker lets 10 more heal."""
+    heal, one page, 40 held in the stream (not lost, not healed); a reset lets 10 more heal."""
     remote, work = repo
     names = [f"b{i:02d}" for i in range(50)]
     seed_dirs(work, names)

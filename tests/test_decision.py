@@ -6,11 +6,9 @@ from __future__ import annotations
 import pytest
 from auto_healer.contracts import parse_injury_obj
 from auto_healer.decision import (
-    DECIDED_BY,
     Context,
     PageAction,
     Settle,
-    _decide,
     decide,
     exit_ok,
     nak_delay_s,
@@ -404,29 +402,3 @@ class _Reading:
     def __getattr__(self, name: str) -> object:
         self.read.add(name)
         return getattr(self.outcome, name)
-
-
-def test_a_decision_is_kept_only_for_what_decides_it() -> None:
-    """decide() keeps each answer under what `_decide` reads of the outcome (DECIDED_BY, and
-    whether it has an injury) and the context: reading anything more would make a kept answer
-    wrong for another outcome, so every kind, flag and context is read through a recorder."""
-    read: set[str] = set()
-    contexts = [
-        Context(redeliverable=r, last_attempt=last, attempt=a, heal_attempts=h, heal_budget=3,
-                dry_run=dry, pager=pager)
-        for r in (False, True) for last in (False, True) for a in (1, 4) for h in (None, 1, 3)
-        for dry in (False, True) for pager in (False, True)
-    ]  # fmt: skip
-    for kind in Kind:
-        for flags in range(64):
-            bit = [bool(flags >> i & 1) for i in range(6)]
-            outcome = Outcome(
-                kind, "why", injury=INJURY if bit[0] else None, retryable=bit[1],
-                page_on_failure=bit[2], kept_aside=bit[3], resolves=bit[4], page_held=bit[5],
-                store_unavailable=bit[1] and bit[3], verified=[None, False, True][flags % 3],
-            )  # fmt: skip
-            for ctx in contexts:
-                recorder = _Reading(outcome)
-                assert decide(outcome, ctx) == _decide(recorder, ctx)  # type: ignore[arg-type]
-                read |= recorder.read
-    assert read <= {*DECIDED_BY, "injury"}, read - {*DECIDED_BY, "injury"}

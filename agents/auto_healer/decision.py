@@ -98,48 +98,7 @@ def nak_delay_s(attempt: int) -> float:
     return NAK_BACKOFF.delay_s(attempt)
 
 
-# What `_decide` reads of an outcome: the same answers give the same decision (kept once;
-# a burst asks the same few questions thousands of times).
-DECIDED_BY = (
-    "kind",
-    "store_unavailable",
-    "verified",
-    "kept_aside",
-    "resolves",
-    "retryable",
-    "page_on_failure",
-    "page_held",
-)
-_DECIDED: dict[tuple[object, ...], Decision] = {}
-_DECIDED_MAX = 4096
-
-
 def decide(outcome: Outcome, ctx: Context) -> Decision:
-    """Decide settle, page, dead letter, event and exit status for one outcome (`_decide`,
-    given once per set of answers it depends on: `DECIDED_BY`, whether it has an injury, and
-    the context)."""
-    o = outcome
-    key = (
-        o.kind,
-        o.store_unavailable,
-        o.verified,
-        o.kept_aside,
-        o.resolves,
-        o.retryable,
-        o.page_on_failure,
-        o.page_held,
-        o.injury is None,
-        ctx,
-    )
-    decision = _DECIDED.get(key)
-    if decision is None:
-        if len(_DECIDED) >= _DECIDED_MAX:
-            _DECIDED.clear()
-        decision = _DECIDED[key] = _decide(outcome, ctx)
-    return decision
-
-
-def _decide(outcome: Outcome, ctx: Context) -> Decision:
     """Decide settle, page, dead letter, event and exit status for one outcome.
 
     A transient failure is nak'd while its budget lasts (JetStream) instead of paged now; once
