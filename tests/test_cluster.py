@@ -19,6 +19,7 @@ from auto_healer.cli import main
 from auto_healer.coordination import open_buckets
 from auto_healer.embedded import NatsCluster
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
 
 from tests.agent_support import AgentProcess, seed_dirs, wait_until
 from tests.cluster_support import (
@@ -92,11 +93,22 @@ def test_setup_nats_creates_every_asset_replicated_and_reports_the_short_one(
     assert asyncio.run(consumer_limit()) == -1
 
 
-async def _publish(url: str, paths: list[str]) -> None:
+async def _publish(url: str, paths: list[str], timeout_s: float = 30.0) -> None:
+    """Publish through JetStream as bee-keeper would, each injury asked again (same body, so
+    the same id: deduplicated) while a node just killed leaves its streams without a leader."""
     nc = await connect(url)
     js = nc.jetstream()
+    deadline = time.monotonic() + timeout_s
     for path in paths:
-        await js.publish("aura.hive.injury", json.dumps(injury(path)).encode())
+        body = json.dumps(injury(path)).encode()
+        while True:
+            try:
+                await js.publish("aura.hive.injury", body, headers={"Nats-Msg-Id": path})
+                break
+            except (NoStreamResponseError, NatsTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
     await nc.close()
 
 
