@@ -41,7 +41,11 @@ class Batches:
     effects: Effects
     metrics: Metrics
     slots: Slots
+    stopping: asyncio.Event
     dry_run: bool
+    # heals waiting for a slot on core NATS (and deliveries not yet taken), then the source waits
+    max_queued_heals: int = 10_000
+    max_queued_heal_bytes: int = 256 * 1024 * 1024
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
@@ -51,6 +55,8 @@ class Batches:
         self._feeder: asyncio.Task[None] | None = None
         self._core_seen = False  # a delivery that is never redelivered (core NATS) came
         self._core: Context | None = None  # the context of such a delivery
+        self._queued_n = self._queued_bytes = 0  # deliveries in the inbox or the batch taken,
+        # and heals waiting for a slot, held in memory
 
     async def _process(self, delivery: Delivery, admitted: list[Admitted] | None = None) -> None:
         """The whole way for one delivery (the agent's)."""
@@ -59,6 +65,7 @@ class Batches:
     def _spawn(self, delivery: Delivery) -> None:
         """Take a delivery: with whatever else arrives before the loop turns, as one batch."""
         self._inbox.append(delivery)
+        self._queued(1, len(delivery.data))
         if self._taker is None:
             self._taker = self._track(self._take(), release=0)
 
@@ -82,7 +89,11 @@ class Batches:
         try:
             inbox = self._inbox
             while inbox:
-                await self._take_batch([inbox.popleft() for _ in range(min(len(inbox), BATCH))])
+                batch = [inbox.popleft() for _ in range(min(len(inbox), BATCH))]
+                try:
+                    await self._take_batch(batch)
+                finally:
+                    self._queued(-len(batch), -sum(len(d.data) for d in batch))
         finally:
             self._taker = None
 
@@ -126,6 +137,7 @@ class Batches:
             self._track(self._process(delivery, admitted), release=1)
             return
         self._waiting.append((delivery, admitted or []))
+        self._queued(1, len(delivery.data))
         if self._feeder is None:
             self._feeder = asyncio.create_task(self._feed())
 
@@ -135,9 +147,20 @@ class Batches:
             while self._waiting:
                 await self.slots.reserve()
                 delivery, admitted = self._waiting.popleft()
+                self._queued(-1, -len(delivery.data))
                 self._track(self._process(delivery, admitted or None), release=1)
         finally:
             self._feeder = None
+
+    def _queued(self, count: int, size: int) -> None:
+        """Count what is queued in memory; the source is held while it is over the limits."""
+        self._queued_n += count
+        self._queued_bytes += size
+        full = (
+            self._queued_n >= self.max_queued_heals
+            or self._queued_bytes >= self.max_queued_heal_bytes
+        )
+        self.slots.hold(full and not self.stopping.is_set())
 
     def _outcome_now(self, admitted: list[Admitted], delivery: Delivery) -> Outcome | None:
         if len(admitted) != 1:
