@@ -67,3 +67,43 @@ async def test_a_core_flood_of_heals_is_held_back_not_queued_without_end(
     assert peak <= 4, f"{peak} heals queued in the agent"
     ids = [e["metadata"]["injury_id"] for e in publisher.events()]
     assert len(set(ids)) == count == len(ids)
+
+
+async def test_a_spent_signed_approval_written_back_does_not_heal_again(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """Bucket write access and an old signed approval: the `done` request written back as
+    `approved` (its signature intact) is a replay, not a human's decision: the directory a
+    teammate put back since is not deleted again (once the healed id is forgotten, after
+    HEALED_TTL_S, it was), and the replay is paged as forged."""
+    from dataclasses import replace
+
+    from auto_healer import approvals
+    from auto_healer.outcomes import Kind
+
+    from tests.agent_support import remote_tree, seed_dirs, wait_until
+    from tests.approval_support import Replica, approval_playbooks, parsed
+    from tests.conftest import git
+
+    key = b"hive-signing-key"
+    remote, work = repo
+    seed_dirs(work, ["wanted"])
+    books = approval_playbooks(tmp_path)
+    async with Replica(tmp_path, "a", nats_server.url, remote, playbooks=books,
+                       signing_key=key) as a:  # fmt: skip
+        ask = parsed("core/src/wanted/")
+        assert (await a.handle(ask)).kind is Kind.HELD
+        await approvals.decide_request(a.cells, ask.id, approve=True, by="erin", signing_key=key)
+        await a.wait_state(ask.id, "done")
+        assert a.announced[0].kind is Kind.HEALED
+        a.healer.coordinator._healed.clear()  # a week later: the healed id is forgotten
+        git(work, "pull", "-q", "origin", "main")
+        seed_dirs(work, ["wanted"])  # a teammate puts it back, on purpose
+        found = await approvals.read(a.cells, ask.id)
+        assert found is not None
+        replayed = replace(found[0], state="approved", owner=None, commit=None, healing_since=None)
+        assert await a.cells.swap(approvals.approval_key(ask.id), replayed.dump(), found[1])
+        await wait_until(lambda: len(a.announced) >= 2, 15, "the replay answered")
+        await asyncio.sleep(0.5)
+    assert any("/wanted/" in p for p in remote_tree(remote)), "an approval healed twice"
+    assert a.announced[1].kind is Kind.HELD and "forged" in a.announced[1].reason

@@ -9,7 +9,8 @@ what was rejected, escalates what expired, and takes over a heal whose replica d
 With a signing key, a decision whose signature does not hold (unsigned, or signed with another
 key, or a request altered after it was decided) is not carried out: the request goes back to
 `pending`, the log warns, and a `held` outcome pages and records in the history that a forged
-decision was ignored.
+decision was ignored. So is a signed decision already carried out (seen `done`) and written
+back as `approved` or `healing`: a replay, once the healed id is forgotten, would heal again.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ class Desk:
         self, guard: Guard, *, signing_key: bytes | None, reclaim_after_s: float = 900.0
     ) -> None:
         self.guard, self.signing_key, self.reclaim_after_s = guard, signing_key, reclaim_after_s
+        # signatures of decisions seen carried out: one written back to `approved` (or to a
+        # stale `healing`) is a replay of a human's decision, never a new one
+        self._spent: set[str] = set()
 
     async def run(self, heal: Heal, announce: Announce, owner: str) -> None:
         """Settle every request as the mirror shows it, again on each change (and each
@@ -141,6 +145,8 @@ class Desk:
         """Carry out one request, if it is this replica's to carry out now."""
         parsed = ParsedInjury.model_validate(request.parsed)
         ident, now, state = request.injury_id, time.time(), request.state
+        if state == "done" and request.signature:
+            self._spent.add(request.signature)
         if state == "pending":
             if now >= request.expires_at and await approvals.move(
                 cells, ident, frm=("pending",), to="expired", owner=owner
@@ -155,7 +161,11 @@ class Desk:
         if state not in DECIDED:
             return
         if self.signing_key and not approvals.decision_holds(request, self.signing_key):
-            await self._ignore_forged(cells, request, parsed, announce, owner)
+            how = "unsigned" if not request.signature else "its signature does not hold"
+            await self._ignore_forged(cells, request, parsed, announce, owner, how)
+        elif self.signing_key and request.signature in self._spent:
+            how = "a decision already carried out, written back"
+            await self._ignore_forged(cells, request, parsed, announce, owner, how)
         elif state == "rejected":
             if await approvals.move(cells, ident, frm=("rejected",), to="closed", owner=owner):
                 why = f"rejected by {request.by}" + (
@@ -208,6 +218,8 @@ class Desk:
         if outcome.kind is Kind.HELD:  # the breaker tripped meanwhile: approved, it waits
             await approvals.move(cells, ident, frm=("healing",), to="approved")
             return
+        if request.signature:
+            self._spent.add(request.signature)
         await approvals.move(cells, ident, frm=("healing",), to="done", commit=outcome.commit)
         await announce(replace(outcome, reason=f"{outcome.reason} (approved by {request.by})"))
 
@@ -218,9 +230,10 @@ class Desk:
         parsed: ParsedInjury,
         announce: Announce,
         owner: str,
+        how: str,
     ) -> None:
-        """A decision not signed with our key: back to pending, warned, paged, recorded."""
-        how = "unsigned" if not request.signature else "its signature does not hold"
+        """A decision not signed with our key, or replayed: back to pending, warned, paged,
+        recorded."""
         back = await approvals.move(
             cells,
             request.injury_id,
