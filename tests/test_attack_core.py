@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import nats
+import pytest
 from auto_healer.admission import Gate
 from auto_healer.agent import Agent
 from auto_healer.checkout import Checkout, Identity
@@ -107,3 +108,33 @@ async def test_a_spent_signed_approval_written_back_does_not_heal_again(
         await asyncio.sleep(0.5)
     assert any("/wanted/" in p for p in remote_tree(remote)), "an approval healed twice"
     assert a.announced[1].kind is Kind.HELD and "forged" in a.announced[1].reason
+
+
+def test_a_dead_letter_cut_to_fit_is_not_replayed_as_a_fragment(
+    tmp_path: Path,
+    small_server: NatsServer,
+    repo: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refused injury whose dead letter was cut to fit max_payload: `replay` refuses it (exit
+    2, saying why) and the dead letter stays, with its original size and digest; it used to
+    publish the prefix as a new injury and delete the only record of the whole."""
+    from auto_healer.cli import main
+
+    from tests.agent_support import AgentProcess
+    from tests.test_replay import _dead_letters, _publish, _wait_dead_letters
+
+    remote, _work = repo
+    url = small_server.url
+    agent = AgentProcess(tmp_path, "a", url, remote, jetstream=True).wait_ready()
+    try:
+        bad = json.dumps(injury("core/src/x/", severity="apocalyptic", pad="p" * 3700)).encode()
+        asyncio.run(_publish(url, bad, {"Nats-Msg-Id": "cut-1"}))
+        [row] = _wait_dead_letters(capsys, url, 1)
+    finally:
+        agent.terminate()
+    code = main(["replay", str(row["seq"]), "--nats-url", url])
+    err = capsys.readouterr().err
+    assert code == 2, "a fragment of the injury was replayed"
+    assert "cut to fit" in err, err
+    assert [r["injury_id"] for r in _dead_letters(capsys, url)] == ["cut-1"]
