@@ -138,3 +138,31 @@ def test_a_dead_letter_cut_to_fit_is_not_replayed_as_a_fragment(
     assert code == 2, "a fragment of the injury was replayed"
     assert "cut to fit" in err, err
     assert [r["injury_id"] for r in _dead_letters(capsys, url)] == ["cut-1"]
+
+
+async def test_hostile_alerts_are_rejected_and_announced_not_lost(repo: tuple[Path, Path]) -> None:
+    """A Hive alert whose timestamp is an integer too large for a float is rejected (one event,
+    one dead letter), not an internal error naked without end; an identifier with a lone
+    surrogate does not become an id no strict JSON reader can read."""
+    from auto_healer.sources import Delivery
+
+    from tests.inprocess import RecordingSettler, run_agent
+
+    _remote, work = repo
+    bodies = [
+        b'{"alert": {"message": "disk"}, "timestamp": ' + b"9" * 400 + b"}",
+        b'{"message": "lone", "identifier": "\\udfff"}',
+    ]
+    settlers = [RecordingSettler() for _ in bodies]
+    subject = "aura.hive.events.alert_high"
+    deliveries = [
+        Delivery(data=b, subject=subject, received_at=0.0, settler=s, max_attempts=5)
+        for b, s in zip(bodies, settlers, strict=True)
+    ]
+    pub = await run_agent(work, deliveries)
+    assert [s.calls for s in settlers] == [["term"], ["ack"]]
+    first, second = sorted(pub.events(), key=lambda e: e["metadata"]["outcome"], reverse=True)
+    assert first["metadata"]["outcome"] == "rejected"
+    assert "timestamp" in first["metadata"]["reason"]
+    assert len(pub.dead_letters()) == 1
+    second["metadata"]["injury_id"].encode()  # no lone surrogate
