@@ -166,3 +166,45 @@ async def test_hostile_alerts_are_rejected_and_announced_not_lost(repo: tuple[Pa
     assert "timestamp" in first["metadata"]["reason"]
     assert len(pub.dead_letters()) == 1
     second["metadata"]["injury_id"].encode()  # no lone surrogate
+
+
+def test_history_and_show_write_no_escape_sequence_a_publisher_sent(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    repo: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An injury whose path holds terminal escape sequences (retitle, clear the screen) and a
+    newline: `history` and `show` print them escaped, one line per entry; they reached the
+    operator's terminal raw."""
+    from auto_healer.cli import main
+
+    from tests.agent_support import AgentProcess, Events, wait_until
+
+    remote, _work = repo
+    url = nats_server.url
+    evil = "core/src/\x1b]0;PWNED\x07\x1b[2J\nforged line/"
+
+    async def publish() -> None:
+        events = await Events().start(url)
+        nc = await nats.connect(url)
+        body = json.dumps(injury(evil)).encode()
+        await nc.jetstream().publish("aura.hive.injury", body, headers={"Nats-Msg-Id": "evil-1"})
+        await nc.close()
+        await wait_until(
+            lambda: events.of_type("injury_skipped"), 20, "the outcome", seen=events.seen
+        )
+        await events.close()
+
+    agent = AgentProcess(tmp_path, "a", url, remote, jetstream=True).wait_ready()
+    try:
+        asyncio.run(publish())
+    finally:
+        agent.terminate()
+    assert main(["history", "--nats-url", url]) == 0
+    history_out = capsys.readouterr().out
+    assert main(["show", "evil-1", "--nats-url", url]) == 0
+    show_out = capsys.readouterr().out
+    for out in (history_out, show_out):
+        assert "\x1b" not in out and "\x07" not in out and "\nforged line" not in out, out
+        assert "\\x1b]0;PWNED\\x07" in out
