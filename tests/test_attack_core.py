@@ -208,3 +208,52 @@ def test_history_and_show_write_no_escape_sequence_a_publisher_sent(
     for out in (history_out, show_out):
         assert "\x1b" not in out and "\x07" not in out and "\nforged line" not in out, out
         assert "\\x1b]0;PWNED\\x07" in out
+
+
+async def test_a_bee_keeper_envelope_is_answered_while_a_slow_heal_holds_the_slot(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """Core NATS, the one slot taken by a slow heal: the real bee-keeper's envelope of two
+    free-text injuries is escalated before the heal ends (it waited for the slot; a page for a
+    human behind every heal in flight)."""
+    from tests.agent_support import wait_until
+    from tests.conftest import git
+    from tests.test_push_race import _slow_formatter_books
+
+    _remote, work = repo
+    (work / "messy.py").write_text("x  =  1\n")
+    git(work, "add", "-A")
+    git(work, "-c", "user.name=bee", "-c", "user.email=b@h", "commit", "-qm", "messy")
+    git(work, "push", "-q", "origin", "main")
+    books = _slow_formatter_books(tmp_path, 2.0)
+    nc = await nats.connect(nats_server.url)
+    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
+    healer = Healer(load_playbooks(books), checkout, dry_run=False)
+    publisher, metrics = RecordingPublisher(), Metrics()
+    agent = Agent(
+        source=CoreSource(nc, "aura.hive.injury", queue=""),
+        healer=healer,
+        effects=Effects(publisher, None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
+        gate=Gate(),
+        link=UpLink(),
+        liveness=Liveness(max_disconnected_s=60),
+        metrics=metrics,
+        max_in_flight=1,
+        grace_period_s=0,
+    )
+    runner = asyncio.create_task(agent.run(install_signals=False))
+    envelope = {"agent": "bee.Keeper", "injuries": ["GitHub: comment failed.", "CI is red."]}
+    try:
+        await wait_until(lambda: agent.subscribed, 10, "the subscription")
+        heal = injury("messy.py", injury_type="unformatted_code")
+        for body in (heal, envelope):
+            await nc.publish("aura.hive.injury", json.dumps(body).encode())
+        await nc.flush()
+        await wait_until(lambda: len(publisher.events()) >= 2, 1.5, "the envelope's escalations")
+    finally:
+        agent.stopping.set()
+        await runner
+        await nc.close()
+        checkout.close()
+    kinds = [e["event_type"] for e in publisher.events()][:2]
+    assert kinds == ["injury_escalated", "injury_escalated"]

@@ -107,14 +107,19 @@ class Batches:
         started = time.monotonic()
         for delivery in batch:
             self._core_seen = self._core_seen or delivery.max_attempts is None
+            envelope: list[Outcome] | None = None
             try:
                 admitted = self.gate.admit(delivery)
                 outcome = self._outcome_now(admitted, delivery)
                 decision = None if outcome is None else decide(outcome, self._context(delivery))
+                if len(admitted) > 1:
+                    envelope = self._envelope_now(admitted, delivery)
             except Exception:  # a bug must never kill the agent; the whole way reports it
-                outcome = decision = None
+                outcome = decision = envelope = None
                 admitted = []
-            if outcome is None or decision is None:
+            if envelope is not None:  # needs no checkout: never waits behind heals for a slot
+                self._track(self._carry_out_all(envelope, delivery), release=delivery.slotted)
+            elif outcome is None or decision is None:
                 self._later(delivery, admitted or None)
             elif self.effects.waits(decision):
                 self._track(self._carry_out(outcome, delivery, decision), release=delivery.slotted)
@@ -168,6 +173,27 @@ class Batches:
         if isinstance(admitted[0], Rejection):
             return self._rejected(admitted[0], delivery)
         return outcome_now(self.healer, admitted[0], guarded=self.guard is not None)
+
+    def _envelope_now(self, admitted: list[Admitted], delivery: Delivery) -> list[Outcome] | None:
+        """Every entry's outcome of an envelope (the real bee-keeper's), if all are known now."""
+        outcomes = []
+        for entry in admitted:
+            if isinstance(entry, Rejection):
+                outcome: Outcome | None = self._rejected(entry, delivery)
+            else:
+                outcome = outcome_now(self.healer, entry, guarded=self.guard is not None)
+            if outcome is None:
+                return None
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _carry_out_all(self, outcomes: list[Outcome], delivery: Delivery) -> None:
+        started = time.monotonic()
+        context = Context(dry_run=self.dry_run, pager=self.effects.pager is not None)
+        decisions = [decide(o, context) for o in outcomes]
+        await self.effects.carry_out_all(outcomes, delivery, decisions)
+        for outcome in outcomes:
+            self._observe(outcome, started)
 
     async def _carry_out(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> None:
         started = time.monotonic()
