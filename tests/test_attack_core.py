@@ -257,3 +257,57 @@ async def test_a_bee_keeper_envelope_is_answered_while_a_slow_heal_holds_the_slo
         checkout.close()
     kinds = [e["event_type"] for e in publisher.events()][:2]
     assert kinds == ["injury_escalated", "injury_escalated"]
+
+
+def _raw_publish(url: str, frames: list[tuple[bytes, bytes, bytes]]) -> None:
+    """Publish (subject, header block, body) frames as raw protocol, as a hostile client may:
+    nats-py would refuse to send them."""
+    import socket
+
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.recv(4096)  # INFO
+        s.sendall(b'CONNECT {"verbose":false,"headers":true}\r\n')
+        for subject, head, body in frames:
+            size = b"%d %d" % (len(head), len(head) + len(body))
+            s.sendall(b"HPUB " + subject + b" " + size + b"\r\n" + head + body + b"\r\n")
+        s.sendall(b"PING\r\n")
+        assert s.recv(4096).endswith(b"PONG\r\n")
+
+
+async def test_a_message_nats_py_cannot_decode_does_not_end_the_agents_intake(
+    tmp_path: Path, nats_server: NatsServer, repo: tuple[Path, Path]
+) -> None:
+    """A header block nats-py cannot decode (a status of bytes that are no UTF-8) or an alert
+    subject that is no UTF-8: the agent still answers each and everything after; nats-py's
+    read loop ended for good on the first, the connection still up (readyz 200, no injury
+    ever answered again until the server's pings went stale, minutes later)."""
+    from tests.agent_support import AgentProcess, Events, wait_until
+
+    remote, _work = repo
+    url = nats_server.url
+    events = await Events().start(url, "aura.hive.events.injury_escalated")  # no alert_\xff
+    env = {"SOURCE_SUBJECTS": "aura.hive.events.alert_*"}
+    agent = AgentProcess(tmp_path, "a", url, remote, env=env).wait_ready()
+    try:
+        nobody = json.dumps(injury("x/", injury_type="nobody_claims_this")).encode()
+        alert = b'{"message": "disk full"}'
+        _raw_publish(
+            url,
+            [
+                (b"aura.hive.injury", b"NATS/1.0 \xff\xfe\r\n\r\n", nobody),
+                (b"aura.hive.events.alert_\xff", b"NATS/1.0\r\n\r\n", alert),
+                (b"aura.hive.injury", b"NATS/1.0\r\nNats-Msg-Id: after\r\n\r\n", nobody),
+            ],
+        )
+
+        def answered() -> list[dict[str, object]]:
+            return [e for e in events.items if str(e.get("event_type", "")).startswith("injury_")]
+
+        await wait_until(lambda: len(answered()) >= 2, 10, "both injuries", seen=events.seen)
+        ids = [e["metadata"]["injury_id"] for e in answered()]  # type: ignore[index]
+        assert len(ids) == 2 and "after" in ids, ids  # the first judged without its headers
+        assert agent.get("/readyz")[0] == 200
+    finally:
+        agent.terminate()
+        await events.close()
