@@ -156,8 +156,8 @@ def survive_undecodable(nc: Any) -> None:
     async def process_msg(*args: Any, **kwargs: Any) -> None:
         try:
             await message_of(*args, **kwargs)
-        except UnicodeDecodeError as exc:
-            log.warning("nats_message_undecodable", error=str(exc))
+        except Exception as exc:  # whatever it was, the read loop must live on
+            log.warning("nats_message_undecodable", error=str(exc) or type(exc).__name__)
 
     nc._process_headers, nc._process_msg = process_headers, process_msg
 
