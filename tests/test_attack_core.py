@@ -311,3 +311,40 @@ async def test_a_message_nats_py_cannot_decode_does_not_end_the_agents_intake(
     finally:
         agent.terminate()
         await events.close()
+
+
+async def test_an_approved_heal_slower_than_the_reclaim_time_is_not_taken_over_while_alive(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """An approved heal that takes longer than APPROVAL_RECLAIM_AFTER_S on a live replica is
+    not taken over by another (its owner keeps it fresh): one outcome, healed; it was taken over
+    and carried out twice (on one store: failed, 'another replica is healing this path', and
+    the request closed while the heal ran on)."""
+    from auto_healer import approvals
+    from auto_healer.outcomes import Kind
+
+    from tests.approval_support import Replica, parsed
+    from tests.conftest import git
+    from tests.test_push_race import _slow_formatter_books
+
+    remote, work = repo
+    (work / "messy.py").write_text("x  =  {'a':1}\n")
+    git(work, "add", "-A")
+    git(work, "-c", "user.name=bee", "-c", "user.email=b@h", "commit", "-qm", "messy")
+    git(work, "push", "-q", "origin", "main")
+    books = _slow_formatter_books(tmp_path, 1.0)
+    shipped = books / "unformatted_code.yaml"
+    shipped.write_text(shipped.read_text() + "approval: required\n")
+    replicas = [
+        Replica(tmp_path, n, nats_server.url, remote, playbooks=books, reclaim_after_s=0.3)
+        for n in ("a", "b")
+    ]
+    async with replicas[0] as a, replicas[1] as b:
+        ask = parsed("messy.py", injury_type="unformatted_code")
+        assert (await a.handle(ask)).kind is Kind.HELD
+        await approvals.decide_request(a.cells, ask.id, approve=True, by="erin")
+        await a.wait_state(ask.id, "done", timeout_s=30)
+        await asyncio.sleep(1.5)  # absence: the heal was not carried out twice
+    outcomes = a.announced + b.announced
+    assert [o.kind for o in outcomes] == [Kind.HEALED], [o.reason for o in outcomes]
+    assert git(remote, "show", "main:messy.py") == 'x = {"a": 1}\n'

@@ -4,7 +4,8 @@
 the plan and the two commands (an `auto_heal: false` injury a playbook could heal: an
 `escalated` outcome that offers the same). `Desk` watches the requests through the controls'
 mirror and, once across replicas (the compare-and-set winner), heals what was approved, closes
-what was rejected, escalates what expired, and takes over a heal whose replica died mid-way.
+what was rejected, escalates what expired, and takes over a heal whose replica died mid-way
+(a live owner keeps its `healing_since` fresh, however long the heal takes).
 
 With a signing key, a decision whose signature does not hold (unsigned, or signed with another
 key, or a request altered after it was decided) is not carried out: the request goes back to
@@ -214,7 +215,11 @@ class Desk:
         async def approved(p: ParsedInjury) -> Outcome:
             return await heal(p, approved=True)
 
-        outcome = await guard.heal_counted(parsed, playbook, approved)
+        fresh = asyncio.create_task(self._keep_fresh(cells, ident, owner))
+        try:
+            outcome = await guard.heal_counted(parsed, playbook, approved)
+        finally:
+            fresh.cancel()
         if outcome.kind is Kind.HELD:  # the breaker tripped meanwhile: approved, it waits
             await approvals.move(cells, ident, frm=("healing",), to="approved")
             return
@@ -222,6 +227,21 @@ class Desk:
             self._spent.add(request.signature)
         await approvals.move(cells, ident, frm=("healing",), to="done", commit=outcome.commit)
         await announce(replace(outcome, reason=f"{outcome.reason} (approved by {request.by})"))
+
+    async def _keep_fresh(self, cells: Any, ident: str, owner: str) -> None:
+        """While this replica heals a request, say so (`healing_since`) more often than
+        `reclaim_after_s`: a live owner's slow heal is never taken over and carried out twice."""
+        while True:
+            await asyncio.sleep(self.reclaim_after_s / 3)
+            with contextlib.suppress(TransientError):
+                await approvals.move(
+                    cells,
+                    ident,
+                    frm=("healing",),
+                    to="healing",
+                    when=lambda r: r.owner == owner,
+                    healing_since=time.time(),
+                )
 
     async def _ignore_forged(
         self,
