@@ -348,3 +348,61 @@ async def test_an_approved_heal_slower_than_the_reclaim_time_is_not_taken_over_w
     outcomes = a.announced + b.announced
     assert [o.kind for o in outcomes] == [Kind.HEALED], [o.reason for o in outcomes]
     assert git(remote, "show", "main:messy.py") == 'x = {"a": 1}\n'
+
+
+def _running(marker: str) -> list[int]:
+    """The processes whose command line holds `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+async def test_a_heal_cut_off_at_stop_leaves_no_formatter_running(
+    tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
+) -> None:
+    """The grace period over while a formatter runs: when the agent has stopped, the formatter
+    was killed with its heal (it ran on, orphaned, and wrote into the restored checkout)."""
+    from tests.agent_support import wait_until
+    from tests.conftest import git
+    from tests.test_push_race import _slow_formatter_books
+
+    _remote, work = repo
+    (work / "messy.py").write_text("x  =  1\n")
+    git(work, "add", "-A")
+    git(work, "-c", "user.name=bee", "-c", "user.email=b@h", "commit", "-qm", "messy")
+    git(work, "push", "-q", "origin", "main")
+    books = _slow_formatter_books(tmp_path, 2.0)
+    marker = "time.sleep(2.0)"
+    nc = await nats.connect(nats_server.url)
+    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
+    healer = Healer(load_playbooks(books), checkout, dry_run=False)
+    metrics = Metrics()
+    agent = Agent(
+        source=CoreSource(nc, "aura.hive.injury", queue=""),
+        healer=healer,
+        effects=Effects(RecordingPublisher(), None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
+        gate=Gate(),
+        link=UpLink(),
+        liveness=Liveness(max_disconnected_s=60),
+        metrics=metrics,
+        max_in_flight=1,
+        grace_period_s=0,
+    )
+    runner = asyncio.create_task(agent.run(install_signals=False))
+    try:
+        await wait_until(lambda: agent.subscribed, 10, "the subscription")
+        heal = injury("messy.py", injury_type="unformatted_code")
+        await nc.publish("aura.hive.injury", json.dumps(heal).encode())
+        await nc.flush()
+        await wait_until(lambda: _running(marker), 10, "the formatter under way")
+    finally:
+        agent.stopping.set()
+        await runner
+        await nc.close()
+        checkout.close()
+    assert _running(marker) == []
