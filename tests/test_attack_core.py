@@ -332,6 +332,8 @@ async def test_an_approved_heal_slower_than_the_reclaim_time_is_not_taken_over_w
     git(work, "add", "-A")
     git(work, "-c", "user.name=bee", "-c", "user.email=b@h", "commit", "-qm", "messy")
     git(work, "push", "-q", "origin", "main")
+    # ~4 s: the heal must outlast the reclaim time (a 1 s formatter against 0.3 s), and a
+    # second carrying-out is watched for as long as it would take
     books = _slow_formatter_books(tmp_path, 1.0)
     shipped = books / "unformatted_code.yaml"
     shipped.write_text(shipped.read_text() + "approval: required\n")
