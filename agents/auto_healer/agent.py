@@ -67,6 +67,8 @@ class Agent(Batches):
         metrics: Metrics,
         max_in_flight: int,
         grace_period_s: float,
+        max_queued_heals: int = Batches.max_queued_heals,
+        max_queued_heal_bytes: int = Batches.max_queued_heal_bytes,
         heart: Heart | None = None,
         guard: Guard | None = None,
         metrics_port: int | None = None,
@@ -81,6 +83,7 @@ class Agent(Batches):
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.http_mounts = http_mounts  # more apps on the metrics port (the console)
         self.slots = Slots(max_in_flight)
+        self.max_queued_heals, self.max_queued_heal_bytes = max_queued_heals, max_queued_heal_bytes
         self.stopping = asyncio.Event()
         self.subscribed = False
         self.fatal: str | None = None
@@ -175,7 +178,9 @@ class Agent(Batches):
             self._feeder.cancel()
         if self._waiting:
             log.error("injury_cut_off", count=len(self._waiting), detail="never redelivered")
+            self._queued(-len(self._waiting), -sum(len(d.data) for d, _a in self._waiting))
             self._waiting.clear()
+        self.slots.hold(False)  # a source held by a full queue sees the stop
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=self.grace_period_s)

@@ -9,6 +9,7 @@ otherwise. The agent's own outcome events are never taken back in as alerts (no 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -95,14 +96,27 @@ def alert_injury(
     }
     parsed = parse_injury_obj(payload)
     ident = doc.get("identifier")
-    ident = ident if isinstance(ident, str) and ident.strip() else fallback_id
+    ident = ident if isinstance(ident, str) and ident.strip() and _text(ident) else fallback_id
     return parsed.model_copy(update={"id": f"alert:{ident[:200]}", "received_at": received_at})
 
 
+def _text(value: str) -> bool:
+    """Whether a string is text (no lone surrogate, which no strict JSON reader reads back)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _epoch(stamp: Any) -> float | None:
-    """An Event's RFC 3339 timestamp or a JSON number, as Unix time."""
+    """An Event's RFC 3339 timestamp or a JSON number, as Unix time (a JSON integer too large
+    for a float is kept as infinity: the contract then refuses it)."""
     if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp >= 0:
-        return float(stamp)
+        try:
+            return float(stamp)
+        except OverflowError:
+            return math.inf
     if isinstance(stamp, str):
         try:
             return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -4,12 +4,14 @@
 the plan and the two commands (an `auto_heal: false` injury a playbook could heal: an
 `escalated` outcome that offers the same). `Desk` watches the requests through the controls'
 mirror and, once across replicas (the compare-and-set winner), heals what was approved, closes
-what was rejected, escalates what expired, and takes over a heal whose replica died mid-way.
+what was rejected, escalates what expired, and takes over a heal whose replica died mid-way
+(a live owner keeps its `healing_since` fresh, however long the heal takes).
 
 With a signing key, a decision whose signature does not hold (unsigned, or signed with another
 key, or a request altered after it was decided) is not carried out: the request goes back to
 `pending`, the log warns, and a `held` outcome pages and records in the history that a forged
-decision was ignored.
+decision was ignored. So is a signed decision already carried out (seen `done`) and written
+back as `approved` or `healing`: a replay, once the healed id is forgotten, would heal again.
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ class Desk:
         self, guard: Guard, *, signing_key: bytes | None, reclaim_after_s: float = 900.0
     ) -> None:
         self.guard, self.signing_key, self.reclaim_after_s = guard, signing_key, reclaim_after_s
+        # signatures of decisions seen carried out: one written back to `approved` (or to a
+        # stale `healing`) is a replay of a human's decision, never a new one
+        self._spent: set[str] = set()
 
     async def run(self, heal: Heal, announce: Announce, owner: str) -> None:
         """Settle every request as the mirror shows it, again on each change (and each
@@ -141,6 +146,8 @@ class Desk:
         """Carry out one request, if it is this replica's to carry out now."""
         parsed = ParsedInjury.model_validate(request.parsed)
         ident, now, state = request.injury_id, time.time(), request.state
+        if state == "done" and request.signature:
+            self._spent.add(request.signature)
         if state == "pending":
             if now >= request.expires_at and await approvals.move(
                 cells, ident, frm=("pending",), to="expired", owner=owner
@@ -155,7 +162,11 @@ class Desk:
         if state not in DECIDED:
             return
         if self.signing_key and not approvals.decision_holds(request, self.signing_key):
-            await self._ignore_forged(cells, request, parsed, announce, owner)
+            how = "unsigned" if not request.signature else "its signature does not hold"
+            await self._ignore_forged(cells, request, parsed, announce, owner, how)
+        elif self.signing_key and request.signature in self._spent:
+            how = "a decision already carried out, written back"
+            await self._ignore_forged(cells, request, parsed, announce, owner, how)
         elif state == "rejected":
             if await approvals.move(cells, ident, frm=("rejected",), to="closed", owner=owner):
                 why = f"rejected by {request.by}" + (
@@ -204,12 +215,33 @@ class Desk:
         async def approved(p: ParsedInjury) -> Outcome:
             return await heal(p, approved=True)
 
-        outcome = await guard.heal_counted(parsed, playbook, approved)
+        fresh = asyncio.create_task(self._keep_fresh(cells, ident, owner))
+        try:
+            outcome = await guard.heal_counted(parsed, playbook, approved)
+        finally:
+            fresh.cancel()
         if outcome.kind is Kind.HELD:  # the breaker tripped meanwhile: approved, it waits
             await approvals.move(cells, ident, frm=("healing",), to="approved")
             return
+        if request.signature:
+            self._spent.add(request.signature)
         await approvals.move(cells, ident, frm=("healing",), to="done", commit=outcome.commit)
         await announce(replace(outcome, reason=f"{outcome.reason} (approved by {request.by})"))
+
+    async def _keep_fresh(self, cells: Any, ident: str, owner: str) -> None:
+        """While this replica heals a request, say so (`healing_since`) more often than
+        `reclaim_after_s`: a live owner's slow heal is never taken over and carried out twice."""
+        while True:
+            await asyncio.sleep(self.reclaim_after_s / 3)
+            with contextlib.suppress(TransientError):
+                await approvals.move(
+                    cells,
+                    ident,
+                    frm=("healing",),
+                    to="healing",
+                    when=lambda r: r.owner == owner,
+                    healing_since=time.time(),
+                )
 
     async def _ignore_forged(
         self,
@@ -218,9 +250,10 @@ class Desk:
         parsed: ParsedInjury,
         announce: Announce,
         owner: str,
+        how: str,
     ) -> None:
-        """A decision not signed with our key: back to pending, warned, paged, recorded."""
-        how = "unsigned" if not request.signature else "its signature does not hold"
+        """A decision not signed with our key, or replayed: back to pending, warned, paged,
+        recorded."""
         back = await approvals.move(
             cells,
             request.injury_id,

@@ -135,7 +135,31 @@ async def connect(
         raise ConfigError(f"cannot connect to NATS at {redact_url(url)}: {text}") from why
     connecting = False
     nc.options.update({k: opts[k] for k in first})  # read at each reconnect: now never give up
+    survive_undecodable(nc)
     return nc
+
+
+def survive_undecodable(nc: Any) -> None:
+    """nats-py ends its read loop for good on a message it cannot decode (a header block or a
+    subject that is no UTF-8, which any client may publish), the connection still looking up:
+    nothing is received again until its pings go stale. Such a header block is taken as none
+    (the message is judged without it) and such a message is dropped, each with a warning."""
+    headers_of, message_of = nc._process_headers, nc._process_msg
+
+    async def process_headers(headers: Any) -> Any:
+        try:
+            return await headers_of(headers)
+        except UnicodeDecodeError as exc:
+            log.warning("nats_headers_undecodable", error=str(exc))
+            return None
+
+    async def process_msg(*args: Any, **kwargs: Any) -> None:
+        try:
+            await message_of(*args, **kwargs)
+        except Exception as exc:  # whatever it was, the read loop must live on
+            log.warning("nats_message_undecodable", error=str(exc) or type(exc).__name__)
+
+    nc._process_headers, nc._process_msg = process_headers, process_msg
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,11 @@ class Batches:
     effects: Effects
     metrics: Metrics
     slots: Slots
+    stopping: asyncio.Event
     dry_run: bool
+    # heals waiting for a slot on core NATS (and deliveries not yet taken), then the source waits
+    max_queued_heals: int = 10_000
+    max_queued_heal_bytes: int = 256 * 1024 * 1024
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
@@ -51,6 +55,8 @@ class Batches:
         self._feeder: asyncio.Task[None] | None = None
         self._core_seen = False  # a delivery that is never redelivered (core NATS) came
         self._core: Context | None = None  # the context of such a delivery
+        self._queued_n = self._queued_bytes = 0  # deliveries in the inbox or the batch taken,
+        # and heals waiting for a slot, held in memory
 
     async def _process(self, delivery: Delivery, admitted: list[Admitted] | None = None) -> None:
         """The whole way for one delivery (the agent's)."""
@@ -59,6 +65,7 @@ class Batches:
     def _spawn(self, delivery: Delivery) -> None:
         """Take a delivery: with whatever else arrives before the loop turns, as one batch."""
         self._inbox.append(delivery)
+        self._queued(1, len(delivery.data))
         if self._taker is None:
             self._taker = self._track(self._take(), release=0)
 
@@ -82,7 +89,11 @@ class Batches:
         try:
             inbox = self._inbox
             while inbox:
-                await self._take_batch([inbox.popleft() for _ in range(min(len(inbox), BATCH))])
+                batch = [inbox.popleft() for _ in range(min(len(inbox), BATCH))]
+                try:
+                    await self._take_batch(batch)
+                finally:
+                    self._queued(-len(batch), -sum(len(d.data) for d in batch))
         finally:
             self._taker = None
 
@@ -96,14 +107,19 @@ class Batches:
         started = time.monotonic()
         for delivery in batch:
             self._core_seen = self._core_seen or delivery.max_attempts is None
+            envelope: list[Outcome] | None = None
             try:
                 admitted = self.gate.admit(delivery)
                 outcome = self._outcome_now(admitted, delivery)
                 decision = None if outcome is None else decide(outcome, self._context(delivery))
+                if len(admitted) > 1:
+                    envelope = self._envelope_now(admitted, delivery)
             except Exception:  # a bug must never kill the agent; the whole way reports it
-                outcome = decision = None
+                outcome = decision = envelope = None
                 admitted = []
-            if outcome is None or decision is None:
+            if envelope is not None:  # needs no checkout: never waits behind heals for a slot
+                self._track(self._carry_out_all(envelope, delivery), release=delivery.slotted)
+            elif outcome is None or decision is None:
                 self._later(delivery, admitted or None)
             elif self.effects.waits(decision):
                 self._track(self._carry_out(outcome, delivery, decision), release=delivery.slotted)
@@ -126,6 +142,7 @@ class Batches:
             self._track(self._process(delivery, admitted), release=1)
             return
         self._waiting.append((delivery, admitted or []))
+        self._queued(1, len(delivery.data))
         if self._feeder is None:
             self._feeder = asyncio.create_task(self._feed())
 
@@ -135,9 +152,20 @@ class Batches:
             while self._waiting:
                 await self.slots.reserve()
                 delivery, admitted = self._waiting.popleft()
+                self._queued(-1, -len(delivery.data))
                 self._track(self._process(delivery, admitted or None), release=1)
         finally:
             self._feeder = None
+
+    def _queued(self, count: int, size: int) -> None:
+        """Count what is queued in memory; the source is held while it is over the limits."""
+        self._queued_n += count
+        self._queued_bytes += size
+        full = (
+            self._queued_n >= self.max_queued_heals
+            or self._queued_bytes >= self.max_queued_heal_bytes
+        )
+        self.slots.hold(full and not self.stopping.is_set())
 
     def _outcome_now(self, admitted: list[Admitted], delivery: Delivery) -> Outcome | None:
         if len(admitted) != 1:
@@ -145,6 +173,27 @@ class Batches:
         if isinstance(admitted[0], Rejection):
             return self._rejected(admitted[0], delivery)
         return outcome_now(self.healer, admitted[0], guarded=self.guard is not None)
+
+    def _envelope_now(self, admitted: list[Admitted], delivery: Delivery) -> list[Outcome] | None:
+        """Every entry's outcome of an envelope (the real bee-keeper's), if all are known now."""
+        outcomes = []
+        for entry in admitted:
+            if isinstance(entry, Rejection):
+                outcome: Outcome | None = self._rejected(entry, delivery)
+            else:
+                outcome = outcome_now(self.healer, entry, guarded=self.guard is not None)
+            if outcome is None:
+                return None
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _carry_out_all(self, outcomes: list[Outcome], delivery: Delivery) -> None:
+        started = time.monotonic()
+        context = Context(dry_run=self.dry_run, pager=self.effects.pager is not None)
+        decisions = [decide(o, context) for o in outcomes]
+        await self.effects.carry_out_all(outcomes, delivery, decisions)
+        for outcome in outcomes:
+            self._observe(outcome, started)
 
     async def _carry_out(self, outcome: Outcome, delivery: Delivery, decision: Decision) -> None:
         started = time.monotonic()

@@ -22,6 +22,7 @@ from auto_healer.clients import client_url, connect_client
 from auto_healer.errors import ConfigError
 from auto_healer.kvcell import KvCell
 from auto_healer.settings import Settings, load_settings
+from auto_healer.terminal import shown
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
 
@@ -120,7 +121,9 @@ def _decide(args: argparse.Namespace, *, approve: bool) -> int:
 
     request = asyncio.run(_with_controls(settings, act))
     signed = " (signed)" if request.signature else ""
-    print(f"injury {request.injury_id} {request.state} by {request.by}{signed}: {request.plan}")
+    print(
+        shown(f"injury {request.injury_id} {request.state} by {request.by}{signed}: {request.plan}")
+    )
     return EXIT_OK
 
 
@@ -157,7 +160,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps([e.as_dict() for e in found], indent=2))
     else:
         for e in found:
-            print(history.text_line(e))
+            print(shown(history.text_line(e)))
     return EXIT_OK
 
 
@@ -167,9 +170,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([e.as_dict() for e in found], indent=2))
     elif found:
-        print("\n".join(history.story(args.injury_id, found)))
+        print("\n".join(shown(line) for line in history.story(args.injury_id, found)))
     else:
-        print(f"no history for injury {args.injury_id!r} since {args.since}")
+        print(shown(f"no history for injury {args.injury_id!r} since {args.since}"))
     return EXIT_OK if found else EXIT_PROBLEM
 
 
@@ -206,7 +209,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         return EXIT_OK
     for d in letters:
         when = datetime.fromtimestamp(d.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        print(f"{d.seq:>6}  {when}  {d.outcome or '-':<9} {d.injury_id or '-'}  {d.reason}")
+        print(shown(f"{d.seq:>6}  {when}  {d.outcome or '-':<9} {d.injury_id or '-'}  {d.reason}"))
     if not letters:
         print("no dead letters")
     return EXIT_OK

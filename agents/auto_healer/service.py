@@ -148,6 +148,8 @@ async def serve(
             metrics=metrics,
             max_in_flight=settings.max_in_flight,
             grace_period_s=settings.grace_period_s,
+            max_queued_heals=settings.max_queued_heals,
+            max_queued_heal_bytes=settings.max_queued_heal_bytes,
             heart=Heart(
                 nc,
                 metrics,

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=256, ge=1, le=1024)
     # injuries queued behind a heal are healed together: one commit, one push (see batch)
     max_batch: int = Field(default=200, ge=1, le=10_000)
+    # core NATS: heals queued in memory behind busy slots; past either, intake waits
+    max_queued_heals: int = Field(default=10_000, ge=1)
+    max_queued_heal_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     max_batch_files: int = Field(default=20_000, ge=1)
     grace_period_s: float = Field(default=30.0, ge=0)
     # past this, a NATS connection that keeps failing to reconnect fails /healthz and exits

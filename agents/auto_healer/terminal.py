@@ -9,6 +9,7 @@ details after. rich is imported only then: a heal writing JSON to a pipe starts 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,17 @@ from typing import TextIO
 from auto_healer.outcomes import Outcome
 
 BAR_FROM = 5  # fewer injuries than this finish before a bar says anything
+# C0 controls but the tab, DEL, C1 controls, lone surrogates: never written to a person raw
+_UNSHOWN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def shown(text: str) -> str:
+    """One line as it may reach a person's terminal: what a publisher wrote (a path, a reason)
+    can hold escape sequences that retitle, clear or rewrite the screen, or a newline that
+    forges a line; each such character is written as its `\\xNN` (`\\uXXXX`) escape."""
+    return _UNSHOWN.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
+    )
 
 
 def is_terminal(stream: TextIO) -> bool:

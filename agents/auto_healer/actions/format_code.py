@@ -231,6 +231,11 @@ async def _spawn(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, lis
         proc.kill()
         await proc.wait()
         raise TransientError(f"formatter timed out after {timeout_s:g}s") from None
+    except BaseException:  # a heal cut off: the formatter must not write after the restore
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
     text = (err.strip() or out).decode(errors="replace")
     return proc.returncode or 0, [line.strip() for line in text.splitlines() if line.strip()]
 

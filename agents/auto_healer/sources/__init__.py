@@ -103,6 +103,8 @@ class Slots:
     def __init__(self, size: int) -> None:
         self.size = size
         self._sem = asyncio.Semaphore(size)
+        self._room = asyncio.Event()  # clear: the agent's queue of heals is full
+        self._room.set()
 
     async def reserve(self, most: int = 1) -> int:
         """Wait for one free slot, then take up to `most` without waiting; return how many."""
@@ -116,6 +118,17 @@ class Slots:
     def release(self, count: int = 1) -> None:
         for _ in range(count):
             self._sem.release()
+
+    def hold(self, full: bool) -> None:
+        """Said by the agent: whether its queue of heals waiting for a slot is full."""
+        if full:
+            self._room.clear()
+        else:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Wait while the agent's queue is full (a source that reserves no slot waits here)."""
+        await self._room.wait()
 
 
 class Source(Protocol):

@@ -3,7 +3,8 @@
 Each dead letter is the injury's message as it arrived, with the agent's `Auto-Healer-*`
 headers saying why it was given up. A replay publishes the body again on `aura.hive.injury`
 with a new `Nats-Msg-Id` (so a new injury id). The dead letter is deleted first: of two clicks
-on Replay only the one whose delete succeeds publishes (a failed publish puts it back).
+on Replay only the one whose delete succeeds publishes (a failed publish puts it back). A dead
+letter whose body was cut to fit `max_payload` is never replayed: only its prefix is kept.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nats.js.errors import NotFoundError
 from auto_healer.assets import DEAD_LETTER_STREAM
 from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY
 from auto_healer.errors import ConfigError, InjuryRejected
+from auto_healer.fit import HEADER_ORIGINAL_SIZE, HEADER_TRUNCATED
 from auto_healer.signing import resign_kept
 
 
@@ -82,6 +84,12 @@ async def republish(
     gone = ConfigError(f"no dead letter {seq} (replayed already, or aged out)")
     if letter is None:
         raise gone
+    if letter.headers.get(HEADER_TRUNCATED, "").lower() == "true":
+        whole = letter.headers.get(HEADER_ORIGINAL_SIZE, "?")
+        raise ConfigError(
+            f"dead letter {seq} was cut to fit ({len(letter.data)} of {whole} bytes kept): "
+            "replayed, the prefix would be a new injury; its publisher must send it again"
+        )
     headers = {MSG_ID_HEADER: new_id}
     if signing_key is not None:
         try:

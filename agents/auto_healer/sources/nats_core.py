@@ -35,6 +35,9 @@ class CoreSource:
         async def on_msg(msg: Any) -> None:
             if self.accept is not None and not self.accept(msg.subject):
                 return  # outside a narrower pattern than NATS can subscribe to
+            # Held while the agent's queue of heals is full: the subscription's own bounded
+            # buffer (then NATS's slow-consumer drop) holds the rest, not our memory.
+            await slots.room()
             if stopping.is_set():
                 return
             # No slot: what is answered at once never waits behind heals; a heal takes one.
