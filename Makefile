@@ -30,8 +30,9 @@ test: $(STAMP)
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster tests/test_cluster.py tests/test_fleet_pages.py tests/test_push_race_cluster.py -s
 
-# Every test `make test` leaves out: the cluster ones and the few over ~10 s each (a fresh install
-# from the lock files, a heal longer than JetStream's ack wait). CI runs it after `make test`.
+# Every test `make test` leaves out: the cluster ones and the few that wait longest (a fresh
+# install from the lock files, a heal longer than the ack wait, NATS restarted under the agent,
+# SIGTERM mid-burst, the pager down then back, setup-nats as admin). CI runs it after `make test`.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "cluster or slow"
 

@@ -97,6 +97,7 @@ def _conf_without_create_grants(tmp_path: Path) -> Path:
     return conf
 
 
+@pytest.mark.slow
 async def test_setup_nats_as_admin_lets_the_agent_run_without_create_grants(
     tmp_path: Path,
     repo: tuple[Path, Path],

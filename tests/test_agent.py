@@ -173,6 +173,7 @@ async def test_jetstream_redelivers_after_agent_killed_mid_heal(
         slow.kill()
 
 
+@pytest.mark.slow
 async def test_no_injury_lost_when_nats_restarts(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:

@@ -124,6 +124,7 @@ async def test_poison_is_not_dropped_when_its_dead_letter_cannot_be_written(
         agent.kill()
 
 
+@pytest.mark.slow
 async def test_sigterm_takes_no_new_injury(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:

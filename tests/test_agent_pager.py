@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import nats
+import pytest
 from auto_healer.embedded import NatsServer, free_port
 
 from tests.agent_support import AgentProcess, Events, consumer_info, wait_until
@@ -65,6 +66,7 @@ async def test_escalation_pages_then_heal_resolves(
         agent.kill()
 
 
+@pytest.mark.slow
 async def test_jetstream_naks_while_pager_down_and_pages_once_when_back(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
