@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 from collections import Counter, deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +26,7 @@ from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.pathlocks import hold_all
 from auto_healer.playbooks import Playbook
 from auto_healer.pushrace import (
     Change,
@@ -125,29 +125,20 @@ class Batcher:
             log.info("batch_done", injuries=len(batch), **kinds)
 
     async def _locked(self, batch: list[_Item]) -> dict[_Item, Outcome]:
-        """Take the path lock of every injury, in sorted order (so two replicas never wait on
-        each other), then heal those whose lock was taken; let go of them all at once."""
-        outcomes: dict[_Item, Outcome] = {}
-        self._leases = []
-        held: list[AbstractAsyncContextManager[Lease]] = []
-        try:
-            for key in sorted({it.lock_key for it in batch}):
-                lock = self.coordinator.path_lock(key)
-                try:
-                    self._leases.append(await lock.__aenter__())
-                    held.append(lock)
-                except TransientError as exc:
-                    for it in batch:
-                        if it.lock_key == key:
-                            outcomes[it] = self._out(it, Kind.FAILED, str(exc), retryable=True)
+        """Take the path lock of every injury (all at once, see `pathlocks`), then heal those
+        whose lock was taken; let go of them all at once."""
+        async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
+            self._leases = list(held.leases.values())
+            outcomes = {
+                it: self._out(it, Kind.FAILED, str(held.failed[it.lock_key]), retryable=True)
+                for it in batch
+                if it.lock_key in held.failed
+            }
             live = [it for it in batch if it not in outcomes]
             outcomes.update(await self._already_healed(live))
             live = [it for it in live if it not in outcomes]
             if live:
                 outcomes.update(await self._attempts(live))
-        finally:
-            exits = (lock.__aexit__(None, None, None) for lock in held)
-            await asyncio.gather(*exits, return_exceptions=True)
         return outcomes
 
     async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:
