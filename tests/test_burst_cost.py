@@ -16,6 +16,7 @@ from auto_healer.healer import Healer
 from auto_healer.outcomes import Kind
 from auto_healer.playbooks import load_playbooks
 from auto_healer.remote_tree import RemoteTree
+from auto_healer.settings import Settings
 
 from tests.agent_support import seed_dirs
 from tests.conftest import PLAYBOOKS, git, injury
@@ -129,3 +130,10 @@ async def test_a_remote_moved_since_our_push_is_synced_in_full(
     assert _git_starts(events, "checkout") == 1
     git(remote, "merge-base", "--is-ancestor", theirs, "main")
     assert git(remote, "show", "main:NEW.md") == "new\n"
+
+
+def test_in_flight_by_default_holds_two_full_batches() -> None:
+    """A burst fills the next batch while one heals: the default in-flight bound holds two full
+    batches (256 against batches of 200 split every 256 injuries into two commits)."""
+    fields = Settings.model_fields
+    assert fields["max_in_flight"].default >= 2 * fields["max_batch"].default
