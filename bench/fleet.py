@@ -89,15 +89,18 @@ def run(cluster: NatsCluster, tmp: Path, replicas: int, count: int) -> dict[str,
         for a in agents:
             a.kill()
     span = times.pop("_span")
-    heals = git(remote, "log", "--format=%s", "main").count("remove unauthorized directory")
-    if heals != count:
-        raise SystemExit(f"{replicas} replicas: {heals} heal commits for {count} injuries")
+    # A batch heals many injuries in one commit: each injury's `Injury-Id:` trailer, once.
+    log = git(remote, "log", "--format=%(trailers:key=Injury-Id,valueonly)", "main").split()
+    if len(log) != count or len(set(log)) != count:
+        raise SystemExit(f"{replicas} replicas: {len(log)} heal trailers for {count} injuries")
+    commits = int(git(remote, "rev-list", "--count", "--grep=Injury-Id:", "main"))
     ordered = sorted(times.values())
     return {
         "replicas": replicas,
         "heals_per_s": count / span,
         "p50_s": statistics.median(ordered),
         "p95_s": ordered[max(0, int(len(ordered) * 0.95) - 1)],
+        "commits": commits,
     }
 
 
@@ -110,12 +113,12 @@ def main() -> None:
         asyncio.run(wait_for_jetstream(cluster.url))
         rows = [run(cluster, Path(tmp), n, args.injuries) for n in args.replicas]
     print(f"{args.injuries} injuries, 3-node JetStream cluster, one bare git remote\n")
-    print("| replicas | heals/s | p50 time to heal | p95 time to heal |")
-    print("|---:|---:|---:|---:|")
+    print("| replicas | heals/s | p50 time to heal | p95 time to heal | commits |")
+    print("|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['replicas']:.0f} | {r['heals_per_s']:.1f} | {r['p50_s']:.2f} s "
-            f"| {r['p95_s']:.2f} s |"
+            f"| {r['p95_s']:.2f} s | {r['commits']:.0f} |"
         )
     sys.stdout.flush()
 

@@ -8,8 +8,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "agents" / "auto_healer"
 # the transports: connection and publishing, the JetStream assets (split from bloodstream for
 # size), the KV coordination, the pages shared across the fleet (coordination of pages), and
-# the KV cells of the operator controls
-ALLOWED = {"bloodstream.py", "assets.py", "coordination.py", "fleet.py", "kvcell.py"}
+# the KV cells of the operator controls, and the KV path locks of a batch (split from coordination)
+ALLOWED = {
+    "bloodstream.py",
+    "assets.py",
+    "coordination.py",
+    "fleet.py",
+    "kvcell.py",
+    "pathlocks.py",
+}
 
 
 def test_only_sources_bloodstream_and_coordination_import_nats() -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 from collections import Counter, deque
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,11 +21,13 @@ import structlog
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
+from auto_healer.batch_ahead import Ahead, as_twin, batch_message
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.pathlocks import hold_all
 from auto_healer.playbooks import Playbook
 from auto_healer.pushrace import (
     Change,
@@ -84,6 +85,7 @@ class Batcher:
         self._leases: list[Lease] = []  # the path locks of the batch being healed
         self.racer = PushRacer(checkout, checkout.push_race_budget_s)
         self._race = self.racer.start()  # the push race of the batch being healed
+        self._ending: asyncio.Future[None] | None = None  # done when the running batch ends
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
@@ -92,9 +94,19 @@ class Batcher:
         try:
             await asyncio.sleep(0)  # injuries submitted together join the queue first
             while not item.future.done():
+                ending = self._ending
+                if self.lock.locked() and ending is not None and not ending.done():
+                    # A batch runs: wait for its answer or its end, woken all at once (not one
+                    # after another through the lock), so what follows a batch starts together.
+                    await asyncio.wait((item.future, ending), return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 async with self.lock:
                     if not item.future.done():
-                        await self._run(self._take())
+                        self._ending = asyncio.get_running_loop().create_future()
+                        try:
+                            await self._run(self._take())
+                        finally:
+                            self._ending.set_result(None)
         except asyncio.CancelledError:
             item.future.cancel()  # a batch that has not reached it yet passes it by
             with contextlib.suppress(ValueError):
@@ -125,29 +137,20 @@ class Batcher:
             log.info("batch_done", injuries=len(batch), **kinds)
 
     async def _locked(self, batch: list[_Item]) -> dict[_Item, Outcome]:
-        """Take the path lock of every injury, in sorted order (so two replicas never wait on
-        each other), then heal those whose lock was taken; let go of them all at once."""
-        outcomes: dict[_Item, Outcome] = {}
-        self._leases = []
-        held: list[AbstractAsyncContextManager[Lease]] = []
-        try:
-            for key in sorted({it.lock_key for it in batch}):
-                lock = self.coordinator.path_lock(key)
-                try:
-                    self._leases.append(await lock.__aenter__())
-                    held.append(lock)
-                except TransientError as exc:
-                    for it in batch:
-                        if it.lock_key == key:
-                            outcomes[it] = self._out(it, Kind.FAILED, str(exc), retryable=True)
+        """Take the path lock of every injury (all at once, see `pathlocks`), then heal those
+        whose lock was taken; let go of them all at once."""
+        async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
+            self._leases = list(held.leases.values())
+            outcomes = {
+                it: self._out(it, Kind.FAILED, str(held.failed[it.lock_key]), retryable=True)
+                for it in batch
+                if it.lock_key in held.failed
+            }
             live = [it for it in batch if it not in outcomes]
             outcomes.update(await self._already_healed(live))
             live = [it for it in live if it not in outcomes]
             if live:
                 outcomes.update(await self._attempts(live))
-        finally:
-            exits = (lock.__aexit__(None, None, None) for lock in held)
-            await asyncio.gather(*exits, return_exceptions=True)
         return outcomes
 
     async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:
@@ -220,10 +223,10 @@ class Batcher:
     async def _build(
         self, items: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
     ) -> dict[_Item, Outcome]:
-        co = self.checkout
         included: list[_Item] = []
         twins: list[tuple[_Item, _Item]] = []  # a second delivery of an injury in the batch
         by_id: dict[str, _Item] = {}
+        ahead = Ahead[_Item]()  # planned and not applied yet: deletions, on paths apart
         files = 0
         for it in items:
             if it in final:
@@ -231,14 +234,36 @@ class Batcher:
             if it.parsed.id in by_id:
                 twins.append((it, by_id[it.parsed.id]))
                 continue
+            if ahead.items and not ahead.apart(it):
+                await self._apply(ahead.take(), attempt)  # its plan must see them applied
             left_out = await self._plan(it)
             if left_out is not None:
                 final[it] = replace(left_out, attempts=attempt)
                 continue
             if included and files + it.files > self.max_files:
                 break  # it and the rest wait for the next batch
+            files += it.files
+            included.append(it)
+            by_id[it.parsed.id] = it
+            ahead.add(it)
+            if it.write:
+                await self._apply(ahead.take(), attempt)
+        await self._apply(ahead.take(), attempt)
+        healed = await self._commit(included, final, base, attempt)
+        for twin, first in twins:
+            done = healed.get(first) or final.get(first)
+            if done is not None:
+                healed[twin] = as_twin(done, twin.parsed)
+        return healed
+
+    async def _apply(self, group: list[_Item], attempt: int) -> None:
+        """Apply planned injuries in order; the first refused one is handed back as `_Refused`.
+        A small plan is applied on the loop: in a thread it would wait for the busy loop's GIL
+        after every system call."""
+        co = self.checkout
+        for it in group:
             globs = it.playbook.protected_globs
-            try:  # a small plan is applied on the loop: a thread hop would cost more than it
+            try:
                 if it.files > INLINE_FILES:
                     await in_thread(co.apply_files, it.delete, it.write, globs)
                 else:
@@ -246,15 +271,6 @@ class Batcher:
             except (InjuryRejected, HealFailed) as exc:
                 kind = Kind.REJECTED if isinstance(exc, InjuryRejected) else Kind.FAILED
                 raise _Refused(it, self._out(it, kind, str(exc), attempts=attempt)) from None
-            files += it.files
-            included.append(it)
-            by_id[it.parsed.id] = it
-        healed = await self._commit(included, final, base, attempt)
-        for twin, first in twins:
-            done = healed.get(first) or final.get(first)
-            if done is not None:
-                healed[twin] = _as_twin(done, twin.parsed)
-        return healed
 
     async def _plan(self, it: _Item) -> Outcome | None:
         """Plan every step of one injury on the checkout as it now is; an outcome when the
@@ -309,6 +325,7 @@ class Batcher:
         )
         changes = [Change(tuple(it.delete), it.write) for it in committed]
         sha = await self.racer.push(self._race, base, changes, self._check_leases)
+        co.pushed_clean(sha)
         why = f"pushed {sha[:12]} to {co.branch}"
         why += f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""
         done = {"commit": sha, "branch": co.branch, "attempts": attempt + self._race.lost}
@@ -325,22 +342,5 @@ class Batcher:
         return self._outcome(it.parsed, it.playbook, kind, reason, steps=it.reports, **fields)
 
 
-def batch_message(messages: list[str]) -> str:
-    """The commit message of a batch: a single heal's own message, or a summary line and one
-    body line per injury (the trailers are added by `Checkout.commit`)."""
-    if len(messages) == 1:
-        return messages[0]
-    body = "\n".join(f"- {m.strip().partition(chr(10))[0]}" for m in messages)
-    return f"auto-heal: {len(messages)} injuries\n\n{body}"
-
-
 def _error(state: RetryCallState) -> str | None:
     return str(state.outcome.exception()) if state.outcome else None
-
-
-def _as_twin(first: Outcome, parsed: ParsedInjury) -> Outcome:
-    """The outcome of a second delivery of an injury healed (or not) earlier in the batch."""
-    if first.kind is Kind.HEALED and first.commit:
-        reason = f"already healed by commit {first.commit[:12]}"
-        return replace(first, kind=Kind.SKIPPED, reason=reason, injury=parsed)
-    return replace(first, injury=parsed)

@@ -19,7 +19,7 @@ import git
 
 from auto_healer.errors import ConfigError, TransientError
 from auto_healer.gitfail import git_error, safe_ref
-from auto_healer.paths import bump_generation, confine, remove_tree, replace_file
+from auto_healer.paths import bump_generation, confine, generation, remove_tree, replace_file
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
@@ -120,6 +120,7 @@ class Checkout:
         return checkout
 
     _lock: StateLock | None = None
+    _clean_at: tuple[int, str] | None = None  # see `pushed_clean`
 
     def close(self) -> None:
         self.repo.close()
@@ -134,9 +135,13 @@ class Checkout:
         Our own clone is also cleaned. A user's checkout (`--repo`) keeps its untracked files
         (an injuries file, build output): only the heal's own paths are ever staged.
         """
+        clean_at, self._clean_at = self._clean_at, None
+        mine = clean_at[1] if clean_at == (generation(self.root), self.head()) else None
         bump_generation(self.root)
         self.fetch()
         upstream = f"{self.remote}/{self.branch}"
+        if mine is not None and self._ref(f"refs/remotes/{upstream}") == mine:
+            return mine  # our own push is still the remote head: nothing to reset or clean
         if not self.owned:
             # Transient, not a configuration error: an agent retries once the work is put away.
             if self.has_local_changes():
@@ -160,6 +165,19 @@ class Checkout:
     def head(self) -> str:
         """The commit checked out, read from the ref files (no git process)."""
         return str(git.SymbolicReference.dereference_recursive(self.repo, "HEAD"))
+
+    def _ref(self, ref: str) -> str | None:
+        """The commit `ref` names, read from the ref files (no git process)."""
+        try:
+            return str(git.SymbolicReference.dereference_recursive(self.repo, ref))
+        except ValueError:
+            return None
+
+    def pushed_clean(self, commit: str) -> None:
+        """Say our own clone's HEAD is `commit`, just committed and pushed, with nothing touched
+        since: its next sync skips the checkout and the clean while the remote still has it."""
+        if self.owned and self.head() == commit:
+            self._clean_at = (generation(self.root), commit)
 
     def _ref_exists(self, ref: str) -> bool:
         """Whether `ref` names a commit, read from the ref files (no git process)."""

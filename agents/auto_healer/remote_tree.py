@@ -20,6 +20,7 @@ VERIFY_REF = "refs/auto-healer/verify/"  # our own namespace: no branch or track
 LOCAL_TIMEOUT_S = 120.0
 _GIT = ("git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 _REGULAR = ("100644", "100755")  # blob modes of regular files (not links, not submodules)
+PATHS_PER_LS = 2000  # paths per `ls-tree` of `RemoteTree.has`: far below any argv limit
 
 
 async def run_git(
@@ -89,10 +90,44 @@ class RemoteTree:
 
     def __init__(self, root: Path, commit: str) -> None:
         self.root, self.commit = root, commit
+        self._asked: dict[str, asyncio.Future[bool]] = {}  # paths waiting for the next `ls-tree`
+        self._lister: asyncio.Task[None] | None = None
 
     async def has(self, path: str) -> bool:
-        """Whether the tree holds `path` (a file, a directory, a link)."""
-        return bool(await self._ls(path, recursive=False))
+        """Whether the tree holds `path` (a file, a directory, a link). The paths asked while
+        one `ls-tree` runs are answered together by the next: a batch of heals costs a few git
+        processes, not one per injury."""
+        key = path.rstrip("/")
+        if key in ("", "."):
+            return bool(await self._ls(path, recursive=False))
+        found = self._asked.get(key)
+        if found is None:
+            found = self._asked[key] = asyncio.get_running_loop().create_future()
+            if self._lister is None or self._lister.done():
+                self._lister = asyncio.create_task(self._list_asked())
+        return await asyncio.shield(found)
+
+    async def _list_asked(self) -> None:
+        """Answer every path asked so far with one `ls-tree` (in chunks of a safe argv size)."""
+        while self._asked:
+            asked, self._asked = self._asked, {}
+            try:
+                names: list[str] = []
+                keys = list(asked)
+                for at in range(0, len(keys), PATHS_PER_LS):
+                    listed = await self._ls(*keys[at : at + PATHS_PER_LS], recursive=False)
+                    names += (entry.partition("\t")[2] for entry in listed)
+            except Exception as exc:
+                for found in asked.values():
+                    found.set_exception(exc)
+                continue
+            except BaseException:  # cut off (the agent stops): so are those waiting
+                for found in asked.values():
+                    found.cancel()
+                raise
+            held = _held(names)
+            for key, found in asked.items():
+                found.set_result(key in held)
 
     async def blobs(self, *paths: str) -> list[Blob]:
         """Every regular file at or under `paths` (links and submodules left out), sorted."""
@@ -131,6 +166,16 @@ class RemoteTree:
             self.root, *args, *(["-r"] if recursive else []), self.commit, "--", *paths
         )
         return [os.fsdecode(e) for e in out.split(b"\0") if e]
+
+
+def _held(names: list[str]) -> set[str]:
+    """Every path that holds one of the listed entries: the entries and each directory above."""
+    held: set[str] = set()
+    for name in names:
+        while name and name not in held:
+            held.add(name)
+            name = name.rpartition("/")[0]
+    return held
 
 
 def _safe(path: str) -> PurePosixPath:

@@ -9,7 +9,7 @@ with `verified` False, and `decision.decide` pages it; a heal it shows stays `he
 `verified` True. Verification never raises: whatever goes wrong is a heal not verified.
 
 The injuries of one batch share a commit: the first of them fetches the head, the others reuse
-it, so a batch costs one fetch.
+it, so a batch costs one fetch; their paths are looked up together (`RemoteTree.has`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class HealVerifier:
         self.checkout = checkout
         self._lock = asyncio.Lock()  # one fetch at a time into the private ref
         self._after: dict[str, tuple[str, str]] = {}  # branch -> (commit pushed, head then)
+        self._tree: RemoteTree | None = None  # shared by the injuries of a batch
 
     async def check(self, playbook: Playbook, outcome: Outcome) -> Outcome:
         """A healed outcome with `verified` True, or `failed` with `verified` False; any
@@ -47,7 +48,9 @@ class HealVerifier:
             head = await self._head(outcome.branch, outcome.commit)
         except Exception as exc:
             return _unverified(outcome, f"cannot read {outcome.branch} on the remote: {exc}")
-        why = await _check(RemoteTree(self.checkout.root, head), playbook, outcome)
+        if self._tree is None or self._tree.commit != head:
+            self._tree = RemoteTree(self.checkout.root, head)
+        why = await _check(self._tree, playbook, outcome)
         log.debug(
             "heal_verified", ok=why is None, head=head[:12], took_s=time.monotonic() - started
         )
@@ -57,6 +60,9 @@ class HealVerifier:
 
     async def _head(self, branch: str, commit: str) -> str:
         """The remote head just after `commit` was pushed (fetched once per commit)."""
+        seen = self._after.get(branch)
+        if seen is not None and seen[0] == commit:
+            return seen[1]
         async with self._lock:
             seen = self._after.get(branch)
             if seen is not None and seen[0] == commit:

@@ -1,0 +1,85 @@
+"""The parts of a batch heal that need no checkout: what may be planned ahead of its apply,
+the commit message of a batch, the outcome of a second delivery within a batch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Generic, Protocol, TypeVar
+
+from auto_healer.actions import planner_now
+from auto_healer.contracts import ParsedInjury
+from auto_healer.errors import ConfigError
+from auto_healer.outcomes import Kind, Outcome
+from auto_healer.playbooks import Playbook
+
+
+class Planned(Protocol):
+    """An injury of a batch with its plan's deletions."""
+
+    parsed: ParsedInjury
+    playbook: Playbook
+    delete: list[str]
+
+
+P = TypeVar("P", bound=Planned)
+
+
+class Ahead(Generic[P]):
+    """Deletions planned ahead of their apply. The next injury may be planned before they are
+    applied only when its plan cannot see them: its actions plan in line (`PlansNow`: a few
+    `lstat`s on its own path and the directories above it) and no deletion is at, above or
+    below its path. Planning a run of them on one checkout generation keeps confinement's
+    cache (which every apply clears) answering: a burst of deletions is planned by dict hits."""
+
+    def __init__(self) -> None:
+        self.items: list[P] = []
+        self._deleted: set[str] = set()  # the paths the planned deletions remove
+        self._above: set[str] = set()  # those paths and every directory above them
+
+    def apart(self, it: P) -> bool:
+        path = it.parsed.path
+        if path is None or path == "." or not all(plans_now(s.action) for s in it.playbook.steps):
+            return False
+        if path in self._above:
+            return False
+        return not any(p in self._deleted for p in self_and_above(path))
+
+    def add(self, it: P) -> None:
+        self.items.append(it)
+        for d in it.delete:
+            self._deleted.add(d)
+            self._above.update(self_and_above(d))
+
+    def take(self) -> list[P]:
+        taken, self.items = self.items, []
+        self._deleted, self._above = set(), set()
+        return taken
+
+
+def self_and_above(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def plans_now(action: str) -> bool:
+    try:
+        return planner_now(action) is not None
+    except ConfigError:
+        return False
+
+
+def batch_message(messages: list[str]) -> str:
+    """The commit message of a batch: a single heal's own message, or a summary line and one
+    body line per injury (the trailers are added by `Checkout.commit`)."""
+    if len(messages) == 1:
+        return messages[0]
+    body = "\n".join(f"- {m.strip().partition(chr(10))[0]}" for m in messages)
+    return f"auto-heal: {len(messages)} injuries\n\n{body}"
+
+
+def as_twin(first: Outcome, parsed: ParsedInjury) -> Outcome:
+    """The outcome of a second delivery of an injury healed (or not) earlier in the batch."""
+    if first.kind is Kind.HEALED and first.commit:
+        reason = f"already healed by commit {first.commit[:12]}"
+        return replace(first, kind=Kind.SKIPPED, reason=reason, injury=parsed)
+    return replace(first, injury=parsed)
