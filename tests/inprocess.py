@@ -20,6 +20,7 @@ from auto_healer.metrics import Metrics
 from auto_healer.pager import Pager
 from auto_healer.playbooks import load_playbooks
 from auto_healer.sources import Delivery, Slots, Submit
+from auto_healer.sources.nats_core import CoreSource
 
 from tests.conftest import PLAYBOOKS
 
@@ -187,3 +188,31 @@ async def run_agent(
         await runner
         checkout.close()
     return publisher
+
+
+def core_agent(
+    nc: Any,
+    work: Path,
+    *,
+    playbooks: Path = PLAYBOOKS,
+    grace_period_s: float = 30.0,
+    **agent_options: Any,
+) -> tuple[Agent, Checkout, RecordingPublisher, Metrics]:
+    """A real agent on core NATS (`aura.hive.injury`, no queue group) healing the checkout
+    `work` with one slot unless told otherwise: (the agent, its checkout to close, the events
+    it published, its metrics)."""
+    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
+    healer = Healer(load_playbooks(playbooks), checkout, dry_run=False)
+    publisher, metrics = RecordingPublisher(), Metrics()
+    agent = Agent(
+        source=CoreSource(nc, "aura.hive.injury", queue=""),
+        healer=healer,
+        effects=Effects(publisher, None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
+        gate=Gate(),
+        link=UpLink(),
+        liveness=Liveness(max_disconnected_s=60),
+        metrics=metrics,
+        **{"max_in_flight": 1, **agent_options},
+        grace_period_s=grace_period_s,
+    )
+    return agent, checkout, publisher, metrics

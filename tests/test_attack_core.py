@@ -9,19 +9,10 @@ from pathlib import Path
 
 import nats
 import pytest
-from auto_healer.admission import Gate
-from auto_healer.agent import Agent
-from auto_healer.checkout import Checkout, Identity
-from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer
-from auto_healer.healer import Healer
-from auto_healer.liveness import Liveness
-from auto_healer.metrics import Metrics
-from auto_healer.playbooks import load_playbooks
-from auto_healer.sources.nats_core import CoreSource
 
-from tests.conftest import PLAYBOOKS, injury
-from tests.inprocess import RecordingPublisher, UpLink
+from tests.conftest import injury
+from tests.inprocess import core_agent
 
 
 async def test_a_core_flood_of_heals_is_held_back_not_queued_without_end(
@@ -32,20 +23,8 @@ async def test_a_core_flood_of_heals_is_held_back_not_queued_without_end(
     (the queue had no bound: 100k queued heals of 100 kB each is ~20 GB)."""
     _remote, work = repo
     nc = await nats.connect(nats_server.url)
-    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
-    healer = Healer(load_playbooks(PLAYBOOKS), checkout, dry_run=False)
-    publisher, metrics = RecordingPublisher(), Metrics()
-    agent = Agent(
-        source=CoreSource(nc, "aura.hive.injury", queue=""),
-        healer=healer,
-        effects=Effects(publisher, None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
-        gate=Gate(),
-        link=UpLink(),
-        liveness=Liveness(max_disconnected_s=60),
-        metrics=metrics,
-        max_in_flight=1,
-        max_queued_heals=4,
-        grace_period_s=30,
+    agent, checkout, publisher, _metrics = core_agent(
+        nc, work, max_queued_heals=4, grace_period_s=30
     )
     runner = asyncio.create_task(agent.run(install_signals=False))
     count, peak = 40, 0
@@ -227,20 +206,7 @@ async def test_a_bee_keeper_envelope_is_answered_while_a_slow_heal_holds_the_slo
     git(work, "push", "-q", "origin", "main")
     books = _slow_formatter_books(tmp_path, 2.0)
     nc = await nats.connect(nats_server.url)
-    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
-    healer = Healer(load_playbooks(books), checkout, dry_run=False)
-    publisher, metrics = RecordingPublisher(), Metrics()
-    agent = Agent(
-        source=CoreSource(nc, "aura.hive.injury", queue=""),
-        healer=healer,
-        effects=Effects(publisher, None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
-        gate=Gate(),
-        link=UpLink(),
-        liveness=Liveness(max_disconnected_s=60),
-        metrics=metrics,
-        max_in_flight=1,
-        grace_period_s=0,
-    )
+    agent, checkout, publisher, _metrics = core_agent(nc, work, playbooks=books, grace_period_s=0)
     runner = asyncio.create_task(agent.run(install_signals=False))
     envelope = {"agent": "bee.Keeper", "injuries": ["GitHub: comment failed.", "CI is red."]}
     try:
@@ -381,20 +347,7 @@ async def test_a_heal_cut_off_at_stop_leaves_no_formatter_running(
     books = _slow_formatter_books(tmp_path, 2.0)
     marker = "time.sleep(2.0)"
     nc = await nats.connect(nats_server.url)
-    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
-    healer = Healer(load_playbooks(books), checkout, dry_run=False)
-    metrics = Metrics()
-    agent = Agent(
-        source=CoreSource(nc, "aura.hive.injury", queue=""),
-        healer=healer,
-        effects=Effects(RecordingPublisher(), None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
-        gate=Gate(),
-        link=UpLink(),
-        liveness=Liveness(max_disconnected_s=60),
-        metrics=metrics,
-        max_in_flight=1,
-        grace_period_s=0,
-    )
+    agent, checkout, _events, _metrics = core_agent(nc, work, playbooks=books, grace_period_s=0)
     runner = asyncio.create_task(agent.run(install_signals=False))
     try:
         await wait_until(lambda: agent.subscribed, 10, "the subscription")

@@ -8,19 +8,10 @@ import json
 from pathlib import Path
 
 import nats
-from auto_healer.admission import Gate
-from auto_healer.agent import Agent
-from auto_healer.checkout import Checkout, Identity
-from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer
-from auto_healer.healer import Healer
-from auto_healer.liveness import Liveness
-from auto_healer.metrics import Metrics
-from auto_healer.playbooks import load_playbooks
-from auto_healer.sources.nats_core import CoreSource
 
-from tests.conftest import PLAYBOOKS, injury, remote_files
-from tests.inprocess import RecordingPublisher, UpLink, delivery, run_agent
+from tests.conftest import injury, remote_files
+from tests.inprocess import core_agent, delivery, run_agent
 
 
 async def test_a_heal_in_flight_does_not_hold_up_what_is_answered_at_once(
@@ -30,20 +21,7 @@ async def test_a_heal_in_flight_does_not_hold_up_what_is_answered_at_once(
     it, is escalated and announced before the heal ends (it used to wait for the slot)."""
     remote, work = repo
     nc = await nats.connect(nats_server.url)
-    checkout = Checkout.open(work, identity=Identity("auto-healer", "auto-healer@aura.hive"))
-    healer = Healer(load_playbooks(PLAYBOOKS), checkout, dry_run=False)
-    publisher, metrics = RecordingPublisher(), Metrics()
-    agent = Agent(
-        source=CoreSource(nc, "aura.hive.injury", queue=""),
-        healer=healer,
-        effects=Effects(publisher, None, metrics, js=None, repo=healer.repo_key),  # type: ignore[arg-type]
-        gate=Gate(),
-        link=UpLink(),
-        liveness=Liveness(max_disconnected_s=60),
-        metrics=metrics,
-        max_in_flight=1,
-        grace_period_s=30,
-    )
+    agent, checkout, publisher, _metrics = core_agent(nc, work, grace_period_s=30)
     runner = asyncio.create_task(agent.run(install_signals=False))
     try:
         async with asyncio.timeout(30):
