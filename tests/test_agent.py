@@ -212,6 +212,7 @@ async def test_no_injury_lost_when_nats_restarts(
         agent.kill()
 
 
+@pytest.mark.slow
 async def test_sigterm_finishes_in_flight_and_exits_clean(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:

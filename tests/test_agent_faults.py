@@ -88,6 +88,7 @@ async def test_heal_is_announced_and_resolve_queued_while_pager_is_down(
         agent.kill()
 
 
+@pytest.mark.slow
 async def test_poison_is_not_dropped_when_its_dead_letter_cannot_be_written(
     tmp_path: Path, repo: tuple[Path, Path], nats_server: NatsServer
 ) -> None:
