@@ -33,7 +33,7 @@ test-cluster: $(STAMP)
 # Every test `make test` leaves out: the cluster ones and the few that wait longest (a fresh
 # install from the lock files, a heal longer than the ack wait, NATS restarted under the agent,
 # SIGTERM mid-burst or mid-heal, the pager down then back, a dead letter that cannot be
-# written, setup-nats as admin). CI runs it after `make test`.
+# written, the KV store or NATS frozen under a write, setup-nats as admin). CI runs it too.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "cluster or slow"
 

@@ -222,6 +222,7 @@ def test_the_names_of_console_hosts_are_answered(tmp_path: Path) -> None:
     assert not Guardian(None).known_host("console.example.com")
 
 
+@pytest.mark.slow
 def test_a_write_while_nats_is_frozen_says_it_may_still_be_done(console: ConsoleAgent) -> None:
     """With nats-server frozen (SIGSTOP), Pause on the page answers in seconds with a page
     (503, not an internal error) saying the pause may still take effect; reads of the mirror

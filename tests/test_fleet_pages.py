@@ -91,6 +91,7 @@ async def test_a_page_not_delivered_gives_its_claim_back(
         await other_nc.close()
 
 
+@pytest.mark.slow
 async def test_shared_store_down_falls_back_to_the_local_pager(
     nats_server: NatsServer, receiver: Receiver, tmp_path: Path
 ) -> None:
