@@ -28,15 +28,9 @@ from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.pathlocks import hold_all
+from auto_healer.paths import with_parents
 from auto_healer.playbooks import Playbook
-from auto_healer.pushrace import (
-    Change,
-    PushRaceLost,
-    PushRacer,
-    Replan,
-    in_thread,
-    with_parents,
-)
+from auto_healer.pushrace import Change, PushRaceLost, PushRacer, Replan, in_thread
 
 log = structlog.get_logger("auto_healer.healer")
 INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a thread

@@ -15,7 +15,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -102,6 +102,16 @@ def globs_may_overlap(a: str, b: str) -> bool:
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def with_parents(paths: Iterable[str]) -> set[str]:
+    """The paths and every directory above them, so a deleted directory is found in O(1)."""
+    out: set[str] = set()
+    for path in paths:
+        while path and path not in out:
+            out.add(path)
+            path = path.rpartition("/")[0]
+    return out
 
 
 @lru_cache(maxsize=4096)  # an injury's path is normalised on intake and again by its plan

@@ -27,6 +27,7 @@ import structlog
 
 from auto_healer.checkout import Checkout
 from auto_healer.errors import HealFailed, TransientError
+from auto_healer.paths import with_parents
 
 log = structlog.get_logger("auto_healer.healer")
 T = TypeVar("T")
@@ -143,16 +144,6 @@ def rebase(co: Checkout, base: str, changes: list[Change]) -> str:
 def _listing(co: Checkout, rev: str, paths: list[str]) -> str:
     """Every file at or under `paths` in `rev`, with its mode and blob."""
     return co.git("--literal-pathspecs", "ls-tree", "-r", "-z", rev, "--", *paths) if paths else ""
-
-
-def with_parents(paths: Iterable[str]) -> set[str]:
-    """The paths and every directory above them, so a deleted directory is found in O(1)."""
-    out: set[str] = set()
-    for path in paths:
-        while path and path not in out:
-            out.add(path)
-            path = path.rpartition("/")[0]
-    return out
 
 
 async def in_thread(func: Callable[..., T], *args: Any) -> T:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from auto_healer.errors import HealFailed
+from auto_healer.paths import with_parents
 
 VERIFY_REF = "refs/auto-healer/verify/"  # our own namespace: no branch or tracking ref moves
 LOCAL_TIMEOUT_S = 120.0
@@ -125,7 +126,7 @@ class RemoteTree:
                 for found in asked.values():
                     found.cancel()
                 raise
-            held = _held(names)
+            held = with_parents(names)  # the entries and each directory above them
             for key, found in asked.items():
                 found.set_result(key in held)
 
@@ -166,16 +167,6 @@ class RemoteTree:
             self.root, *args, *(["-r"] if recursive else []), self.commit, "--", *paths
         )
         return [os.fsdecode(e) for e in out.split(b"\0") if e]
-
-
-def _held(names: list[str]) -> set[str]:
-    """Every path that holds one of the listed entries: the entries and each directory above."""
-    held: set[str] = set()
-    for name in names:
-        while name and name not in held:
-            held.add(name)
-            name = name.rpartition("/")[0]
-    return held
 
 
 def _safe(path: str) -> PurePosixPath:
