@@ -115,6 +115,16 @@ def test_sync_refuses_to_discard_local_work(repo: Repo) -> None:
     assert (work / "pyproject.toml").read_text() == "mine"
 
 
+def test_sync_moves_a_checkout_on_another_branch_at_the_same_commit(repo: Repo) -> None:
+    """A checkout whose HEAD is another branch at the remote head is still switched to the
+    branch it heals (only a clean checkout on that very branch skips `checkout -B`)."""
+    _, work = repo
+    git(work, "checkout", "-q", "-b", "elsewhere")
+    checkout = Checkout.open(work, branch="main")
+    checkout.sync()
+    assert git(work, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+
+
 def test_commit_carries_trailers_and_identity(repo: Repo) -> None:
     """A heal commit has the message, `Injury-Id`, `Healed-By` and the configured identity."""
     _, work = repo

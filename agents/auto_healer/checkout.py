@@ -149,13 +149,18 @@ class Checkout:
                     f"{self.root}: has uncommitted changes to tracked files; commit or stash them"
                 )
             local = f"refs/heads/{self.branch}"
-            if self._ref_exists(local):
+            tip, remote_tip = self._ref(local), self._ref(f"refs/remotes/{upstream}")
+            if tip is not None and tip != remote_tip:  # the same commit is 0 ahead
                 ahead = self._git("rev-list", "--count", f"{upstream}..{local}")
                 if int(ahead):
                     raise TransientError(
                         f"{self.root}: branch {self.branch} has {ahead} commits not on "
                         f"{upstream}; push or reset them first"
                     )
+            if tip is not None and tip == remote_tip and self._on(local):
+                # Clean tracked files on the branch at the remote head: the checkout below
+                # would change nothing (a fresh clone's first heal).
+                return tip
         # -f: index and tracked files are reset to the upstream too (`reset --hard`, one process)
         self._git("checkout", "-q", "-f", "-B", self.branch, upstream)
         if self.owned:
@@ -172,6 +177,11 @@ class Checkout:
             return str(git.SymbolicReference.dereference_recursive(self.repo, ref))
         except ValueError:
             return None
+
+    def _on(self, ref: str) -> bool:
+        """Whether HEAD is the symbolic ref `ref`, read from the HEAD file (no git process)."""
+        head = self.repo.head
+        return not head.is_detached and head.reference.path == ref
 
     def pushed_clean(self, commit: str) -> None:
         """Say our own clone's HEAD is `commit`, just committed and pushed, with nothing touched

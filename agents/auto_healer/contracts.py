@@ -54,7 +54,8 @@ _SEVERITIES = frozenset(s.value for s in Severity)
 class _Contract(BaseModel):
     """Base of every payload: extra fields are kept, declared ones are strictly typed."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    # Validators are built on first use, not at import: a command uses only a few models.
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, defer_build=True)
 
 
 def _finite(value: float) -> float:

@@ -89,7 +89,7 @@ def heal_once(
 
 def _pager(settings: Settings) -> Pager | None:
     """The pager, imported (with httpx) only when PAGER_WEBHOOK_URL is set."""
-    if not (settings.pager.webhook_url or "").strip():
+    if not (settings.pager_webhook_url or "").strip():
         return None
     from auto_healer.pager import Pager
 

@@ -19,7 +19,8 @@ from auto_healer.paths import compile_glob, glob_matches, globs_may_overlap
 class Strict(BaseModel):
     """Base of the playbook models: an unknown key is an error; loaded once, never changed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validators are built on first use, not at import: a command uses only a few models.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _check_glob(value: str | None) -> str | None:

@@ -42,7 +42,8 @@ def default_state_dir() -> Path:
 class _Part(BaseModel):
     """One concern's slice of the settings, handed to the class that needs only it."""
 
-    model_config = ConfigDict(frozen=True)
+    # Validators are built on first use, not at import: a command uses only a few models.
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class NatsSettings(_Part):

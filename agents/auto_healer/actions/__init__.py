@@ -24,7 +24,8 @@ from auto_healer.remote_tree import RemoteTree
 class ActionOptions(BaseModel):
     """Base of every action's options: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validators are built on first use, not at import: a command uses only a few models.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass(frozen=True)
