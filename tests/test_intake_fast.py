@@ -5,13 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from auto_healer.checkout import Checkout, Identity
 from auto_healer.confinement import confine_cached
-from auto_healer.contracts import DomainEvent, canonical_json, decode_body, injury_id, loads
+from auto_healer.contracts import (
+    DomainEvent,
+    _long_digits,
+    canonical_json,
+    decode_body,
+    injury_id,
+    loads,
+)
 from auto_healer.demo import make_repo
 from auto_healer.errors import InjuryRejected, TransientError
 from auto_healer.fit import event_json, fit_event
@@ -107,6 +115,18 @@ def test_sync_and_restore_move_the_generation(tmp_path: Path) -> None:
 def test_canonical_json_is_the_standard_librarys(payload: Any) -> None:
     """Property: the canonical bytes (so every id) are those the standard library writes."""
     assert canonical_json(payload) == _reference_canonical(payload)
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"0", b"9", b"0123456789", b"12345678", b".", b"a", b"\xff"]), max_size=60
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_the_long_digit_check_finds_what_the_regex_finds(parts: list[bytes]) -> None:
+    """Property: a body goes to the standard library exactly when it has 19 digits in a row."""
+    body = b"".join(parts)
+    assert _long_digits(body) == (re.search(rb"[0-9]{19}", body) is not None)
 
 
 @pytest.mark.parametrize(

@@ -302,7 +302,11 @@ class Publisher:
         if isinstance(payload, bytes):
             body, fitted = fit_dead_letter(payload, headers or {}, max_payload)
             return body, fitted or None, len(body) < len(payload), -1
-        safe = {safe_header_key(k): safe_header_value(v) for k, v in (headers or {}).items()}
+        safe = (
+            {safe_header_key(k): safe_header_value(v) for k, v in headers.items()}
+            if headers
+            else None
+        )
         wire = encode(
             subject, payload, encoding=self.encoding, max_payload=max_payload, headers=safe
         )

@@ -48,11 +48,15 @@ def confine_stat(
     """`confine_cached`, with the `lstat` of the path it made (None: absent), or `UNSEEN`
     when the answer came from the cache or from `paths.confine`: the caller looks itself."""
     now = time.monotonic()
-    key = (os.fspath(root), generation(root), raw, protected, allow_root)
+    given = os.fspath(root)
+    gen = generation(given)
+    key = (given, gen, raw, protected, allow_root)
     hit = _answers.get(key)
     if hit is not None and hit[0] > now:
         return hit[1], UNSEEN
-    confined, st = _confine(root, raw, protected=protected, allow_root=allow_root, now=now)
+    confined, st = _confine(
+        root, given, gen, raw, protected=protected, allow_root=allow_root, now=now
+    )
     if len(_answers) >= MAX_ANSWERS:
         _answers.clear()
     _answers[key] = (now + TTL_S, confined)
@@ -68,13 +72,20 @@ def confine_cached(
 
 
 def _confine(
-    root: Path, raw: str, *, protected: tuple[str, ...], allow_root: bool, now: float
+    root: Path,
+    given: str,
+    gen: int,
+    raw: str,
+    *,
+    protected: tuple[str, ...],
+    allow_root: bool,
+    now: float,
 ) -> tuple[Confined, os.stat_result | None]:
+    """`given` is `root` as a string and `gen` its generation (each asked once per answer)."""
     rel = normalise(raw)
     if rel == ".":
         return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
-    gen = generation(root)
-    resolved, git_dir, top = _root(root, gen, now)
+    resolved, git_dir, top = _root(root, given, gen, now)
     parent = rel.rpartition("/")[0]
     if parent and not _dir_clean(resolved, gen, parent, git_dir, now):
         return confine(root, raw, protected=protected, allow_root=allow_root), UNSEEN
@@ -93,8 +104,8 @@ def _confine(
     return Confined.under(top, rel), st
 
 
-def _root(root: Path, gen: int, now: float) -> tuple[str, os.stat_result | None, Path]:
-    key = (os.fspath(root), gen)
+def _root(root: Path, given: str, gen: int, now: float) -> tuple[str, os.stat_result | None, Path]:
+    key = (given, gen)
     hit = _roots.get(key)
     if hit is not None and hit[0] > now:
         return hit[1], hit[2], hit[3]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from enum import StrEnum
@@ -187,8 +186,16 @@ def _finite_float(text: str) -> float:
 
 
 # orjson reads an integer past 64 bits as a float, and a long mantissa may round otherwise:
-# a body with a run of 19 digits anywhere goes to the standard library.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# a body with a run of 19 digits anywhere goes to the standard library. Found as `0` * 19 in
+# the body with every digit made `0` and every other byte `.` (a regex search for `[0-9]{19}`
+# tries each position and costs five times as much on an injury).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _long_digits(data: bytes) -> bool:
+    """Whether `data` holds a run of 19 or more ASCII digits."""
+    return _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
 
 
 def loads(data: str | bytes) -> Any:
@@ -199,7 +206,7 @@ def loads(data: str | bytes) -> Any:
     a byte-order mark, UTF-16, bad JSON) is read again by the standard library, whose answer or
     error stands.
     """
-    if isinstance(data, bytes) and _LONG_DIGITS.search(data) is None:
+    if isinstance(data, bytes) and not _long_digits(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -238,7 +245,9 @@ def _orjson_same(value: Any, depth: int) -> bool:
         return False
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or not _orjson_same(item, depth + 1):
+            if type(key) is not str:
+                return False
+            if type(item) not in _SAME_AS_IS and not _orjson_same(item, depth + 1):
                 return False
         return True
     if kind is list:
