@@ -19,7 +19,14 @@ import git
 
 from auto_healer.errors import ConfigError, TransientError
 from auto_healer.gitfail import git_error, safe_ref
-from auto_healer.paths import bump_generation, confine, generation, remove_tree, replace_file
+from auto_healer.paths import (
+    bump_generation,
+    confine_text,
+    generation,
+    git_dir_stat,
+    remove_tree,
+    replace_file,
+)
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
@@ -198,15 +205,16 @@ class Checkout:
     ) -> None:
         """The working-tree half of `apply`: nothing is staged.
 
-        Both are reached from the root without following symlinks (`remove_tree`,
-        `replace_file`): a path swapped for a symlink since the plan is refused, not followed.
+        Each path is confined afresh by file descriptor: checked as text (`confine_text`), then
+        reached from the root without following symlinks and never through `.git` by another
+        name (`remove_tree`, `replace_file`): a path swapped for a symlink since the plan is
+        refused, not followed.
         """
+        git_dir = git_dir_stat(self.root)
         for rel in delete:
-            target = confine(self.root, rel, protected=protected, allow_root=False)
-            remove_tree(self.root, target.relative)
+            remove_tree(self.root, confine_text(rel, protected), git_dir=git_dir)
         for rel, content in write.items():
-            target = confine(self.root, rel, protected=protected, allow_root=False)
-            replace_file(self.root, target.relative, content)
+            replace_file(self.root, confine_text(rel, protected), content, git_dir=git_dir)
 
     def stage(self, delete: list[str], write: Iterable[str]) -> None:
         """Stage deleted directories and written files (of one plan or of a whole batch) in at
