@@ -18,15 +18,9 @@ from pathlib import Path
 import git
 
 from auto_healer.errors import ConfigError, TransientError
+from auto_healer.fsops import bump_generation, generation, git_dir_stat, remove_tree, replace_file
 from auto_healer.gitfail import git_error, safe_ref
-from auto_healer.paths import (
-    bump_generation,
-    confine_text,
-    generation,
-    git_dir_stat,
-    remove_tree,
-    replace_file,
-)
+from auto_healer.paths import confine_text
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
@@ -167,6 +161,7 @@ class Checkout:
         self._git("checkout", "-q", "-f", "-B", self.branch, upstream)
         if self.owned:
             self._git("clean", "-q", "-fd")
+            self._clean_at = (generation(self.root), self.head())  # as after our own push
         return self.head()
 
     def head(self) -> str:
@@ -181,8 +176,9 @@ class Checkout:
             return None
 
     def pushed_clean(self, commit: str) -> None:
-        """Say our own clone's HEAD is `commit`, just committed and pushed, with nothing touched
-        since: its next sync skips the checkout and the clean while the remote still has it."""
+        """Say our own clone's HEAD is `commit`, just committed and pushed (or synced), with
+        nothing touched since: its next sync skips the checkout and the clean while the remote
+        still has it."""
         if self.owned and self.head() == commit:
             self._clean_at = (generation(self.root), commit)
 
@@ -205,10 +201,9 @@ class Checkout:
     ) -> None:
         """The working-tree half of `apply`: nothing is staged.
 
-        Each path is confined afresh by file descriptor: checked as text (`confine_text`), then
-        reached from the root without following symlinks and never through `.git` by another
-        name (`remove_tree`, `replace_file`): a path swapped for a symlink since the plan is
-        refused, not followed.
+        Each path is confined afresh, by file descriptor: checked as text (`confine_text`), then
+        reached from the root never following a symlink nor entering `.git` by another name
+        (`remove_tree`, `replace_file`): a path swapped since the plan is refused, not followed.
         """
         git_dir = git_dir_stat(self.root)
         for rel in delete:

@@ -24,7 +24,7 @@ from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
 from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer, first_free_port, publish_urls, urls_file
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, TransientError
 from auto_healer.fleet import open_shared_pages
 from auto_healer.guard import Guard, open_guard
 from auto_healer.healer import Healer
@@ -104,6 +104,9 @@ async def serve(
             max_batch=settings.max_batch,
             max_batch_files=settings.max_batch_files,
         )
+        if checkout.owned and not settings.dry_run:  # the first heal's sync is then a fetch
+            with contextlib.suppress(TransientError):  # that sync says it, and is retried
+                await asyncio.to_thread(checkout.sync)
         paging = bool(settings.pager.webhook_url) and not settings.dry_run  # dry-run: no writes
         shared = await open_shared_pages(nc, replicas=replicas) if paging else None
         pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run, shared=shared)
