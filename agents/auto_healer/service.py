@@ -34,6 +34,7 @@ from auto_healer.liveness import Liveness
 from auto_healer.logs import cache_loggers, redact_url
 from auto_healer.metrics import Metrics, WsgiApp
 from auto_healer.pager import Pager
+from auto_healer.pathlocks import let_go_by
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 from auto_healer.signing import verifier_from_settings
@@ -293,13 +294,15 @@ async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinato
         return LocalCoordinator()
     owner = f"{socket.gethostname()}-{os.getpid()}"
     try:
-        return await KvCoordinator.create(
+        coordinator = await KvCoordinator.create(
             nc.jetstream(),
             owner=owner,
             lock_ttl_s=settings.lock_ttl_s,
             lock_wait_s=0.0 if settings.jetstream else 60.0,
             replicas=replicas,
         )
+        coordinator.let_go = let_go_by(nc.publish)  # a batch's locks, let go of unanswered
+        return coordinator
     except Exception as exc:
         if settings.jetstream:
             raise ConfigError(f"JetStream KV is not available on the server: {exc}") from None
