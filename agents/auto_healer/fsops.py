@@ -22,7 +22,7 @@ from auto_healer.errors import HealFailed, InjuryRejected
 _GENERATIONS: dict[str, int] = {}
 
 
-def generation(root: Path) -> int:
+def generation(root: Path | str) -> int:
     """How many times the checkout at `root` was changed by us (sync, apply, restore); a
     confinement cached under an older generation is stale (`confinement.confine_cached`)."""
     return _GENERATIONS.get(os.fspath(root), 0)
