@@ -14,14 +14,14 @@ import asyncio
 import contextlib
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
 from auto_healer.actions import StepContext, StepPlan, get_action
-from auto_healer.batch_ahead import Ahead, as_twin, batch_message
+from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, waited_out
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
@@ -37,25 +37,11 @@ INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a th
 UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
 
 
-@dataclass(eq=False)
-class _Item:
-    """One injury waiting in, or healed by, a batch."""
-
-    parsed: ParsedInjury
-    playbook: Playbook
-    lock_key: str
-    future: asyncio.Future[Outcome]
-    reports: tuple[StepReport, ...] = ()
-    delete: list[str] = field(default_factory=list)
-    write: dict[str, bytes] = field(default_factory=dict)
-    files: int = 0
-
-
 @dataclass
 class _Refused(Exception):
     """An injury refused while it was being applied: the batch is rebuilt without it."""
 
-    item: _Item
+    item: Item
     outcome: Outcome
 
 
@@ -75,7 +61,7 @@ class Batcher:
         self.checkout, self.coordinator, self.lock = checkout, coordinator, lock
         self._outcome = outcome
         self.max_batch, self.max_files = max_batch, max_files
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[Item] = deque()
         self._leases: list[Lease] = []  # the path locks of the batch being healed
         self.racer = PushRacer(checkout, checkout.push_race_budget_s)
         self._race = self.racer.start()  # the push race of the batch being healed
@@ -83,7 +69,7 @@ class Batcher:
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
-        item = _Item(parsed, playbook, lock_key, asyncio.get_running_loop().create_future())
+        item = Item(parsed, playbook, lock_key, asyncio.get_running_loop().create_future())
         self._queue.append(item)
         try:
             await asyncio.sleep(0)  # injuries submitted together join the queue first
@@ -108,16 +94,16 @@ class Batcher:
             raise
         return item.future.result()
 
-    def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
+    def _take(self) -> list[Item]:
+        batch: list[Item] = []
         while self._queue and len(batch) < self.max_batch:
             if not (item := self._queue.popleft()).future.done():
                 batch.append(item)
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[Item]) -> None:
         """Heal a batch and answer every injury of it, or hand back those it did not reach."""
-        outcomes: dict[_Item, Outcome] = {}
+        outcomes: dict[Item, Outcome] = {}
         try:
             outcomes = await self._locked(batch)
         finally:
@@ -130,7 +116,7 @@ class Batcher:
             kinds = Counter(o.kind.value for o in outcomes.values())
             log.info("batch_done", injuries=len(batch), **kinds)
 
-    async def _locked(self, batch: list[_Item]) -> dict[_Item, Outcome]:
+    async def _locked(self, batch: list[Item]) -> dict[Item, Outcome]:
         """Take the path lock of every injury (all at once, see `pathlocks`), then heal those
         whose lock was taken; let go of them all at once."""
         async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
@@ -141,13 +127,21 @@ class Batcher:
                 if it.lock_key in held.failed
             }
             live = [it for it in batch if it not in outcomes]
-            outcomes.update(await self._already_healed(live))
-            live = [it for it in live if it not in outcomes]
-            if live:
-                outcomes.update(await self._attempts(live))
+            if not live:
+                return outcomes
+            # The first sync runs while the healed ids are read: both only after the locks are
+            # held (the fetch sees every push made under them), both before anything is planned.
+            synced = asyncio.ensure_future(in_thread(self.checkout.sync))
+            try:
+                outcomes.update(await self._already_healed(live))
+                live = [it for it in live if it not in outcomes]
+                if live:
+                    outcomes.update(await self._attempts(live, synced))
+            finally:
+                await waited_out(synced)
         return outcomes
 
-    async def _already_healed(self, items: list[_Item]) -> dict[_Item, Outcome]:
+    async def _already_healed(self, items: list[Item]) -> dict[Item, Outcome]:
         """Injuries healed by another delivery while these waited for the locks."""
         try:
             commits = await asyncio.gather(
@@ -161,9 +155,12 @@ class Batcher:
             if c
         }
 
-    async def _attempts(self, items: list[_Item]) -> dict[_Item, Outcome]:
-        """The batch with retries of transient failures, each on the remote's new head."""
-        final: dict[_Item, Outcome] = {}  # left out of the batch, for good
+    async def _attempts(
+        self, items: list[Item], synced: asyncio.Future[str]
+    ) -> dict[Item, Outcome]:
+        """The batch with retries of transient failures, each on the remote's new head (the
+        first on `synced`, the sync started with the locks held)."""
+        final: dict[Item, Outcome] = {}  # left out of the batch, for good
         patient = max((it.playbook for it in items), key=lambda p: p.retry.attempts)
         retrying = patient.retry.retrying(
             retry_if_exception_type(TransientError) & retry_if_not_exception_type(PushRaceLost),
@@ -173,7 +170,7 @@ class Batcher:
         )
         attempts = 0
 
-        def rest(kind: Kind, reason: str, **more: Any) -> dict[_Item, Outcome]:
+        def rest(kind: Kind, reason: str, **more: Any) -> dict[Item, Outcome]:
             out = {it: self._out(it, kind, reason, attempts=attempts, **more) for it in items}
             return out | final
 
@@ -181,7 +178,8 @@ class Batcher:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    healed = await self._attempt(items, final, attempts)
+                    first = synced if attempts == 1 else None
+                    healed = await self._attempt(items, final, attempts, first)
         except TransientError as exc:
             return rest(Kind.FAILED, f"{exc} (after {attempts} attempts)", retryable=True)
         except (HealFailed, ConfigError, InjuryRejected) as exc:
@@ -192,14 +190,22 @@ class Batcher:
         return final | healed
 
     async def _attempt(
-        self, items: list[_Item], final: dict[_Item, Outcome], attempt: int
-    ) -> dict[_Item, Outcome]:
-        """One try: sync, plan and apply each injury, one commit, one push (planned again on the
-        remote's new head while the push race asks for it and its budget lasts)."""
+        self,
+        items: list[Item],
+        final: dict[Item, Outcome],
+        attempt: int,
+        synced: asyncio.Future[str] | None = None,
+    ) -> dict[Item, Outcome]:
+        """One try: sync (or the sync already under way), plan and apply each injury, one
+        commit, one push (planned again on the remote's new head while the push race asks for
+        it and its budget lasts)."""
         co = self.checkout
         self._race = race = self.racer.start()
         while True:
-            base = await in_thread(co.sync)
+            if synced is not None:
+                base, synced = await synced, None
+            else:
+                base = await in_thread(co.sync)
             try:
                 while True:
                     try:
@@ -215,12 +221,12 @@ class Batcher:
                 raise
 
     async def _build(
-        self, items: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
-    ) -> dict[_Item, Outcome]:
-        included: list[_Item] = []
-        twins: list[tuple[_Item, _Item]] = []  # a second delivery of an injury in the batch
-        by_id: dict[str, _Item] = {}
-        ahead = Ahead[_Item]()  # planned and not applied yet: deletions, on paths apart
+        self, items: list[Item], final: dict[Item, Outcome], base: str, attempt: int
+    ) -> dict[Item, Outcome]:
+        included: list[Item] = []
+        twins: list[tuple[Item, Item]] = []  # a second delivery of an injury in the batch
+        by_id: dict[str, Item] = {}
+        ahead = Ahead[Item]()  # planned and not applied yet: deletions, on paths apart
         files = 0
         for it in items:
             if it in final:
@@ -250,7 +256,7 @@ class Batcher:
                 healed[twin] = as_twin(done, twin.parsed)
         return healed
 
-    async def _apply(self, group: list[_Item], attempt: int) -> None:
+    async def _apply(self, group: list[Item], attempt: int) -> None:
         """Apply planned injuries in order; the first refused one is handed back as `_Refused`.
         A small plan is applied on the loop: in a thread it would wait for the busy loop's GIL
         after every system call."""
@@ -266,7 +272,7 @@ class Batcher:
                 kind = Kind.REJECTED if isinstance(exc, InjuryRejected) else Kind.FAILED
                 raise _Refused(it, self._out(it, kind, str(exc), attempts=attempt)) from None
 
-    async def _plan(self, it: _Item) -> Outcome | None:
+    async def _plan(self, it: Item) -> Outcome | None:
         """Plan every step of one injury on the checkout as it now is; an outcome when the
         injury is left out of the batch."""
         ctx = StepContext(
@@ -295,8 +301,8 @@ class Batcher:
         return None
 
     async def _commit(
-        self, included: list[_Item], final: dict[_Item, Outcome], base: str, attempt: int
-    ) -> dict[_Item, Outcome]:
+        self, included: list[Item], final: dict[Item, Outcome], base: str, attempt: int
+    ) -> dict[Item, Outcome]:
         """Stage everything at once, commit what changed tracked files, push."""
         co = self.checkout
         if not included:
@@ -332,7 +338,7 @@ class Batcher:
         for lease in self._leases:
             lease.check()  # never push without every path lock
 
-    def _out(self, it: _Item, kind: Kind, reason: str, **fields: Any) -> Outcome:
+    def _out(self, it: Item, kind: Kind, reason: str, **fields: Any) -> Outcome:
         return self._outcome(it.parsed, it.playbook, kind, reason, steps=it.reports, **fields)
 
 

@@ -1,16 +1,32 @@
-"""The parts of a batch heal that need no checkout: what may be planned ahead of its apply,
-the commit message of a batch, the outcome of a second delivery within a batch."""
+"""The parts of a batch heal that need no checkout: an injury of a batch, what may be planned
+ahead of its apply, the commit message of a batch, the outcome of a second delivery within a
+batch, waiting out a sync started ahead."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import asyncio
+from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from auto_healer.actions import planner_now
 from auto_healer.contracts import ParsedInjury
 from auto_healer.errors import ConfigError
-from auto_healer.outcomes import Kind, Outcome
+from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.playbooks import Playbook
+
+
+@dataclass(eq=False)
+class Item:
+    """One injury waiting in, or healed by, a batch."""
+
+    parsed: ParsedInjury
+    playbook: Playbook
+    lock_key: str
+    future: asyncio.Future[Outcome]
+    reports: tuple[StepReport, ...] = ()
+    delete: list[str] = field(default_factory=list)
+    write: dict[str, bytes] = field(default_factory=dict)
+    files: int = 0
 
 
 class Planned(Protocol):
@@ -83,3 +99,12 @@ def as_twin(first: Outcome, parsed: ParsedInjury) -> Outcome:
         reason = f"already healed by commit {first.commit[:12]}"
         return replace(first, kind=Kind.SKIPPED, reason=reason, injury=parsed)
     return replace(first, injury=parsed)
+
+
+async def waited_out(task: asyncio.Future[str]) -> None:
+    """The sync's thread has ended before the checkout is let go (its error, unused when no
+    injury was left to heal, is dropped)."""
+    if not task.done():
+        await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()

@@ -18,8 +18,9 @@ from pathlib import Path
 import git
 
 from auto_healer.errors import ConfigError, TransientError
+from auto_healer.fsops import bump_generation, generation, git_dir_stat, remove_tree, replace_file
 from auto_healer.gitfail import git_error, safe_ref
-from auto_healer.paths import bump_generation, confine, generation, remove_tree, replace_file
+from auto_healer.paths import confine_text
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
@@ -165,6 +166,7 @@ class Checkout:
         self._git("checkout", "-q", "-f", "-B", self.branch, upstream)
         if self.owned:
             self._git("clean", "-q", "-fd")
+            self._clean_at = (generation(self.root), self.head())  # as after our own push
         return self.head()
 
     def head(self) -> str:
@@ -184,8 +186,9 @@ class Checkout:
         return not head.is_detached and head.reference.path == ref
 
     def pushed_clean(self, commit: str) -> None:
-        """Say our own clone's HEAD is `commit`, just committed and pushed, with nothing touched
-        since: its next sync skips the checkout and the clean while the remote still has it."""
+        """Say our own clone's HEAD is `commit`, just committed and pushed (or synced), with
+        nothing touched since: its next sync skips the checkout and the clean while the remote
+        still has it."""
         if self.owned and self.head() == commit:
             self._clean_at = (generation(self.root), commit)
 
@@ -208,15 +211,15 @@ class Checkout:
     ) -> None:
         """The working-tree half of `apply`: nothing is staged.
 
-        Both are reached from the root without following symlinks (`remove_tree`,
-        `replace_file`): a path swapped for a symlink since the plan is refused, not followed.
+        Each path is confined afresh, by file descriptor: checked as text (`confine_text`), then
+        reached from the root never following a symlink nor entering `.git` by another name
+        (`remove_tree`, `replace_file`): a path swapped since the plan is refused, not followed.
         """
+        git_dir = git_dir_stat(self.root)
         for rel in delete:
-            target = confine(self.root, rel, protected=protected, allow_root=False)
-            remove_tree(self.root, target.relative)
+            remove_tree(self.root, confine_text(rel, protected), git_dir=git_dir)
         for rel, content in write.items():
-            target = confine(self.root, rel, protected=protected, allow_root=False)
-            replace_file(self.root, target.relative, content)
+            replace_file(self.root, confine_text(rel, protected), content, git_dir=git_dir)
 
     def stage(self, delete: list[str], write: Iterable[str]) -> None:
         """Stage deleted directories and written files (of one plan or of a whole batch) in at

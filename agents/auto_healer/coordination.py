@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -30,6 +30,9 @@ from auto_healer.assets import (
 from auto_healer.errors import CoordinationUnavailable, TransientError
 
 __all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator"]
+
+
+BUSY = "another replica is healing this path right now"
 
 
 def kv_key(*parts: str) -> str:
@@ -206,13 +209,12 @@ class KvCoordinator:
         lock_wait_s: float = 0.0,
     ) -> None:
         self.locks, self.healed, self.throttle = locks, healed, throttle
-        self.owner = owner
-        self.lock_ttl_s = lock_ttl_s
-        self.lock_wait_s = lock_wait_s
+        self.owner, self.lock_ttl_s, self.lock_wait_s = owner, lock_ttl_s, lock_wait_s
         self.local = LocalCoordinator()  # a cache of what this replica knows, and its locks
         self.cache_s = 1.0
         self.health = StoreHealth()
         self._store = self.health.store
+        self.let_go: Callable[[str, int], Awaitable[None]] | None = None  # `pathlocks.let_go_by`
 
     def degraded(self) -> str | None:
         return self.health.degraded()
@@ -312,9 +314,7 @@ class KvCoordinator:
                     break
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
-                        raise TransientError(
-                            "another replica is healing this path right now"
-                        ) from None
+                        raise TransientError(BUSY) from None
                     await asyncio.sleep(0.2)
             refresher = asyncio.create_task(self._refresh(kv_key(key), lease))
             try:

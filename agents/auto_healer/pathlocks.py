@@ -16,14 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from auto_healer.coordination import Coordinator, KvCoordinator, Lease, kv_key
+from auto_healer.coordination import (
+    BUCKET_LOCKS,
+    BUSY,
+    Coordinator,
+    KvCoordinator,
+    Lease,
+    kv_key,
+)
 from auto_healer.errors import TransientError
 
-BUSY = "another replica is healing this path right now"
+LetGo = Callable[[str, int], Awaitable[None]]  # (the KV key of a lock, its revision)
 
 
 @dataclass
@@ -49,6 +57,21 @@ async def hold_all(coordinator: Coordinator, keys: Sequence[str]) -> AsyncIterat
             except TransientError as exc:
                 held.failed[key] = exc
         yield held
+
+
+def let_go_by(publish: Any) -> LetGo:
+    """How a batch lets go of a lock of `BUCKET_LOCKS`, given the connection's `publish`: the
+    delete `kv.delete(key, last=revision)` makes, published with no reply asked. Its answer
+    was never used (at worst a lock expires by itself), and the next batch's locks are
+    published after it on the same connection, so they find it gone."""
+    from nats.js.api import Header
+    from nats.js.kv import KV_DEL, KV_OP
+
+    async def let_go(key: str, revision: int) -> None:
+        headers = {KV_OP: KV_DEL, Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+        await publish(f"$KV.{BUCKET_LOCKS}.{key}", b"", headers=headers)
+
+    return let_go
 
 
 class _KvLocks:
@@ -154,4 +177,12 @@ class _KvLocks:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        await self._let_go(list(self.held.leases))
+        let_go = self.coord.let_go
+        if let_go is None:
+            await self._let_go(list(self.held.leases))
+            return
+        leases, self.held.leases = self.held.leases, {}
+        for key, lease in leases.items():
+            if not lease.lost:  # never release a lock another replica has taken since
+                with contextlib.suppress(Exception):  # at worst it expires by itself
+                    await let_go(kv_key(key), lease.revision)

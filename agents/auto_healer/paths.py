@@ -2,26 +2,26 @@
 
 A network message names a path; this module decides whether that path is one the auto-healer
 may touch. Everything is resolved inside the checkout and refused with a reason otherwise.
-What is then deleted or rewritten is reached by walking from the checkout root one directory
-at a time with `O_NOFOLLOW` (`parent_dir`), so a component swapped for a symlink after the
-check is refused instead of followed out of the checkout.
+What is then deleted or rewritten is reached by file descriptor (`fsops.parent_dir`, re-exported
+here), so a component swapped for a symlink after the check is refused instead of followed.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import secrets
-import shutil
-import stat
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from auto_healer.confined import Confined as Confined
-from auto_healer.errors import HealFailed, InjuryRejected
+from auto_healer.errors import InjuryRejected
+from auto_healer.fsops import bump_generation as bump_generation
+from auto_healer.fsops import generation as generation
+from auto_healer.fsops import git_dir_stat as git_dir_stat
+from auto_healer.fsops import parent_dir as parent_dir
+from auto_healer.fsops import remove_tree as remove_tree
+from auto_healer.fsops import replace_file as replace_file
 
 DEFAULT_PROTECTED = (".git", ".git/**", "**/.git", "**/.git/**", ".github", ".github/**")
 
@@ -156,6 +156,20 @@ def confine(
     return Confined(Path(candidate), rel)
 
 
+def confine_text(raw: str, protected: tuple[str, ...] = DEFAULT_PROTECTED) -> str:
+    """What `confine` checks without the file system: the normal form of `raw` below the root,
+    or `InjuryRejected`. Only for a path then reached by `parent_dir` with `git_dir_stat`: the
+    walk refuses every symlink on the way and `.git` by another name, so the path resolves to
+    itself, and `confine`'s `realpath` and `lstat`s would only repeat it."""
+    rel = normalise(raw)
+    if rel == ".":
+        raise InjuryRejected("affected_path is the checkout root; refusing to touch it")
+    hit = first_protected(rel, protected)
+    if hit:
+        raise InjuryRejected(f"affected_path {raw!r} is protected by {hit!r}")
+    return rel
+
+
 def _resolve_inside(root: Path, candidate: Path, raw: str) -> str:
     """The checkout-relative form of `candidate` resolved, refusing any way out.
 
@@ -232,113 +246,3 @@ def _protection(
         prefix[: i + 1] for _, _, prefix in each for i, c in enumerate(prefix) if c == "/"
     )
     return anyone, ancestors, each
-
-
-_GENERATIONS: dict[str, int] = {}
-
-
-def generation(root: Path | str) -> int:
-    """How many times the checkout at `root` was changed by us (sync, apply, restore); a
-    confinement cached under an older generation is stale (`confinement.confine_cached`)."""
-    return _GENERATIONS.get(os.fspath(root), 0)
-
-
-def bump_generation(root: Path) -> None:
-    """Say the working tree at `root` is about to change: cached confinements are dropped."""
-    key = os.fspath(root)
-    _GENERATIONS[key] = _GENERATIONS.get(key, 0) + 1
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@contextmanager
-def parent_dir(root: Path, rel: str) -> Iterator[tuple[int, str]]:
-    """Open the directory holding `rel` by walking from `root`, never following a symlink.
-
-    Yields that directory's fd (closed on exit) and the last component's name. A component
-    that is a symlink or not a directory is refused (`InjuryRejected`); a missing one raises
-    `FileNotFoundError`.
-    """
-    parts = rel.split("/")
-    if rel in ("", ".") or any(p in ("", ".", "..") for p in parts):
-        raise InjuryRejected(f"{rel!r} is not a normalised path below the checkout root")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise InjuryRejected(
-                        f"{rel!r}: {part!r} is a symlink or not a directory; refusing"
-                    ) from None
-                raise
-            fd, old = child, fd
-            os.close(old)
-        yield fd, parts[-1]
-    finally:
-        os.close(fd)
-
-
-def remove_tree(root: Path, rel: str) -> bool:
-    """Delete the directory `rel` below `root` without following any symlink; False if absent.
-
-    Refuses (`InjuryRejected`) when `rel` or a directory above it is a symlink or no directory.
-    """
-    if not shutil.rmtree.avoids_symlink_attacks:
-        raise HealFailed("shutil.rmtree is not symlink-safe on this platform; refusing to delete")
-    bump_generation(root)
-    try:
-        with parent_dir(root, rel) as (dir_fd, name):
-            try:
-                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-            except FileNotFoundError:
-                return False
-            if not stat.S_ISDIR(mode):
-                raise InjuryRejected(f"{rel!r} is a symlink or not a directory; refusing to delete")
-            try:
-                shutil.rmtree(name, dir_fd=dir_fd)
-            except OSError as exc:  # a read-only subdirectory, say: the caller restores
-                raise HealFailed(f"cannot delete {rel}: {exc}") from None
-    except FileNotFoundError:  # a directory above it is gone
-        return False
-    except OSError as exc:
-        raise HealFailed(f"cannot delete {rel}: {exc}") from None
-    return True
-
-
-def replace_file(root: Path, rel: str, content: bytes) -> None:
-    """Atomically replace the regular file `rel` below `root` by `content`, keeping its mode.
-
-    Never follows a symlink: the file is reached with `parent_dir`, must be a regular file
-    (`InjuryRejected` otherwise), and the new bytes go to a fresh `O_EXCL | O_NOFOLLOW` temporary
-    file beside it that is renamed over it (and removed if anything fails).
-    """
-    bump_generation(root)
-    try:
-        with parent_dir(root, rel) as (dir_fd, name):
-            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-            if not stat.S_ISREG(mode):
-                raise InjuryRejected(f"{rel!r} is a symlink or not a regular file; refusing")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            for _ in range(100):
-                tmp = f".auto-healer-{secrets.token_hex(8)}.tmp"
-                with suppress(FileExistsError):
-                    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-                    break
-            else:
-                raise HealFailed(f"cannot create a temporary file beside {rel}")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(content)
-                    os.fchmod(out.fileno(), stat.S_IMODE(mode))
-                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                with suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-                raise
-    except FileNotFoundError:
-        raise HealFailed(f"cannot rewrite {rel}: it no longer exists") from None
-    except OSError as exc:
-        raise HealFailed(f"cannot rewrite {rel}: {exc}") from None

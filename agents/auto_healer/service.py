@@ -24,7 +24,7 @@ from auto_healer.contracts import SUBJECT_INJURY
 from auto_healer.coordination import Coordinator, KvCoordinator, LocalCoordinator
 from auto_healer.effects import Effects
 from auto_healer.embedded import NatsServer, first_free_port, publish_urls, urls_file
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, TransientError
 from auto_healer.fleet import open_shared_pages
 from auto_healer.guard import Guard, open_guard
 from auto_healer.healer import Healer
@@ -34,6 +34,7 @@ from auto_healer.liveness import Liveness
 from auto_healer.logs import cache_loggers, redact_url
 from auto_healer.metrics import Metrics, WsgiApp
 from auto_healer.pager import Pager
+from auto_healer.pathlocks import let_go_by
 from auto_healer.playbooks import load_playbooks
 from auto_healer.settings import Settings, default_state_dir
 from auto_healer.signing import verifier_from_settings
@@ -104,6 +105,9 @@ async def serve(
             max_batch=settings.max_batch,
             max_batch_files=settings.max_batch_files,
         )
+        if checkout.owned and not settings.dry_run:  # the first heal's sync is then a fetch
+            with contextlib.suppress(TransientError):  # that sync says it, and is retried
+                await asyncio.to_thread(checkout.sync)
         paging = bool(settings.pager.webhook_url) and not settings.dry_run  # dry-run: no writes
         shared = await open_shared_pages(nc, replicas=replicas) if paging else None
         pager = Pager.from_settings(settings.pager, dry_run=settings.dry_run, shared=shared)
@@ -290,13 +294,15 @@ async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinato
         return LocalCoordinator()
     owner = f"{socket.gethostname()}-{os.getpid()}"
     try:
-        return await KvCoordinator.create(
+        coordinator = await KvCoordinator.create(
             nc.jetstream(),
             owner=owner,
             lock_ttl_s=settings.lock_ttl_s,
             lock_wait_s=0.0 if settings.jetstream else 60.0,
             replicas=replicas,
         )
+        coordinator.let_go = let_go_by(nc.publish)  # a batch's locks, let go of unanswered
+        return coordinator
     except Exception as exc:
         if settings.jetstream:
             raise ConfigError(f"JetStream KV is not available on the server: {exc}") from None

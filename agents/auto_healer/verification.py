@@ -36,6 +36,7 @@ class HealVerifier:
         self.checkout = checkout
         self._lock = asyncio.Lock()  # one fetch at a time into the private ref
         self._after: dict[str, tuple[str, str]] = {}  # branch -> (commit pushed, head then)
+        self._reading: dict[tuple[str, str], asyncio.Future[str]] = {}  # heads being read
         self._tree: RemoteTree | None = None  # shared by the injuries of a batch
 
     async def check(self, playbook: Playbook, outcome: Outcome) -> Outcome:
@@ -59,10 +60,24 @@ class HealVerifier:
         return replace(outcome, verified=True)
 
     async def _head(self, branch: str, commit: str) -> str:
-        """The remote head just after `commit` was pushed (fetched once per commit)."""
+        """The remote head just after `commit` was pushed (fetched once per commit). The
+        injuries of a batch wait for one read together, so they go on together and ask their
+        paths of one `ls-tree` (`RemoteTree.has`), not each in its turn through the lock."""
         seen = self._after.get(branch)
         if seen is not None and seen[0] == commit:
             return seen[1]
+        key = (branch, commit)
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self._read(branch, commit))
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+            return await asyncio.shield(reading)
+        try:
+            return await asyncio.shield(reading)
+        except Exception:  # another's read failed: read again, as each did before
+            return await self._read(branch, commit)
+
+    async def _read(self, branch: str, commit: str) -> str:
         async with self._lock:
             seen = self._after.get(branch)
             if seen is not None and seen[0] == commit:
