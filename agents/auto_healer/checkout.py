@@ -26,6 +26,7 @@ from auto_healer.statelock import StateLock
 
 NETWORK_TIMEOUT_S = 300.0  # a fetch or push that hangs is killed and retried, never waited on
 PUSH_RACE_BUDGET_S = 60.0  # how long a heal keeps pushing against a remote that keeps moving
+_MIDWAY = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "SQUASH_MSG", "MERGE_MSG")
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of prompting
 
 
@@ -158,7 +159,7 @@ class Checkout:
                         f"{self.root}: branch {self.branch} has {ahead} commits not on "
                         f"{upstream}; push or reset them first"
                     )
-            if tip is not None and tip == remote_tip and self._on(local):
+            if tip is not None and tip == remote_tip and self._on(local) and not self._midway():
                 # Clean tracked files on the branch at the remote head: the checkout below
                 # would change nothing (a fresh clone's first heal).
                 return tip
@@ -184,6 +185,11 @@ class Checkout:
         """Whether HEAD is the symbolic ref `ref`, read from the HEAD file (no git process)."""
         head = self.repo.head
         return not head.is_detached and head.reference.path == ref
+
+    def _midway(self) -> bool:
+        """Whether a merge, cherry-pick or revert is left open: `checkout -f` ends it, and a
+        heal committed on it would be a merge of the user's work, or under another author."""
+        return any(os.path.lexists(os.path.join(self.repo.git_dir, f)) for f in _MIDWAY)
 
     def pushed_clean(self, commit: str) -> None:
         """Say our own clone's HEAD is `commit`, just committed and pushed (or synced), with
