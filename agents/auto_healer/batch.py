@@ -1,7 +1,9 @@
 """Coalesced heals: injuries that queue behind a heal are healed together, in one commit.
 
-`Batcher.heal()` is called once per injury and returns its own outcome. Whoever takes the
-checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one sync,
+`Batcher.heal()` is called once per injury and returns its own outcome. The queue is taken a
+batch at a time (`batch_queue`: up to `max_batch` injuries, `max_files` files), the next batch's
+path locks and healed-id reads overlapping the commit and push of the batch ahead; under the
+checkout each batch gets one sync,
 each injury planned and applied in turn (one refused, escalated or with nothing to do is left
 out with its own outcome), one commit with every `Injury-Id:` trailer, one push. Healed outcomes
 are answered only after the push. A push race is won by `pushrace`: the commit is rebased onto the
@@ -11,9 +13,8 @@ new head and pushed again, or the batch planned again on the new head, within th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_excep
 
 from auto_healer.actions import StepContext, StepPlan, get_action
 from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, waited_out
+from auto_healer.batch_queue import BatchQueue, Stage
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
@@ -33,6 +35,7 @@ from auto_healer.playbooks import Playbook
 from auto_healer.pushrace import Change, PushRaceLost, PushRacer, Replan, in_thread
 
 log = structlog.get_logger("auto_healer.healer")
+Settle = Callable[[Item, Outcome], Awaitable[Outcome]]  # verify a heal, record its healed id
 INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a thread
 UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
 
@@ -54,73 +57,31 @@ class Batcher:
         coordinator: Coordinator,
         lock: asyncio.Lock,
         outcome: Callable[..., Outcome],
+        settle: Settle,
         *,
         max_batch: int,
         max_files: int,
     ) -> None:
         self.checkout, self.coordinator, self.lock = checkout, coordinator, lock
-        self._outcome = outcome
+        self._outcome, self._settle = outcome, settle
         self.max_batch, self.max_files = max_batch, max_files
-        self._queue: deque[Item] = deque()
+        self._queue = BatchQueue(self._locked, max_batch)
+        self._stage: Stage | None = None  # the batch holding the checkout
         self._leases: list[Lease] = []  # the path locks of the batch being healed
         self.racer = PushRacer(checkout, checkout.push_race_budget_s)
         self._race = self.racer.start()  # the push race of the batch being healed
-        self._ending: asyncio.Future[None] | None = None  # done when the running batch ends
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
         item = Item(parsed, playbook, lock_key, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        try:
-            await asyncio.sleep(0)  # injuries submitted together join the queue first
-            while not item.future.done():
-                ending = self._ending
-                if self.lock.locked() and ending is not None and not ending.done():
-                    # A batch runs: wait for its answer or its end, woken all at once (not one
-                    # after another through the lock), so what follows a batch starts together.
-                    await asyncio.wait((item.future, ending), return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                async with self.lock:
-                    if not item.future.done():
-                        self._ending = asyncio.get_running_loop().create_future()
-                        try:
-                            await self._run(self._take())
-                        finally:
-                            self._ending.set_result(None)
-        except asyncio.CancelledError:
-            item.future.cancel()  # a batch that has not reached it yet passes it by
-            with contextlib.suppress(ValueError):
-                self._queue.remove(item)
-            raise
-        return item.future.result()
+        return await self._queue.heal(item)
 
-    def _take(self) -> list[Item]:
-        batch: list[Item] = []
-        while self._queue and len(batch) < self.max_batch:
-            if not (item := self._queue.popleft()).future.done():
-                batch.append(item)
-        return batch
-
-    async def _run(self, batch: list[Item]) -> None:
-        """Heal a batch and answer every injury of it, or hand back those it did not reach."""
-        outcomes: dict[Item, Outcome] = {}
-        try:
-            outcomes = await self._locked(batch)
-        finally:
-            left = [it for it in batch if it not in outcomes and not it.future.done()]
-            self._queue.extendleft(reversed(left))  # cut off or over the file cap: next batch
-            for it, outcome in outcomes.items():
-                if not it.future.done():
-                    it.future.set_result(outcome)
-        if len(batch) > 1:
-            kinds = Counter(o.kind.value for o in outcomes.values())
-            log.info("batch_done", injuries=len(batch), **kinds)
-
-    async def _locked(self, batch: list[Item]) -> dict[Item, Outcome]:
-        """Take the path lock of every injury (all at once, see `pathlocks`), then heal those
-        whose lock was taken; let go of them all at once."""
+    async def _locked(self, stage: Stage) -> dict[Item, Outcome]:
+        """Take the path lock of every injury (all at once, see `pathlocks`) and read their
+        healed ids, then heal those neither failed nor healed already under the checkout; let go
+        of the locks at the end. The batch ahead may still hold the checkout meanwhile."""
+        batch = stage.items
         async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
-            self._leases = list(held.leases.values())
             outcomes = {
                 it: self._out(it, Kind.FAILED, str(held.failed[it.lock_key]), retryable=True)
                 for it in batch
@@ -129,16 +90,49 @@ class Batcher:
             live = [it for it in batch if it not in outcomes]
             if not live:
                 return outcomes
-            # The first sync runs while the healed ids are read: both only after the locks are
-            # held (the fetch sees every push made under them), both before anything is planned.
-            synced = asyncio.ensure_future(in_thread(self.checkout.sync))
-            try:
+            leases = list(held.leases.values())
+            ahead = self.lock.locked()
+            if ahead:  # the batch ahead commits: read the healed ids meanwhile
                 outcomes.update(await self._already_healed(live))
                 live = [it for it in live if it not in outcomes]
-                if live:
-                    outcomes.update(await self._attempts(live, synced))
-            finally:
-                await waited_out(synced)
+                if not live:
+                    return outcomes
+            async with self.lock:
+                synced = asyncio.ensure_future(in_thread(self.checkout.sync))
+                # else the first sync runs while the healed ids are read
+                outcomes.update(await self._healed(stage, live, leases, synced, read=not ahead))
+            # The checkout is the next batch's now; the heals are verified and their ids
+            # recorded before the locks are let go, so whoever takes a path next sees them.
+            settled = await asyncio.gather(*(self._settle(it, o) for it, o in outcomes.items()))
+            outcomes = dict(zip(outcomes, settled, strict=True))
+        if len(batch) > 1:
+            kinds = Counter(o.kind.value for o in outcomes.values())
+            log.info("batch_done", injuries=len(batch), **kinds)
+        return outcomes
+
+    async def _healed(
+        self,
+        stage: Stage,
+        live: list[Item],
+        leases: list[Lease],
+        synced: asyncio.Future[str],
+        *,
+        read: bool,
+    ) -> dict[Item, Outcome]:
+        """The batch under the checkout, its sync `synced` started with the locks held (and
+        its healed ids read beside it when `read`)."""
+        self._stage, self._leases = stage, leases
+        outcomes: dict[Item, Outcome] = {}
+        try:
+            if read:
+                outcomes.update(await self._already_healed(live))
+                live = [it for it in live if it not in outcomes]
+            if live:
+                outcomes.update(await self._attempts(live, synced))
+        finally:
+            stage.reached_commit()
+            self._stage = None
+            await waited_out(synced)
         return outcomes
 
     async def _already_healed(self, items: list[Item]) -> dict[Item, Outcome]:
@@ -305,6 +299,8 @@ class Batcher:
     ) -> dict[Item, Outcome]:
         """Stage everything at once, commit what changed tracked files, push."""
         co = self.checkout
+        if self._stage is not None:
+            self._stage.reached_commit()  # the next batch may take its locks meanwhile
         if not included:
             return {}
         writes = dict.fromkeys(w for it in included for w in it.write)

@@ -67,6 +67,7 @@ class Healer:
             self.coordinator,
             self._lock,
             self.outcome,
+            lambda it, outcome: self.settle(it.playbook, outcome),
             max_batch=max_batch,
             max_files=max_batch_files,
         )
@@ -154,14 +155,22 @@ class Healer:
         batches = not self.dry_run and playbook.batches and self.max_batch > 1
         heal = self._batcher.heal if batches else self._heal
         outcome = await heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
-        outcome = await self._verifier.check(playbook, outcome)
-        try:
-            if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+        if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+            try:
                 await coord.release_window(window)  # a failed heal must not throttle its retry
-            if outcome.kind is Kind.HEALED and outcome.commit:
-                await coord.mark_healed(parsed.id, outcome.commit)
-        except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
-            log.warning("coordination_bookkeeping_failed", error=str(exc))
+            except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
+                log.warning("coordination_bookkeeping_failed", error=str(exc))
+        return outcome
+
+    async def settle(self, playbook: Playbook, outcome: Outcome) -> Outcome:
+        """A pushed heal verified on the remote and, if it holds, its healed id recorded: done
+        while its path lock is still held, so the next holder's healed-id read sees it."""
+        outcome = await self._verifier.check(playbook, outcome)
+        if outcome.kind is Kind.HEALED and outcome.commit and outcome.injury is not None:
+            try:
+                await self.coordinator.mark_healed(outcome.injury.id, outcome.commit)
+            except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
+                log.warning("coordination_bookkeeping_failed", error=str(exc))
         return outcome
 
     async def _already_healed(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome | None:
@@ -175,16 +184,19 @@ class Healer:
         """Run the playbook under the path lock, retrying transient failures."""
         attempts = 0
         try:
-            # The checkout first, then the shared path lock: a busy replica holds no KV locks
-            # for the heals still queued behind its checkout.
-            async with self._lock, self.coordinator.path_lock(lock_key) as lease:
-                healed = await self._already_healed(parsed, playbook)
-                if healed:  # by another delivery while this one waited for the locks
-                    return healed
-                async for attempt in self._retrying(playbook):
-                    with attempt:
-                        attempts = attempt.retry_state.attempt_number
-                        outcome = await self._attempt(parsed, playbook, lease)
+            # The path lock first, then the checkout, as a batch takes them (`batch_queue`): a
+            # heal holding the checkout never waits for a path lock, so none can deadlock.
+            async with self.coordinator.path_lock(lock_key) as lease:
+                async with self._lock:
+                    healed = await self._already_healed(parsed, playbook)
+                    if healed:  # by another delivery while this one waited for the locks
+                        return healed
+                    async for attempt in self._retrying(playbook):
+                        with attempt:
+                            attempts = attempt.retry_state.attempt_number
+                            outcome = await self._attempt(parsed, playbook, lease)
+                outcome = replace(outcome, attempts=attempts + outcome.attempts)  # + pushes lost
+                return await self.settle(playbook, outcome)  # the checkout is free meanwhile
         except InjuryRejected as exc:
             return self.outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
         except TransientError as exc:
@@ -208,7 +220,6 @@ class Healer:
                 f"internal error: {type(exc).__name__}: {exc}",
                 attempts=attempts,
             )
-        return replace(outcome, attempts=attempts + outcome.attempts)  # + the pushes lost
 
     def outcome(
         self,
