@@ -22,7 +22,7 @@ from auto_healer.playbooks import load_playbooks
 
 from tests.agent_support import seed_dirs
 from tests.conftest import PLAYBOOKS, git, injury, injury_trailers, remote_files
-from tests.test_checkout import hook
+from tests.test_checkout import hook, other_clone_pushes
 
 Repo = tuple[Path, Path]
 # The first push waits for the test's GO (saying it is in the hook); with FAIL it is then
@@ -204,3 +204,24 @@ async def test_another_replica_waiting_on_a_held_path_reads_the_id_recorded_unde
     assert skipped.reason == f"already healed by commit {healed.commit[:12]}"
     assert injury_trailers(remote).count(healed.injury.id) == 1
     assert (await second).kind is Kind.HEALED
+
+
+async def test_a_batch_locked_before_our_push_began_starts_from_it_without_a_fetch(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locks all held before our last push began: its commit is the base, no fetch. Locks
+    taken after it began: a full sync, which finds the commit another clone pushed since."""
+    remote, work = repo
+    seed_dirs(work, ["p0"])
+    own = Checkout.clone(str(remote), tmp_path / "own")  # our own clone: no one else touches it
+    healer = Healer(load_playbooks(PLAYBOOKS), own, dry_run=False)
+    before = time.monotonic()
+    [healed] = await asyncio.gather(*_heals(healer, ["core/src/p0"]))
+    assert healed.kind is Kind.HEALED and healed.commit
+    events = tmp_path / "trace2.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(events))
+    assert healer._batcher._sync(before) == healed.commit
+    assert not events.exists() or '"fetch"' not in events.read_text()
+    theirs = other_clone_pushes(tmp_path, remote)
+    assert healer._batcher._sync(time.monotonic()) == theirs
+    assert '"fetch"' in events.read_text()

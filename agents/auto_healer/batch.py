@@ -13,6 +13,7 @@ new head and pushed again, or the batch planned again on the new head, within th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -21,14 +22,13 @@ from typing import Any
 import structlog
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
-from auto_healer.actions import StepContext, StepPlan, get_action
-from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, waited_out
+from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, plan, waited_out
 from auto_healer.batch_queue import BatchQueue, Stage
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
-from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pathlocks import hold_all
 from auto_healer.paths import with_parents
 from auto_healer.playbooks import Playbook
@@ -70,6 +70,7 @@ class Batcher:
         self._leases: list[Lease] = []  # the path locks of the batch being healed
         self.racer = PushRacer(checkout, checkout.push_race_budget_s)
         self._race = self.racer.start()  # the push race of the batch being healed
+        self._pushed: tuple[float, str] | None = None  # when our last push began, what landed
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
@@ -91,6 +92,7 @@ class Batcher:
             if not live:
                 return outcomes
             leases = list(held.leases.values())
+            locked_at = time.monotonic()
             ahead = self.lock.locked()
             if ahead:  # the batch ahead commits: read the healed ids meanwhile
                 outcomes.update(await self._already_healed(live))
@@ -98,7 +100,7 @@ class Batcher:
                 if not live:
                     return outcomes
             async with self.lock:
-                synced = asyncio.ensure_future(in_thread(self.checkout.sync))
+                synced = asyncio.ensure_future(in_thread(self._sync, locked_at))
                 # else the first sync runs while the healed ids are read
                 outcomes.update(await self._healed(stage, live, leases, synced, read=not ahead))
             # The checkout is the next batch's now; the heals are verified and their ids
@@ -134,6 +136,16 @@ class Batcher:
             self._stage = None
             await waited_out(synced)
         return outcomes
+
+    def _sync(self, locked_at: float) -> str:
+        """The base of a batch whose locks were all held at `locked_at`: our own last push,
+        without a fetch, when those locks were held before it began and the clone is still
+        clean at it (another replica's push under any of them landed before they were ours,
+        so before our push, which fast-forwarded over it); else a full sync."""
+        pushed = self._pushed
+        if pushed is not None and locked_at < pushed[0] and self.checkout.at_own_push(pushed[1]):
+            return pushed[1]
+        return self.checkout.sync()
 
     async def _already_healed(self, items: list[Item]) -> dict[Item, Outcome]:
         """Injuries healed by another delivery while these waited for the locks."""
@@ -230,7 +242,7 @@ class Batcher:
                 continue
             if ahead.items and not ahead.apart(it):
                 await self._apply(ahead.take(), attempt)  # its plan must see them applied
-            left_out = await self._plan(it)
+            left_out = await plan(it, self.checkout.root, self._out)
             if left_out is not None:
                 final[it] = replace(left_out, attempts=attempt)
                 continue
@@ -266,34 +278,6 @@ class Batcher:
                 kind = Kind.REJECTED if isinstance(exc, InjuryRejected) else Kind.FAILED
                 raise _Refused(it, self._out(it, kind, str(exc), attempts=attempt)) from None
 
-    async def _plan(self, it: Item) -> Outcome | None:
-        """Plan every step of one injury on the checkout as it now is; an outcome when the
-        injury is left out of the batch."""
-        ctx = StepContext(
-            injury=it.parsed, root=self.checkout.root, protected=it.playbook.protected_globs
-        )
-        plans: list[tuple[str, StepPlan]] = []
-        try:
-            for step in it.playbook.steps:
-                plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
-        except InjuryRejected as exc:
-            return self._out(it, Kind.REJECTED, str(exc))
-        except TransientError as exc:
-            return self._out(it, Kind.FAILED, str(exc), retryable=True)
-        except (HealFailed, ConfigError) as exc:
-            return self._out(it, Kind.FAILED, str(exc))
-        it.reports = tuple(StepReport(n, p.summary, tuple(p.files), p.diff) for n, p in plans)
-        escalate = next((p.escalate for _, p in plans if p.escalate), None)
-        if escalate:
-            return self._out(it, Kind.ESCALATED, escalate)
-        if all(p.noop for _, p in plans):
-            why = "; ".join(p.summary for _, p in plans)
-            return self._out(it, Kind.SKIPPED, f"already healthy: {why}")
-        it.delete = [d for _, p in plans for d in p.delete]
-        it.write = {path: data for _, p in plans for path, data in p.write.items()}
-        it.files = max(1, sum(len(p.files) for _, p in plans))
-        return None
-
     async def _commit(
         self, included: list[Item], final: dict[Item, Outcome], base: str, attempt: int
     ) -> dict[Item, Outcome]:
@@ -320,8 +304,10 @@ class Batcher:
             co.commit, batch_message(messages), *(it.parsed.id for it in committed)
         )
         changes = [Change(tuple(it.delete), it.write) for it in committed]
+        started = time.monotonic()
         sha = await self.racer.push(self._race, base, changes, self._check_leases)
         co.pushed_clean(sha)
+        self._pushed = (started, sha)
         why = f"pushed {sha[:12]} to {co.branch}"
         why += f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""
         done = {"commit": sha, "branch": co.branch, "attempts": attempt + self._race.lost}

@@ -3,10 +3,11 @@
 One driver task takes the queue a batch at a time. Each batch runs in its own task: it takes
 its path locks and reads its healed ids, then waits for the checkout, syncs, plans, applies,
 commits and pushes. The next batch is taken once the batch ahead has reached its commit
-(`committing`) when a full batch waits, else once the batch ahead has ended (a queue still
-filling up would give a small batch). Its locks and healed-id reads then overlap the commit,
-push and lock release of the batch ahead; it touches the checkout only once the batch ahead
-has let go of it (after its push, or after the restore of a failed one).
+(`committing`) when a full batch waits or nothing joined the queue meanwhile, else once the
+batch ahead has ended (a queue still filling up would give a small batch). Its locks and
+healed-id reads then overlap the commit and push of the batch ahead; it touches the checkout
+only once the batch ahead has let go of it (after its push, or after the restore of a failed
+one).
 
 A batch never waits for a lock the batch ahead holds: an injury on a path the batch ahead
 holds waits in the queue for a batch taken after that one has ended. Every lock is taken path
@@ -114,9 +115,13 @@ class BatchQueue:
                 self._stages.append(stage)
                 self._of.update(dict.fromkeys(batch, stage))
                 stage.task = asyncio.create_task(self._stage(stage))
+                left = len(self._queue)
                 await asyncio.wait([stage.committing])
-                # Taken early only when full: a short queue may still be filling up.
-                while len(self._queue) < self.max_batch and not stage.task.done():
+                # Taken early when full, or when nothing joined since this batch was taken (the
+                # burst is all in): a queue still filling up would give a small batch.
+                while not (self.max_batch <= len(self._queue) or 0 < len(self._queue) == left):
+                    if stage.task.done():
+                        break
                     self._grew = asyncio.get_running_loop().create_future()
                     await asyncio.wait([stage.task, self._grew], return_when=FIRST)
         finally:
