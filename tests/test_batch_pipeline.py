@@ -225,3 +225,28 @@ async def test_a_batch_locked_before_our_push_began_starts_from_it_without_a_fet
     theirs = other_clone_pushes(tmp_path, remote)
     assert healer._batcher._sync(time.monotonic()) == theirs
     assert '"fetch"' in events.read_text()
+
+
+async def test_a_single_heal_and_the_next_batch_on_one_path_do_not_wait_on_each_other(
+    repo: Repo, kv_healer: Healer, tmp_path: Path
+) -> None:
+    """A heal outside the batches (`batch: false`) queued for the checkout on path x while the
+    next batch takes x's lock: whichever holds the path first heals it, none waits forever."""
+    remote, work = repo
+    seed_dirs(work, ["a", "b", "c", "x"])
+    gate = _gate(remote, tmp_path, fail=False)
+    first = _heals(kv_healer, ["core/src/a", "core/src/b"])
+    await _until("batch 1's push", lambda: _exists(gate / "IN_PUSH"))
+    parsed, book = kv_healer.claimed(parse_injury(json.dumps(injury("core/src/x/")).encode()))
+    assert book is not None
+    single = asyncio.ensure_future(
+        kv_healer._heal(parsed, book, f"{kv_healer.repo_key}|core/src/x")
+    )
+    await asyncio.sleep(0.1)  # it waits for the checkout batch 1 holds
+    later = _heals(kv_healer, ["core/src/c", "core/src/x"])
+    await asyncio.sleep(0.3)  # the next batch is taken and asks for its locks meanwhile
+    (gate / "GO").touch()
+    outcomes = await asyncio.wait_for(asyncio.gather(*first, single, *later), 30)
+    assert [o.kind for o in outcomes[:4]] == [Kind.HEALED] * 4, [o.reason for o in outcomes]
+    assert outcomes[4].kind in (Kind.HEALED, Kind.SKIPPED), outcomes[4].reason
+    assert not [f for f in remote_files(remote) if f.startswith(("core/src/x/", "core/src/c/"))]

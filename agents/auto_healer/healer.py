@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -180,23 +182,33 @@ class Healer:
         reason = f"already healed by commit {commit[:12]}"
         return self.outcome(parsed, playbook, Kind.SKIPPED, reason, commit=commit)
 
+    @asynccontextmanager
+    async def _locks(self, lock_key: str) -> AsyncIterator[Lease]:
+        """The path lock and the checkout. Beside batches (real mode, MAX_BATCH > 1) the path
+        lock first, as a batch takes them (`batch_queue`): the other order could deadlock with
+        a batch holding the path while it waits for the checkout. Else the checkout first, so a
+        busy replica holds no KV locks for the heals queued behind it."""
+        if not self.dry_run and self.max_batch > 1:
+            async with self.coordinator.path_lock(lock_key) as lease, self._lock:
+                yield lease
+        else:
+            async with self._lock, self.coordinator.path_lock(lock_key) as lease:
+                yield lease
+
     async def _heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Run the playbook under the path lock, retrying transient failures."""
         attempts = 0
         try:
-            # The path lock first, then the checkout, as a batch takes them (`batch_queue`): a
-            # heal holding the checkout never waits for a path lock, so none can deadlock.
-            async with self.coordinator.path_lock(lock_key) as lease:
-                async with self._lock:
-                    healed = await self._already_healed(parsed, playbook)
-                    if healed:  # by another delivery while this one waited for the locks
-                        return healed
-                    async for attempt in self._retrying(playbook):
-                        with attempt:
-                            attempts = attempt.retry_state.attempt_number
-                            outcome = await self._attempt(parsed, playbook, lease)
+            async with self._locks(lock_key) as lease:
+                healed = await self._already_healed(parsed, playbook)
+                if healed:  # by another delivery while this one waited for the locks
+                    return healed
+                async for attempt in self._retrying(playbook):
+                    with attempt:
+                        attempts = attempt.retry_state.attempt_number
+                        outcome = await self._attempt(parsed, playbook, lease)
                 outcome = replace(outcome, attempts=attempts + outcome.attempts)  # + pushes lost
-                return await self.settle(playbook, outcome)  # the checkout is free meanwhile
+                return await self.settle(playbook, outcome)
         except InjuryRejected as exc:
             return self.outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
         except TransientError as exc:
