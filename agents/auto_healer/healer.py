@@ -141,7 +141,10 @@ class Healer:
     async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """Dedup by id, throttle storms, then heal; the store's failures are transient."""
         injury, coord = parsed.injury, self.coordinator
-        healed = await self._already_healed(parsed, playbook)
+        batches = not self.dry_run and playbook.batches and self.max_batch > 1
+        # A batch reads every healed id under its path locks (the read that decides): a read
+        # here first would cost each fresh injury of a burst one more round trip.
+        healed = None if batches else await self._already_healed(parsed, playbook)
         if healed:
             return healed
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
@@ -154,7 +157,6 @@ class Healer:
                 f"throttled: {injury.injury_type} at {injury.affected_path} was "
                 f"handled within the last {throttle.window_s:g}s",
             )
-        batches = not self.dry_run and playbook.batches and self.max_batch > 1
         heal = self._batcher.heal if batches else self._heal
         outcome = await heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
         if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
