@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,13 +110,24 @@ async def _burst(url: str, remote: Path, data: list[bytes], timeout_s: float) ->
     return elapsed, healed
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def agent_run(ctx: Context, tmpl: Path, dest: Path, n: int, audit: int) -> dict[str, float]:
     remote, _work = copy_repo(tmpl, dest)
     base = git(remote, "rev-parse", "main").strip()
     # A burst of N heals on purpose: the blast-radius breaker (100 per 10 min) raised past it.
     agent = Agent(dest, ctx.nats_url, str(remote), dry_run=False, BREAKER_MAX_HEALS=str(10 * n))
     try:
+        cpu0 = _cpu_s(agent.proc.pid)
         elapsed, healed = asyncio.run(_burst(ctx.nats_url, remote, payloads(n, audit), 300))
+        cpu = _cpu_s(agent.proc.pid) - cpu0  # the agent's own CPU (threads, not git's)
     except RuntimeError:
         lines = agent.log.read_text(errors="replace").splitlines()
         odd = [line for line in lines if '"level":"info"' not in line.replace(" ", "")]
@@ -130,6 +142,7 @@ def agent_run(ctx: Context, tmpl: Path, dest: Path, n: int, audit: int) -> dict[
         "commits": commits,
         "trailers": len(set(trailers.split())),
         "healed_events": healed,
+        "cpu_ms_per_injury": 1000 * cpu / n,
     }
 
 
@@ -143,7 +156,8 @@ def run(ctx: Context) -> list[Line]:
         r = runs[-1]
         print(
             f"burst {i + 1}/{ctx.runs}: agent {r['seconds']:.2f} s, {r['commits']:.0f} commits, "
-            f"{r['trailers']:.0f} trailers, {r['healed_events']:.0f} healed; "
+            f"{r['trailers']:.0f} trailers, {r['healed_events']:.0f} healed, "
+            f"{r['cpu_ms_per_injury']:.2f} ms CPU an injury; "
             f"git CLI {floors[-1]:.3f} s",
             flush=True,
         )
@@ -157,6 +171,7 @@ def run(ctx: Context) -> list[Line]:
         "git_cli_seconds": spread(floors),
         "ratio": spread(ratios),
         "commits": spread(commits),
+        "agent_cpu_ms_per_injury": spread([r["cpu_ms_per_injury"] for r in runs]),
         "every_injury_trailer_and_outcome": complete,
     }
     return [

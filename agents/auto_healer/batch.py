@@ -1,7 +1,9 @@
 """Coalesced heals: injuries that queue behind a heal are healed together, in one commit.
 
-`Batcher.heal()` is called once per injury and returns its own outcome. Whoever takes the
-checkout next heals the whole queue (up to `max_batch` injuries, `max_files` files): one sync,
+`Batcher.heal()` is called once per injury and returns its own outcome. The queue is taken a
+batch at a time (`batch_queue`: up to `max_batch` injuries, `max_files` files), the next batch's
+path locks and healed-id reads overlapping the commit and push of the batch ahead; under the
+checkout each batch gets one sync,
 each injury planned and applied in turn (one refused, escalated or with nothing to do is left
 out with its own outcome), one commit with every `Injury-Id:` trailer, one push. Healed outcomes
 are answered only after the push. A push race is won by `pushrace`: the commit is rebased onto the
@@ -11,28 +13,29 @@ new head and pushed again, or the batch planned again on the new head, within th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import Counter, deque
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
-from auto_healer.actions import StepContext, StepPlan, get_action
-from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, waited_out
+from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, plan, waited_out
+from auto_healer.batch_queue import BatchQueue, Stage
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
 from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
-from auto_healer.outcomes import Kind, Outcome, StepReport
+from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pathlocks import hold_all
 from auto_healer.paths import with_parents
 from auto_healer.playbooks import Playbook
 from auto_healer.pushrace import Change, PushRaceLost, PushRacer, Replan, in_thread
 
 log = structlog.get_logger("auto_healer.healer")
+Settle = Callable[[Item, Outcome], Awaitable[Outcome]]  # verify a heal, record its healed id
 INLINE_FILES = 20  # a plan this small is applied on the event loop, not in a thread
 UNTRACKED_ONLY = "only untracked files differed; removed them locally, nothing to commit"
 
@@ -54,73 +57,32 @@ class Batcher:
         coordinator: Coordinator,
         lock: asyncio.Lock,
         outcome: Callable[..., Outcome],
+        settle: Settle,
         *,
         max_batch: int,
         max_files: int,
     ) -> None:
         self.checkout, self.coordinator, self.lock = checkout, coordinator, lock
-        self._outcome = outcome
+        self._outcome, self._settle = outcome, settle
         self.max_batch, self.max_files = max_batch, max_files
-        self._queue: deque[Item] = deque()
+        self._queue = BatchQueue(self._locked, max_batch)
+        self._stage: Stage | None = None  # the batch holding the checkout
         self._leases: list[Lease] = []  # the path locks of the batch being healed
         self.racer = PushRacer(checkout, checkout.push_race_budget_s)
         self._race = self.racer.start()  # the push race of the batch being healed
-        self._ending: asyncio.Future[None] | None = None  # done when the running batch ends
+        self._pushed: tuple[float, str] | None = None  # when our last push began, what landed
 
     async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
         item = Item(parsed, playbook, lock_key, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
-        try:
-            await asyncio.sleep(0)  # injuries submitted together join the queue first
-            while not item.future.done():
-                ending = self._ending
-                if self.lock.locked() and ending is not None and not ending.done():
-                    # A batch runs: wait for its answer or its end, woken all at once (not one
-                    # after another through the lock), so what follows a batch starts together.
-                    await asyncio.wait((item.future, ending), return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                async with self.lock:
-                    if not item.future.done():
-                        self._ending = asyncio.get_running_loop().create_future()
-                        try:
-                            await self._run(self._take())
-                        finally:
-                            self._ending.set_result(None)
-        except asyncio.CancelledError:
-            item.future.cancel()  # a batch that has not reached it yet passes it by
-            with contextlib.suppress(ValueError):
-                self._queue.remove(item)
-            raise
-        return item.future.result()
+        return await self._queue.heal(item)
 
-    def _take(self) -> list[Item]:
-        batch: list[Item] = []
-        while self._queue and len(batch) < self.max_batch:
-            if not (item := self._queue.popleft()).future.done():
-                batch.append(item)
-        return batch
-
-    async def _run(self, batch: list[Item]) -> None:
-        """Heal a batch and answer every injury of it, or hand back those it did not reach."""
-        outcomes: dict[Item, Outcome] = {}
-        try:
-            outcomes = await self._locked(batch)
-        finally:
-            left = [it for it in batch if it not in outcomes and not it.future.done()]
-            self._queue.extendleft(reversed(left))  # cut off or over the file cap: next batch
-            for it, outcome in outcomes.items():
-                if not it.future.done():
-                    it.future.set_result(outcome)
-        if len(batch) > 1:
-            kinds = Counter(o.kind.value for o in outcomes.values())
-            log.info("batch_done", injuries=len(batch), **kinds)
-
-    async def _locked(self, batch: list[Item]) -> dict[Item, Outcome]:
-        """Take the path lock of every injury (all at once, see `pathlocks`), then heal those
-        whose lock was taken; let go of them all at once."""
+    async def _locked(self, stage: Stage) -> dict[Item, Outcome]:
+        """Take the path lock of every injury (all at once, see `pathlocks`) and read their
+        healed ids, then heal those neither failed nor healed already under the checkout; let go
+        of the locks at the end. The batch ahead may still hold the checkout meanwhile."""
+        batch = stage.items
         async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
-            self._leases = list(held.leases.values())
             outcomes = {
                 it: self._out(it, Kind.FAILED, str(held.failed[it.lock_key]), retryable=True)
                 for it in batch
@@ -129,17 +91,61 @@ class Batcher:
             live = [it for it in batch if it not in outcomes]
             if not live:
                 return outcomes
-            # The first sync runs while the healed ids are read: both only after the locks are
-            # held (the fetch sees every push made under them), both before anything is planned.
-            synced = asyncio.ensure_future(in_thread(self.checkout.sync))
-            try:
+            leases = list(held.leases.values())
+            locked_at = time.monotonic()
+            ahead = self.lock.locked()
+            if ahead:  # the batch ahead commits: read the healed ids meanwhile
                 outcomes.update(await self._already_healed(live))
                 live = [it for it in live if it not in outcomes]
-                if live:
-                    outcomes.update(await self._attempts(live, synced))
-            finally:
-                await waited_out(synced)
+                if not live:
+                    return outcomes
+            async with self.lock:
+                synced = asyncio.ensure_future(in_thread(self._sync, locked_at))
+                # else the first sync runs while the healed ids are read
+                outcomes.update(await self._healed(stage, live, leases, synced, read=not ahead))
+            # The checkout is the next batch's now; the heals are verified and their ids
+            # recorded before the locks are let go, so whoever takes a path next sees them.
+            settled = await asyncio.gather(*(self._settle(it, o) for it, o in outcomes.items()))
+            outcomes = dict(zip(outcomes, settled, strict=True))
+        if len(batch) > 1:
+            kinds = Counter(o.kind.value for o in outcomes.values())
+            log.info("batch_done", injuries=len(batch), **kinds)
         return outcomes
+
+    async def _healed(
+        self,
+        stage: Stage,
+        live: list[Item],
+        leases: list[Lease],
+        synced: asyncio.Future[str],
+        *,
+        read: bool,
+    ) -> dict[Item, Outcome]:
+        """The batch under the checkout, its sync `synced` started with the locks held (and
+        its healed ids read beside it when `read`)."""
+        self._stage, self._leases = stage, leases
+        outcomes: dict[Item, Outcome] = {}
+        try:
+            if read:
+                outcomes.update(await self._already_healed(live))
+                live = [it for it in live if it not in outcomes]
+            if live:
+                outcomes.update(await self._attempts(live, synced))
+        finally:
+            stage.reached_commit()
+            self._stage = None
+            await waited_out(synced)
+        return outcomes
+
+    def _sync(self, locked_at: float) -> str:
+        """The base of a batch whose locks were all held at `locked_at`: our own last push,
+        without a fetch, when those locks were held before it began and the clone is still
+        clean at it (another replica's push under any of them landed before they were ours,
+        so before our push, which fast-forwarded over it); else a full sync."""
+        pushed = self._pushed
+        if pushed is not None and locked_at < pushed[0] and self.checkout.at_own_push(pushed[1]):
+            return pushed[1]
+        return self.checkout.sync()
 
     async def _already_healed(self, items: list[Item]) -> dict[Item, Outcome]:
         """Injuries healed by another delivery while these waited for the locks."""
@@ -236,7 +242,7 @@ class Batcher:
                 continue
             if ahead.items and not ahead.apart(it):
                 await self._apply(ahead.take(), attempt)  # its plan must see them applied
-            left_out = await self._plan(it)
+            left_out = await plan(it, self.checkout.root, self._out)
             if left_out is not None:
                 final[it] = replace(left_out, attempts=attempt)
                 continue
@@ -272,39 +278,13 @@ class Batcher:
                 kind = Kind.REJECTED if isinstance(exc, InjuryRejected) else Kind.FAILED
                 raise _Refused(it, self._out(it, kind, str(exc), attempts=attempt)) from None
 
-    async def _plan(self, it: Item) -> Outcome | None:
-        """Plan every step of one injury on the checkout as it now is; an outcome when the
-        injury is left out of the batch."""
-        ctx = StepContext(
-            injury=it.parsed, root=self.checkout.root, protected=it.playbook.protected_globs
-        )
-        plans: list[tuple[str, StepPlan]] = []
-        try:
-            for step in it.playbook.steps:
-                plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
-        except InjuryRejected as exc:
-            return self._out(it, Kind.REJECTED, str(exc))
-        except TransientError as exc:
-            return self._out(it, Kind.FAILED, str(exc), retryable=True)
-        except (HealFailed, ConfigError) as exc:
-            return self._out(it, Kind.FAILED, str(exc))
-        it.reports = tuple(StepReport(n, p.summary, tuple(p.files), p.diff) for n, p in plans)
-        escalate = next((p.escalate for _, p in plans if p.escalate), None)
-        if escalate:
-            return self._out(it, Kind.ESCALATED, escalate)
-        if all(p.noop for _, p in plans):
-            why = "; ".join(p.summary for _, p in plans)
-            return self._out(it, Kind.SKIPPED, f"already healthy: {why}")
-        it.delete = [d for _, p in plans for d in p.delete]
-        it.write = {path: data for _, p in plans for path, data in p.write.items()}
-        it.files = max(1, sum(len(p.files) for _, p in plans))
-        return None
-
     async def _commit(
         self, included: list[Item], final: dict[Item, Outcome], base: str, attempt: int
     ) -> dict[Item, Outcome]:
         """Stage everything at once, commit what changed tracked files, push."""
         co = self.checkout
+        if self._stage is not None:
+            self._stage.reached_commit()  # the next batch may take its locks meanwhile
         if not included:
             return {}
         writes = dict.fromkeys(w for it in included for w in it.write)
@@ -324,8 +304,10 @@ class Batcher:
             co.commit, batch_message(messages), *(it.parsed.id for it in committed)
         )
         changes = [Change(tuple(it.delete), it.write) for it in committed]
+        started = time.monotonic()
         sha = await self.racer.push(self._race, base, changes, self._check_leases)
         co.pushed_clean(sha)
+        self._pushed = (started, sha)
         why = f"pushed {sha[:12]} to {co.branch}"
         why += f" (one commit for {len(committed)} injuries)" if len(committed) > 1 else ""
         done = {"commit": sha, "branch": co.branch, "attempts": attempt + self._race.lost}

@@ -1,16 +1,18 @@
-"""The parts of a batch heal that need no checkout: an injury of a batch, what may be planned
-ahead of its apply, the commit message of a batch, the outcome of a second delivery within a
-batch, waiting out a sync started ahead."""
+"""The parts of a batch heal that need no git: an injury of a batch, its plan, what may be
+planned ahead of its apply, the commit message of a batch, the outcome of a second delivery
+within a batch, waiting out a sync started ahead."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from auto_healer.actions import planner_now
+from auto_healer.actions import StepContext, StepPlan, get_action, planner_now
 from auto_healer.contracts import ParsedInjury
-from auto_healer.errors import ConfigError
+from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.playbooks import Playbook
 
@@ -108,3 +110,30 @@ async def waited_out(task: asyncio.Future[str]) -> None:
         await asyncio.wait([task])
     if not task.cancelled():
         task.exception()
+
+
+async def plan(it: Item, root: Path, out: Callable[..., Outcome]) -> Outcome | None:
+    """Plan every step of one injury on the checkout at `root` as it now is; an outcome (made
+    by `out(item, kind, reason, ...)`) when the injury is left out of the batch."""
+    ctx = StepContext(injury=it.parsed, root=root, protected=it.playbook.protected_globs)
+    plans: list[tuple[str, StepPlan]] = []
+    try:
+        for step in it.playbook.steps:
+            plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
+    except InjuryRejected as exc:
+        return out(it, Kind.REJECTED, str(exc))
+    except TransientError as exc:
+        return out(it, Kind.FAILED, str(exc), retryable=True)
+    except (HealFailed, ConfigError) as exc:
+        return out(it, Kind.FAILED, str(exc))
+    it.reports = tuple(StepReport(n, p.summary, tuple(p.files), p.diff) for n, p in plans)
+    escalate = next((p.escalate for _, p in plans if p.escalate), None)
+    if escalate:
+        return out(it, Kind.ESCALATED, escalate)
+    if all(p.noop for _, p in plans):
+        why = "; ".join(p.summary for _, p in plans)
+        return out(it, Kind.SKIPPED, f"already healthy: {why}")
+    it.delete = [d for _, p in plans for d in p.delete]
+    it.write = {path: data for _, p in plans for path, data in p.write.items()}
+    it.files = max(1, sum(len(p.files) for _, p in plans))
+    return None

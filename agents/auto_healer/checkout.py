@@ -198,6 +198,12 @@ class Checkout:
         if self.owned and self.head() == commit:
             self._clean_at = (generation(self.root), commit)
 
+    def at_own_push(self, commit: str) -> bool:
+        """Whether our own clone is still at `commit`, its own push (`pushed_clean`), with
+        nothing touched since: then a heal whose path locks were all held before that push
+        began may start from it without a fetch (see `batch.Batcher._sync`)."""
+        return self._clean_at == (generation(self.root), commit) and self.head() == commit
+
     def _ref_exists(self, ref: str) -> bool:
         """Whether `ref` names a commit, read from the ref files (no git process)."""
         try:

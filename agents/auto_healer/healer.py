@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -67,6 +69,7 @@ class Healer:
             self.coordinator,
             self._lock,
             self.outcome,
+            lambda it, outcome: self.settle(it.playbook, outcome),
             max_batch=max_batch,
             max_files=max_batch_files,
         )
@@ -138,7 +141,10 @@ class Healer:
     async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """Dedup by id, throttle storms, then heal; the store's failures are transient."""
         injury, coord = parsed.injury, self.coordinator
-        healed = await self._already_healed(parsed, playbook)
+        batches = not self.dry_run and playbook.batches and self.max_batch > 1
+        # A batch reads every healed id under its path locks (the read that decides): a read
+        # here first would cost each fresh injury of a burst one more round trip.
+        healed = None if batches else await self._already_healed(parsed, playbook)
         if healed:
             return healed
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
@@ -151,17 +157,24 @@ class Healer:
                 f"throttled: {injury.injury_type} at {injury.affected_path} was "
                 f"handled within the last {throttle.window_s:g}s",
             )
-        batches = not self.dry_run and playbook.batches and self.max_batch > 1
         heal = self._batcher.heal if batches else self._heal
         outcome = await heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
-        outcome = await self._verifier.check(playbook, outcome)
-        try:
-            if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+        if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+            try:
                 await coord.release_window(window)  # a failed heal must not throttle its retry
-            if outcome.kind is Kind.HEALED and outcome.commit:
-                await coord.mark_healed(parsed.id, outcome.commit)
-        except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
-            log.warning("coordination_bookkeeping_failed", error=str(exc))
+            except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
+                log.warning("coordination_bookkeeping_failed", error=str(exc))
+        return outcome
+
+    async def settle(self, playbook: Playbook, outcome: Outcome) -> Outcome:
+        """A pushed heal verified on the remote and, if it holds, its healed id recorded: done
+        while its path lock is still held, so the next holder's healed-id read sees it."""
+        outcome = await self._verifier.check(playbook, outcome)
+        if outcome.kind is Kind.HEALED and outcome.commit and outcome.injury is not None:
+            try:
+                await self.coordinator.mark_healed(outcome.injury.id, outcome.commit)
+            except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
+                log.warning("coordination_bookkeeping_failed", error=str(exc))
         return outcome
 
     async def _already_healed(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome | None:
@@ -171,13 +184,24 @@ class Healer:
         reason = f"already healed by commit {commit[:12]}"
         return self.outcome(parsed, playbook, Kind.SKIPPED, reason, commit=commit)
 
+    @asynccontextmanager
+    async def _locks(self, lock_key: str) -> AsyncIterator[Lease]:
+        """The path lock and the checkout. Beside batches (real mode, MAX_BATCH > 1) the path
+        lock first, as a batch takes them (`batch_queue`): the other order could deadlock with
+        a batch holding the path while it waits for the checkout. Else the checkout first, so a
+        busy replica holds no KV locks for the heals queued behind it."""
+        if not self.dry_run and self.max_batch > 1:
+            async with self.coordinator.path_lock(lock_key) as lease, self._lock:
+                yield lease
+        else:
+            async with self._lock, self.coordinator.path_lock(lock_key) as lease:
+                yield lease
+
     async def _heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
         """Run the playbook under the path lock, retrying transient failures."""
         attempts = 0
         try:
-            # The checkout first, then the shared path lock: a busy replica holds no KV locks
-            # for the heals still queued behind its checkout.
-            async with self._lock, self.coordinator.path_lock(lock_key) as lease:
+            async with self._locks(lock_key) as lease:
                 healed = await self._already_healed(parsed, playbook)
                 if healed:  # by another delivery while this one waited for the locks
                     return healed
@@ -185,6 +209,8 @@ class Healer:
                     with attempt:
                         attempts = attempt.retry_state.attempt_number
                         outcome = await self._attempt(parsed, playbook, lease)
+                outcome = replace(outcome, attempts=attempts + outcome.attempts)  # + pushes lost
+                return await self.settle(playbook, outcome)
         except InjuryRejected as exc:
             return self.outcome(parsed, playbook, Kind.REJECTED, str(exc), attempts=attempts)
         except TransientError as exc:
@@ -208,7 +234,6 @@ class Healer:
                 f"internal error: {type(exc).__name__}: {exc}",
                 attempts=attempts,
             )
-        return replace(outcome, attempts=attempts + outcome.attempts)  # + the pushes lost
 
     def outcome(
         self,
