@@ -15,16 +15,15 @@ from auto_healer.contracts import (
     Heartbeat,
     Injury,
     Severity,
-    canonical_json,
     describe_validation_error,
     event_subject,
     injury_id,
-    loads,
     model_for_subject,
     parse_injury,
     parse_injury_obj,
 )
 from auto_healer.errors import InjuryRejected
+from auto_healer.jsontext import canonical_json, loads
 from auto_healer.sources.files import read_injuries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -440,7 +439,8 @@ def test_the_affected_path_is_normalised_once_at_parse_time() -> None:
 
 def test_canonical_json_keeps_a_lone_surrogate_as_its_bytes() -> None:
     """A lone surrogate is encoded as its own three bytes, so its payload keeps a stable id."""
-    from auto_healer.contracts import canonical_json, injury_id
+    from auto_healer.contracts import injury_id
+    from auto_healer.jsontext import canonical_json
 
     assert canonical_json({"n": "a\udc80"}) == b'{"n":"a\xed\xb2\x80"}'
     assert injury_id({"n": "a\udc80"}) == injury_id({"n": "a\udc80"})
@@ -450,8 +450,8 @@ def test_canonical_json_keeps_a_lone_surrogate_as_its_bytes() -> None:
 def test_a_number_that_overflows_a_float_is_not_valid_json() -> None:
     """1e999 would become Infinity, which no event could carry: the payload is rejected."""
     import pytest
-    from auto_healer.contracts import loads
     from auto_healer.errors import InjuryRejected
+    from auto_healer.jsontext import loads
 
     with pytest.raises(ValueError, match="out of range"):
         loads('{"x": 1e999}')
@@ -494,7 +494,7 @@ def test_a_json_lines_line_that_is_not_utf8_is_refused_by_line_and_character() -
 def test_an_overflowing_number_is_named_by_its_first_40_characters() -> None:
     """The reason quotes at most 40 characters of a huge number."""
     import pytest
-    from auto_healer.contracts import loads
+    from auto_healer.jsontext import loads
 
     number = "9" * 50 + "e999"
     with pytest.raises(ValueError, match=f"^number {'9' * 40} is out of range$"):

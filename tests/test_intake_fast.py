@@ -14,15 +14,13 @@ from auto_healer.checkout import Checkout, Identity
 from auto_healer.confinement import confine_cached
 from auto_healer.contracts import (
     DomainEvent,
-    _long_digits,
-    canonical_json,
     decode_body,
     injury_id,
-    loads,
 )
 from auto_healer.demo import make_repo
 from auto_healer.errors import InjuryRejected, TransientError
 from auto_healer.fit import event_json, fit_event
+from auto_healer.jsontext import _long_digits, canonical_json, loads
 from auto_healer.paths import DEFAULT_PROTECTED, confine, generation, remove_tree
 from auto_healer.retry import RetryPolicy
 from hypothesis import given, settings

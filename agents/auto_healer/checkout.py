@@ -8,7 +8,6 @@ worker thread, one heal per checkout at a time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -17,17 +16,16 @@ from pathlib import Path
 
 import git
 
+from auto_healer.clone import _GIT_ENV, NETWORK_TIMEOUT_S, clone_repo
 from auto_healer.errors import ConfigError, TransientError
 from auto_healer.fsops import bump_generation, generation, git_dir_stat, remove_tree, replace_file
-from auto_healer.gitfail import git_error, safe_ref
+from auto_healer.gitfail import git_error
 from auto_healer.paths import confine_text
 from auto_healer.settings import GitSettings
 from auto_healer.statelock import StateLock
 
-NETWORK_TIMEOUT_S = 300.0  # a fetch or push that hangs is killed and retried, never waited on
 PUSH_RACE_BUDGET_S = 60.0  # how long a heal keeps pushing against a remote that keeps moving
 _MIDWAY = ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "SQUASH_MSG", "MERGE_MSG")
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of prompting
 
 
 @dataclass(frozen=True)
@@ -93,30 +91,7 @@ class Checkout:
         identity: Identity = Identity(),
     ) -> Checkout:
         """Clone `url` into `work_dir` (or reuse an earlier clone of it there)."""
-        name = safe_ref(url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
-        dest = work_dir / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
-        lock = StateLock(
-            dest.with_name(dest.name + ".lock"),
-            what=f"the clone {dest}",
-            hint="give each replica its own WORK_DIR",
-        )
-        try:
-            if (dest / ".git").is_dir():
-                repo = git.Repo(dest)
-                repo.remotes.origin.set_url(url)
-            else:
-                work_dir.mkdir(parents=True, exist_ok=True)
-                repo = git.Repo.clone_from(
-                    url, dest, env=_GIT_ENV, kill_after_timeout=NETWORK_TIMEOUT_S
-                )
-        except git.GitCommandError as exc:
-            lock.release()
-            raise git_error(exc, "clone") from None
-        if branch is None:
-            head = repo.git.symbolic_ref(
-                "refs/remotes/origin/HEAD", "--short", with_exceptions=False
-            )
-            branch = head.removeprefix("origin/") if head else repo.active_branch.name
+        repo, lock, branch = clone_repo(url, work_dir, branch)
         checkout = cls(repo, branch=branch, owned=True, identity=identity, remote="origin")
         checkout._lock = lock
         return checkout

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type
 
-from auto_healer.actions import StepContext, StepPlan, get_action
+from auto_healer.actions import StepPlan
 from auto_healer.batch import Batcher
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import FREE_TEXT, ParsedInjury
@@ -31,11 +31,12 @@ from auto_healer.errors import (
     TransientError,
 )
 from auto_healer.gitfail import safe_ref
+from auto_healer.heal_one import plan_and_apply
 from auto_healer.logs import redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport, log_outcome
 from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
-from auto_healer.pushrace import Change, PushRaceLost, Race, Replan
+from auto_healer.pushrace import PushRaceLost, Replan
 from auto_healer.pushrace import in_thread as _in_thread
 from auto_healer.verification import HealVerifier
 
@@ -283,7 +284,7 @@ class Healer:
         while True:  # planned again on the remote's new head while the push race asks for it
             base = self.dry_head() if dry_as_is else await _in_thread(co.sync)
             try:
-                return await self._plan_and_apply(parsed, playbook, base, lease, race)
+                return await plan_and_apply(self, parsed, playbook, base, lease, race)
             except Replan as why:
                 await _in_thread(co.restore, base)
                 race.replan(why)
@@ -328,56 +329,6 @@ class Healer:
             commit_message=playbook.commit_message(parsed),
             branch=target,
         )
-
-    async def _plan_and_apply(
-        self, parsed: ParsedInjury, playbook: Playbook, base: str, lease: Lease, race: Race
-    ) -> Outcome:
-        co = self.checkout
-        ctx = StepContext(injury=parsed, root=co.root, protected=playbook.protected_globs)
-        plans: list[tuple[str, StepPlan]] = []
-        for step in playbook.steps:
-            plans.append((step.action, await get_action(step.action).plan(ctx, step.options)))
-        early = self.judge(parsed, playbook, plans, base)
-        if early is not None:
-            return early
-        reports = tuple(StepReport(name, p.summary, tuple(p.files), p.diff) for name, p in plans)
-
-        def done(kind: Kind, reason: str, **fields: Any) -> Outcome:
-            return self.outcome(parsed, playbook, kind, reason, steps=reports, **fields)
-
-        message = playbook.commit_message(parsed)
-        target = self.target(parsed, playbook)
-        for _, plan in plans:
-            await _in_thread(co.apply, plan.delete, plan.write, playbook.protected_globs)
-        if not await _in_thread(co.has_staged_changes):
-            await _in_thread(co.restore, base)
-            return done(
-                Kind.SKIPPED,
-                "only untracked files differed; removed them locally, nothing to commit",
-            )
-        sha = await _in_thread(co.commit, message, parsed.id)
-        if target == co.branch:  # checked before every push: never push without the path lock
-            change = [Change(tuple(d for _, p in plans for d in p.delete), _writes(plans))]
-            sha = await self._batcher.racer.push(race, base, change, lease.check)
-        else:
-            lease.check()
-            pushed = await _in_thread(co.push, target)
-            await _in_thread(co.restore, base)  # the checkout stays on the healed branch's head
-            if not pushed:
-                return done(Kind.SKIPPED, f"already proposed on {target}", branch=target)
-        return done(
-            Kind.HEALED,
-            f"pushed {sha[:12]} to {target}",
-            commit=sha,
-            branch=target,
-            commit_message=message,
-            attempts=race.lost,
-        )
-
-
-def _writes(plans: list[tuple[str, StepPlan]]) -> dict[str, bytes]:
-    """Every file the plans write, with what they write."""
-    return {path: data for _, p in plans for path, data in p.write.items()}
 
 
 def repo_key(checkout: Checkout) -> str:

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from auto_healer.clients import connect_client
-from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury, canonical_json
+from auto_healer.contracts import MSG_ID_HEADER, SUBJECT_INJURY, ParsedInjury
 from auto_healer.encoding import decode
+from auto_healer.jsontext import canonical_json
 from auto_healer.logs import redact_url
 from auto_healer.settings import Settings
 from auto_healer.signing import signed_headers

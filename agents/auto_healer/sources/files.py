@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from auto_healer.contracts import ParsedInjury, canonical_json, loads, parse_injury
+from auto_healer.contracts import ParsedInjury, parse_injury
 from auto_healer.errors import ConfigError, InjuryRejected
 from auto_healer.inputs import input_name, read_text
+from auto_healer.jsontext import canonical_json, loads
 from auto_healer.sources import Delivery
 
 
