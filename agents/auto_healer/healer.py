@@ -144,8 +144,11 @@ class Healer:
         injury, coord = parsed.injury, self.coordinator
         batches = not self.dry_run and playbook.batches and self.max_batch > 1
         # A batch reads every healed id under its path locks (the read that decides): a read
-        # here first would cost each fresh injury of a burst one more round trip.
-        healed = None if batches else await self._already_healed(parsed, playbook)
+        # here first would cost each fresh injury of a burst one more round trip. Not when the
+        # playbook throttles: a healed injury redelivered must not claim its path's window,
+        # which would throttle a genuinely new injury there.
+        skip_read = batches and playbook.throttle is None
+        healed = None if skip_read else await self._already_healed(parsed, playbook)
         if healed:
             return healed
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
