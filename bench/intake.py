@@ -5,7 +5,7 @@
   jetstream  the agent in JetStream mode ÷ a raw pull consumer: fetch + decode + ack  ≥ 0.3
   eda        the agent (core) ÷ ansible-rulebook, 5 rules, generator source, same N   ≥ 5x
   memory     the agent's RSS idle, and its growth after `rss_n` injuries fed steadily
-             (idle ≤ 60 MiB, growth ≤ 10 MiB)
+             (idle ≤ 60 MiB, growth ≤ 10 MiB); alone: `python -m bench.run --only memory`
 
 Every run measures each figure and its baseline back to back; a line reports the median ratio
 and its min and max over the runs.
@@ -218,10 +218,27 @@ def _lines(figures: dict[str, list[float]], n: int, rss_n: int, why_not: str) ->
             Line("intake_eda", "intake: agent ÷ Event-Driven Ansible", "skipped", "≥ 5x", None)
         )
         lines[-1].note = f"peer not available: {why_not}"
+    return lines + _memory_lines(figures, rss_n)
+
+
+def run_memory(ctx: Context) -> list[Line]:
+    """The memory figures alone (`bench.run --only memory`), measured as `run` measures them."""
+    n, rss_n = (5_000, 10_000) if ctx.quick else (20_000, 100_000)
+    (ctx.tmp / "memory-repo").mkdir()
+    _remote, work = make_repo(ctx.tmp / "memory-repo")
+    figures: dict[str, list[float]] = {"idle": [], "after": [], "peak": []}
+    for i in range(ctx.runs):
+        for key, value in zip(figures, _memory(ctx, work, n, rss_n), strict=True):
+            figures[key].append(value)
+        print(f"memory run {i + 1}/{ctx.runs}: " + _rates(figures, -1), flush=True)
+    return _memory_lines(figures, rss_n)
+
+
+def _memory_lines(figures: dict[str, list[float]], rss_n: int) -> list[Line]:
     growth = [a - i for a, i in zip(figures["after"], figures["idle"], strict=True)]
     idle = spread(figures["idle"])
     grown = spread(growth)
-    lines.append(
+    return [
         Line(
             "idle_rss_mib",
             "idle RSS",
@@ -229,9 +246,7 @@ def _lines(figures: dict[str, list[float]], n: int, rss_n: int, why_not: str) ->
             "≤ 60 MiB",
             idle["median"] <= TARGETS["idle_mib"],
             {"idle": idle},
-        )
-    )
-    lines.append(
+        ),
         Line(
             "rss_growth_mib",
             f"RSS growth after {rss_n:,} injuries",
@@ -240,6 +255,5 @@ def _lines(figures: dict[str, list[float]], n: int, rss_n: int, why_not: str) ->
             grown["median"] <= TARGETS["growth_mib"],
             {"growth": grown, "peak": spread(figures["peak"])},
             f"peak {spread(figures['peak'])['median']:.1f} MiB",
-        )
-    )
-    return lines
+        ),
+    ]

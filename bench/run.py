@@ -1,6 +1,6 @@
 """`make bench`: every benchmark line, each beside its baseline in the same run, as ratios.
 
-    python -m bench.run [--only burst,oneshot,intake] [--runs 3] [--publish]
+    python -m bench.run [--only burst,oneshot,intake,memory] [--runs 3] [--publish]
 
 Lines (see `LINES`; add one by registering a `(Context) -> list[Line]` function):
 
@@ -8,6 +8,7 @@ Lines (see `LINES`; add one by registering a `(Context) -> list[Line]` function)
            commit of the same deletions: commits, and the time ratio
   oneshot  `auto-healer heal` of one injury vs git rm + commit + push on the same repository
   intake   the agent's dry-run throughput vs raw nats-py consumers; its memory
+  memory   that memory alone, not in the default run (`intake` measures it too)
 
 `BENCH_QUICK=1` runs smaller, once each. Results go to `bench/results/last-run.{json,md}`
 (not tracked); `--publish` (`make bench-publish`) also writes the checked-in
@@ -36,12 +37,17 @@ LINES: dict[str, Callable[[Context], list[Line]]] = {
     "burst": burst.run,
     "oneshot": oneshot.run,
     "intake": intake.run,
+    "memory": intake.run_memory,
 }
+DEFAULT = ["burst", "oneshot", "intake"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help=f"comma-separated lines (default: {','.join(LINES)})")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated lines of {','.join(LINES)} (default: {','.join(DEFAULT)})",
+    )
     parser.add_argument("--runs", type=int, help="runs of each measured figure (default 3)")
     parser.add_argument(
         "--publish",
@@ -50,7 +56,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-    chosen = args.only.split(",") if args.only else list(LINES)
+    chosen = args.only.split(",") if args.only else DEFAULT
     unknown = [name for name in chosen if name not in LINES]
     if unknown:
         parser.error(f"unknown line(s) {', '.join(unknown)}; known: {', '.join(LINES)}")

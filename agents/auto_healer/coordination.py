@@ -28,6 +28,7 @@ from auto_healer.assets import (
     open_buckets,
 )
 from auto_healer.errors import CoordinationUnavailable, TransientError
+from auto_healer.expiring import ExpiringTable, digest
 
 __all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator"]
 
@@ -96,35 +97,27 @@ class LocalCoordinator:
     def __init__(self, *, max_entries: int = 10_000, healed_ttl_s: float = 7 * 86400) -> None:
         self.max_entries = max_entries
         self.healed_ttl_s = healed_ttl_s
-        self._healed: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._windows: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> expiry, who
+        self._healed = ExpiringTable(max_entries)  # injury id -> commit
+        self._windows = ExpiringTable(max_entries)  # window key -> who holds it
         self._locks: dict[str, asyncio.Lock] = {}
-        self._attempts: OrderedDict[str, int] = OrderedDict()
-
-    def _put(self, table: OrderedDict[str, Any], key: str, value: Any) -> None:
-        table.pop(key, None)
-        table[key] = value
-        while len(table) > self.max_entries:
-            table.popitem(last=False)
+        self._attempts: OrderedDict[bytes, int] = OrderedDict()  # digest of the id -> count
 
     async def healed_commit(self, injury_id: str) -> str | None:
         return self.healed_now(injury_id)
 
     def healed_now(self, injury_id: str) -> str | None:
         """`healed_commit`, without waiting."""
-        entry = self._healed.get(injury_id)
-        return entry[1] if entry and entry[0] > time.monotonic() else None
+        return self._healed.get(injury_id)
 
     async def mark_healed(self, injury_id: str, commit: str) -> None:
-        self._put(self._healed, injury_id, (time.monotonic() + self.healed_ttl_s, commit))
+        self._healed.put(injury_id, self.healed_ttl_s, commit)
 
     def window_holder(self, key: str) -> str | None:
         """Who holds the window on `key` now, if anyone."""
-        entry = self._windows.get(key)
-        return entry[1] if entry and entry[0] > time.monotonic() else None
+        return self._windows.get(key)
 
     def record_window(self, key: str, window_s: float, claimant: str) -> None:
-        self._put(self._windows, key, (time.monotonic() + window_s, claimant))
+        self._windows.put(key, window_s, claimant)
 
     async def claim_window(self, key: str, window_s: float, claimant: str) -> bool:
         holder = self.window_holder(key)
@@ -134,11 +127,14 @@ class LocalCoordinator:
         return True
 
     async def release_window(self, key: str) -> None:
-        self._windows.pop(key, None)
+        self._windows.pop(key)
 
     async def count_attempt(self, injury_id: str) -> int:
-        count = self._attempts.get(injury_id, 0) + 1
-        self._put(self._attempts, injury_id, count)
+        key = digest(injury_id)
+        count = self._attempts.pop(key, 0) + 1
+        self._attempts[key] = count
+        while len(self._attempts) > self.max_entries:
+            self._attempts.popitem(last=False)
         return count
 
     def degraded(self) -> str | None:
