@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,7 @@ __all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoo
 
 
 BUSY = "another replica is healing this path right now"
+LAPSED = "the path lock's TTL ran out with no refresh the coordination store took"
 
 
 def kv_key(*parts: str) -> str:
@@ -41,16 +43,26 @@ def kv_key(*parts: str) -> str:
 
 
 class Lease:
-    """A held path lock. `check()` raises `TransientError` once the lock was lost, so a heal
-    never pushes without it."""
+    """A held path lock. `check()` raises `TransientError` once the lock was lost, or once its
+    TTL has run out since the last write of it the store took, so a heal never pushes without
+    it (a refresh that hangs while the store is down marks it lost only when it gives up)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_s: float = math.inf) -> None:
         self.lost: str | None = None
         self.revision = 0
+        self.ttl_s = ttl_s
+        self.held_until = math.inf
+
+    def written(self, sent_at: float) -> None:
+        """The store took a write of the lock sent at `sent_at` (monotonic): it expires no
+        sooner than the TTL after that, since the store counts from when it got it."""
+        self.held_until = sent_at + self.ttl_s
 
     def check(self) -> None:
         if self.lost:
             raise TransientError(self.lost)
+        if time.monotonic() >= self.held_until:
+            raise TransientError(LAPSED)
 
 
 class Coordinator(Protocol):
@@ -306,11 +318,14 @@ class KvCoordinator:
         from nats.js.errors import KeyWrongLastSequenceError
 
         async with self.local.path_lock(key) as lease:
+            lease.ttl_s = self.lock_ttl_s
             deadline = time.monotonic() + self.lock_wait_s
             while True:
                 try:
+                    sent = time.monotonic()
                     async with self._store("take a path lock"):
                         lease.revision = await self.locks.create(kv_key(key), self.owner.encode())
+                    lease.written(sent)
                     break
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
@@ -334,9 +349,11 @@ class KvCoordinator:
         while True:
             await asyncio.sleep(self.lock_ttl_s / 3)
             try:
+                sent = time.monotonic()
                 lease.revision = await self.locks.update(
                     key, self.owner.encode(), last=lease.revision
                 )
+                lease.written(sent)
                 last_ok = time.monotonic()
             except KeyWrongLastSequenceError:
                 lease.lost = "the path lock was taken over by another replica"
