@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,40 +28,17 @@ from auto_healer.assets import (
     open_buckets,
 )
 from auto_healer.errors import CoordinationUnavailable, TransientError
+from auto_healer.lease import Lease
 
-__all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator"]
+__all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator", "Lease"]
 
 
 BUSY = "another replica is healing this path right now"
-LAPSED = "the path lock's TTL ran out with no refresh the coordination store took"
 
 
 def kv_key(*parts: str) -> str:
     """A KV-safe key for arbitrary text (paths, ids)."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
-
-
-class Lease:
-    """A held path lock. `check()` raises `TransientError` once the lock was lost, or once its
-    TTL has run out since the last write of it the store took, so a heal never pushes without
-    it (a refresh that hangs while the store is down marks it lost only when it gives up)."""
-
-    def __init__(self, ttl_s: float = math.inf) -> None:
-        self.lost: str | None = None
-        self.revision = 0
-        self.ttl_s = ttl_s
-        self.held_until = math.inf
-
-    def written(self, sent_at: float) -> None:
-        """The store took a write of the lock sent at `sent_at` (monotonic): it expires no
-        sooner than the TTL after that, since the store counts from when it got it."""
-        self.held_until = sent_at + self.ttl_s
-
-    def check(self) -> None:
-        if self.lost:
-            raise TransientError(self.lost)
-        if time.monotonic() >= self.held_until:
-            raise TransientError(LAPSED)
 
 
 class Coordinator(Protocol):
