@@ -306,6 +306,8 @@ class Batcher:
         changes = [Change(tuple(it.delete), it.write) for it in committed]
         started = time.monotonic()
         sha = await self.racer.push(self._race, base, changes, self._check_leases)
+        if self._stage is not None:
+            self._stage.landed = True  # never cut off now: its heals are recorded and answered
         co.pushed_clean(sha)
         self._pushed = (started, sha)
         why = f"pushed {sha[:12]} to {co.branch}"

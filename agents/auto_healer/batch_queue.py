@@ -40,6 +40,8 @@ class Stage:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     task: asyncio.Task[None] | None = None
+    cut: set[Item] = field(default_factory=set)  # its heals cut off (the agent stops)
+    landed: bool = False  # its push landed: it is never cut off, so what landed is recorded
 
     @property
     def keys(self) -> set[str]:
@@ -77,15 +79,30 @@ class BatchQueue:
                 self._driver = asyncio.create_task(self._drive(), context=contextvars.Context())
             return await asyncio.shield(item.future)
         except asyncio.CancelledError:
-            item.future.cancel()  # a batch that has not reached it yet passes it by
             with contextlib.suppress(ValueError):
                 self._queue.remove(item)
             stage = self._of.get(item)
-            if stage is not None and stage.task and all(i.future.done() for i in stage.items):
-                # Every heal of the batch was cut off: so is the batch, restoring the checkout.
-                stage.task.cancel()
-                await asyncio.wait([stage.task])
-            raise
+            if stage is None or stage.task is None:
+                item.future.cancel()  # no batch has taken it: none will
+                raise
+            return await self._cut_off(item, stage, stage.task)
+
+    async def _cut_off(self, item: Item, stage: Stage, task: asyncio.Task[None]) -> Outcome:
+        """A heal cut off in a batch under way. Once every heal of the batch is, so is the
+        batch (restoring the checkout), unless its push has landed. The heal waits for the
+        batch to end: what landed is answered (its delivery settled, its event sent), what did
+        not is cut off (`CancelledError`)."""
+        stage.cut.add(item)
+        if not stage.landed and all(i in stage.cut or i.future.done() for i in stage.items):
+            task.cancel()
+        await asyncio.wait([task])
+        if item.future.done() and not item.future.cancelled() and not item.future.exception():
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return item.future.result()
+        item.future.cancel()
+        raise asyncio.CancelledError
 
     def _take(self) -> list[Item]:
         """The next batch: queued injuries not on a path a batch under way holds."""
@@ -142,6 +159,8 @@ class BatchQueue:
             for it in stage.items:
                 self._of.pop(it, None)
             stage.reached_commit()
+            for it in stage.cut.difference(outcomes):
+                it.future.cancel()  # cut off and not reached: never handed back
             left = [it for it in stage.items if it not in outcomes and not it.future.done()]
             if failed is None:
                 self._queue.extendleft(reversed(left))  # cut off or over the file cap

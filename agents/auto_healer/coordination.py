@@ -29,8 +29,9 @@ from auto_healer.assets import (
 )
 from auto_healer.errors import CoordinationUnavailable, TransientError
 from auto_healer.expiring import ExpiringTable, digest
+from auto_healer.lease import Lease
 
-__all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator"]
+__all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator", "Lease"]
 
 
 BUSY = "another replica is healing this path right now"
@@ -39,19 +40,6 @@ BUSY = "another replica is healing this path right now"
 def kv_key(*parts: str) -> str:
     """A KV-safe key for arbitrary text (paths, ids)."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
-
-
-class Lease:
-    """A held path lock. `check()` raises `TransientError` once the lock was lost, so a heal
-    never pushes without it."""
-
-    def __init__(self) -> None:
-        self.lost: str | None = None
-        self.revision = 0
-
-    def check(self) -> None:
-        if self.lost:
-            raise TransientError(self.lost)
 
 
 class Coordinator(Protocol):
@@ -302,11 +290,14 @@ class KvCoordinator:
         from nats.js.errors import KeyWrongLastSequenceError
 
         async with self.local.path_lock(key) as lease:
+            lease.ttl_s = self.lock_ttl_s
             deadline = time.monotonic() + self.lock_wait_s
             while True:
                 try:
+                    sent = time.monotonic()
                     async with self._store("take a path lock"):
                         lease.revision = await self.locks.create(kv_key(key), self.owner.encode())
+                    lease.written(sent)
                     break
                 except KeyWrongLastSequenceError:
                     if time.monotonic() >= deadline:
@@ -330,9 +321,11 @@ class KvCoordinator:
         while True:
             await asyncio.sleep(self.lock_ttl_s / 3)
             try:
+                sent = time.monotonic()
                 lease.revision = await self.locks.update(
                     key, self.owner.encode(), last=lease.revision
                 )
+                lease.written(sent)
                 last_ok = time.monotonic()
             except KeyWrongLastSequenceError:
                 lease.lost = "the path lock was taken over by another replica"

@@ -99,11 +99,12 @@ class _KvLocks:
     async def _take(self, keys: list[str]) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
 
+        sent = time.monotonic()
         answers = await asyncio.gather(*(self._create(k) for k in keys), return_exceptions=True)
         busy: list[str] = []
         for key, answer in zip(keys, answers, strict=True):
             if isinstance(answer, int):
-                self._got(key, answer)
+                self._got(key, answer, sent)
             elif isinstance(answer, KeyWrongLastSequenceError):
                 busy.append(key)
             elif isinstance(answer, TransientError):
@@ -120,25 +121,28 @@ class _KvLocks:
         await self._let_go(later)
         for key in sorted([*busy, *later]):
             try:
-                self._got(key, await self._wait_for(key))
+                self._got(key, *await self._wait_for(key))
             except TransientError as exc:
                 self.held.failed[key] = exc
 
-    async def _wait_for(self, key: str) -> int:
+    async def _wait_for(self, key: str) -> tuple[int, float]:
+        """The lock's revision once taken, and when the write that took it was sent."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         deadline = time.monotonic() + self.coord.lock_wait_s
         while True:
             try:
-                return await self._create(key)
+                sent = time.monotonic()
+                return await self._create(key), sent
             except KeyWrongLastSequenceError:
                 if time.monotonic() >= deadline:
                     raise TransientError(BUSY) from None
                 await asyncio.sleep(0.2)
 
-    def _got(self, key: str, revision: int) -> None:
-        lease = Lease()
+    def _got(self, key: str, revision: int, sent: float) -> None:
+        lease = Lease(self.coord.lock_ttl_s)
         lease.revision = revision
+        lease.written(sent)
         self.held.leases[key] = lease
 
     async def _refresh(self) -> None:
@@ -151,6 +155,7 @@ class _KvLocks:
         while True:
             await asyncio.sleep(ttl_s / 3)
             live = [(k, ls) for k, ls in self.held.leases.items() if not ls.lost]
+            sent = time.monotonic()
             answers = await asyncio.gather(
                 *(self.coord.locks.update(kv_key(k), owner, last=ls.revision) for k, ls in live),
                 return_exceptions=True,
@@ -158,6 +163,7 @@ class _KvLocks:
             for (key, lease), answer in zip(live, answers, strict=True):
                 if isinstance(answer, int):
                     lease.revision, last_ok[key] = answer, time.monotonic()
+                    lease.written(sent)
                 elif isinstance(answer, KeyWrongLastSequenceError):
                     lease.lost = "the path lock was taken over by another replica"
                 elif time.monotonic() - last_ok.get(key, 0.0) >= ttl_s:

@@ -102,8 +102,7 @@ class PushRacer:
         while True:
             check()
             try:
-                await in_thread(co.push, co.branch)
-                return co.head()
+                return await self._land()
             except TransientError as exc:
                 if not _MOVED.search(str(exc)):
                     raise
@@ -113,6 +112,28 @@ class PushRacer:
             log.info("push_raced", pushes_lost=race.lost)
             await asyncio.sleep(random.uniform(0, self.jitter_s))  # noqa: S311 (not crypto)
             base = await in_thread(rebase, co, base, changes)
+
+    async def _land(self) -> str:
+        """Push HEAD once; the commit that landed. Cut off meanwhile (the agent stops), the
+        push under way still ends (`in_thread`), and if it landed the heal goes on as if never
+        cut off: cut off, it would land unrecorded and its redelivery find it "already healthy"."""
+        co = self.checkout
+        landed: list[str] = []
+
+        def push() -> None:
+            co.push(co.branch)
+            landed.append(co.head())
+
+        try:
+            await in_thread(push)
+        except asyncio.CancelledError:
+            if not landed:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.warning("push_landed_while_cut_off", commit=landed[0])
+        return landed[0]
 
 
 def rebase(co: Checkout, base: str, changes: list[Change]) -> str:
