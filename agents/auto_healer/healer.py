@@ -154,6 +154,7 @@ class Healer:
                 return self._throttled(parsed, playbook, throttle.window_s)
             claims = window if throttle else None
             return await self._batcher.heal(parsed, playbook, lock_key, claims)
+        # Alone: the read, then the claim at intake, so a storm never queues for the locks.
         healed = await self._already_healed(parsed, playbook)
         if healed:
             return healed
