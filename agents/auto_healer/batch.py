@@ -24,6 +24,7 @@ from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_excep
 
 from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, plan, waited_out
 from auto_healer.batch_queue import BatchQueue, Stage
+from auto_healer.batch_throttle import decide, let_go_failed
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
@@ -72,16 +73,21 @@ class Batcher:
         self._race = self.racer.start()  # the push race of the batch being healed
         self._pushed: tuple[float, str] | None = None  # when our last push began, what landed
 
-    async def heal(self, parsed: ParsedInjury, playbook: Playbook, lock_key: str) -> Outcome:
-        """Queue one injury and return its outcome once the batch that took it has ended."""
-        item = Item(parsed, playbook, lock_key, asyncio.get_running_loop().create_future())
-        return await self._queue.heal(item)
+    async def heal(
+        self, parsed: ParsedInjury, playbook: Playbook, lock_key: str, window: str | None = None
+    ) -> Outcome:
+        """Queue one injury and return its outcome once the batch that took it has ended.
+        `window`: its throttle window's key, claimed under the path lock (`batch_throttle`)."""
+        future = asyncio.get_running_loop().create_future()
+        return await self._queue.heal(Item(parsed, playbook, lock_key, future, window=window))
 
     async def _locked(self, stage: Stage) -> dict[Item, Outcome]:
-        """Take the path lock of every injury (all at once, see `pathlocks`) and read their
-        healed ids, then heal those neither failed nor healed already under the checkout; let go
-        of the locks at the end. The batch ahead may still hold the checkout meanwhile."""
+        """Take the path lock of every injury (all at once, see `pathlocks`), read their
+        healed ids and claim their throttle windows, then heal those neither failed, healed
+        already nor throttled under the checkout; let go of the locks at the end. The batch
+        ahead may still hold the checkout meanwhile."""
         batch = stage.items
+        claimed: list[Item] = []  # the items that claimed their throttle window
         async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
             outcomes = {
                 it: self._out(it, Kind.FAILED, str(held.failed[it.lock_key]), retryable=True)
@@ -95,18 +101,21 @@ class Batcher:
             locked_at = time.monotonic()
             ahead = self.lock.locked()
             if ahead:  # the batch ahead commits: read the healed ids meanwhile
-                outcomes.update(await self._already_healed(live))
+                outcomes.update(await self._decide(live, claimed))
                 live = [it for it in live if it not in outcomes]
                 if not live:
                     return outcomes
             async with self.lock:
                 synced = asyncio.ensure_future(in_thread(self._sync, locked_at))
                 # else the first sync runs while the healed ids are read
-                outcomes.update(await self._healed(stage, live, leases, synced, read=not ahead))
+                read = None if ahead else claimed
+                outcomes.update(await self._healed(stage, live, leases, synced, read=read))
             # The checkout is the next batch's now; the heals are verified and their ids
-            # recorded before the locks are let go, so whoever takes a path next sees them.
+            # recorded (their windows let go if they did not hold) before the locks are let
+            # go, so whoever takes a path next sees them.
             settled = await asyncio.gather(*(self._settle(it, o) for it, o in outcomes.items()))
             outcomes = dict(zip(outcomes, settled, strict=True))
+            await let_go_failed(self.coordinator, claimed, outcomes)
         if len(batch) > 1:
             kinds = Counter(o.kind.value for o in outcomes.values())
             log.info("batch_done", injuries=len(batch), **kinds)
@@ -119,15 +128,15 @@ class Batcher:
         leases: list[Lease],
         synced: asyncio.Future[str],
         *,
-        read: bool,
+        read: list[Item] | None,
     ) -> dict[Item, Outcome]:
         """The batch under the checkout, its sync `synced` started with the locks held (and
-        its healed ids read beside it when `read`)."""
+        its healed ids read and windows claimed beside it, into `read`, unless None)."""
         self._stage, self._leases = stage, leases
         outcomes: dict[Item, Outcome] = {}
         try:
-            if read:
-                outcomes.update(await self._already_healed(live))
+            if read is not None:
+                outcomes.update(await self._decide(live, read))
                 live = [it for it in live if it not in outcomes]
             if live:
                 outcomes.update(await self._attempts(live, synced))
@@ -147,19 +156,12 @@ class Batcher:
             return pushed[1]
         return self.checkout.sync()
 
-    async def _already_healed(self, items: list[Item]) -> dict[Item, Outcome]:
-        """Injuries healed by another delivery while these waited for the locks."""
-        try:
-            commits = await asyncio.gather(
-                *(self.coordinator.healed_commit(it.parsed.id) for it in items)
-            )
-        except TransientError as exc:
-            return {it: self._out(it, Kind.FAILED, str(exc), retryable=True) for it in items}
-        return {
-            it: self._out(it, Kind.SKIPPED, f"already healed by commit {c[:12]}", commit=c)
-            for it, c in zip(items, commits, strict=True)
-            if c
-        }
+    async def _decide(self, items: list[Item], held: list[Item]) -> dict[Item, Outcome]:
+        """Injuries healed by another delivery while these waited for the locks, or throttled
+        (`batch_throttle`); those that claimed their window join `held`."""
+        outcomes, claimed = await decide(self.coordinator, items, self._out)
+        held.extend(claimed)
+        return outcomes
 
     async def _attempts(
         self, items: list[Item], synced: asyncio.Future[str]

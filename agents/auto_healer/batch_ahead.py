@@ -29,6 +29,7 @@ class Item:
     delete: list[str] = field(default_factory=list)
     write: dict[str, bytes] = field(default_factory=dict)
     files: int = 0
+    window: str | None = None  # its throttle window's key, claimed under its path lock
 
 
 class Planned(Protocol):

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_except
 
 from auto_healer.actions import StepPlan
 from auto_healer.batch import Batcher
+from auto_healer.batch_throttle import KEPT, known_holder, throttled
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import FREE_TEXT, ParsedInjury
 from auto_healer.coordination import Coordinator, Lease, LocalCoordinator
@@ -142,33 +143,33 @@ class Healer:
     async def _coordinated(self, parsed: ParsedInjury, playbook: Playbook) -> Outcome:
         """Dedup by id, throttle storms, then heal; the store's failures are transient."""
         injury, coord = parsed.injury, self.coordinator
-        batches = not self.dry_run and playbook.batches and self.max_batch > 1
-        # A batch reads every healed id under its path locks (the read that decides): a read
-        # here first would cost each fresh injury of a burst one more round trip. Not when the
-        # playbook throttles: a healed injury redelivered must not claim its path's window,
-        # which would throttle a genuinely new injury there.
-        skip_read = batches and playbook.throttle is None
-        healed = None if skip_read else await self._already_healed(parsed, playbook)
-        if healed:
-            return healed
+        lock_key = f"{self.repo_key}|{_path(parsed)}"
         window = f"{self.repo_key}|{injury.injury_type}|{_path(parsed)}"
         throttle = playbook.throttle
+        if not self.dry_run and playbook.batches and self.max_batch > 1:
+            # The batch reads the healed id under the path lock (the read that decides), then
+            # claims the window (`batch_throttle`): a healed injury redelivered never claims
+            # it. Here only what this replica knows, with no round trip, for a storm.
+            if throttle and known_holder(coord, window) not in (None, parsed.id):
+                return self._throttled(parsed, playbook, throttle.window_s)
+            claims = window if throttle else None
+            return await self._batcher.heal(parsed, playbook, lock_key, claims)
+        # Alone: the read, then the claim at intake, so a storm never queues for the locks.
+        healed = await self._already_healed(parsed, playbook)
+        if healed:
+            return healed
         if throttle and not await coord.claim_window(window, throttle.window_s, parsed.id):
-            return self.outcome(
-                parsed,
-                playbook,
-                Kind.SKIPPED,
-                f"throttled: {injury.injury_type} at {injury.affected_path} was "
-                f"handled within the last {throttle.window_s:g}s",
-            )
-        heal = self._batcher.heal if batches else self._heal
-        outcome = await heal(parsed, playbook, f"{self.repo_key}|{_path(parsed)}")
-        if throttle and outcome.kind not in (Kind.HEALED, Kind.PLANNED, Kind.SKIPPED):
+            return self._throttled(parsed, playbook, throttle.window_s)
+        outcome = await self._heal(parsed, playbook, lock_key)
+        if throttle and outcome.kind not in KEPT:
             try:
                 await coord.release_window(window)  # a failed heal must not throttle its retry
             except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
                 log.warning("coordination_bookkeeping_failed", error=str(exc))
         return outcome
+
+    def _throttled(self, parsed: ParsedInjury, playbook: Playbook, window_s: float) -> Outcome:
+        return self.outcome(parsed, playbook, Kind.SKIPPED, throttled(parsed, window_s))
 
     async def settle(self, playbook: Playbook, outcome: Outcome) -> Outcome:
         """A pushed heal verified on the remote and, if it holds, its healed id recorded: done
