@@ -15,6 +15,7 @@ ALLOWED = {
     "coordination.py",
     "fleet.py",
     "kvcell.py",
+    "kvstore.py",
     "pathlocks.py",
 }
 

@@ -35,6 +35,7 @@ from auto_healer.guard import Guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.liveness import Liveness
+from auto_healer.logs import bound
 from auto_healer.metrics import HealthServer, Metrics, WsgiApp
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.sources import Delivery, Slots, Source
@@ -198,11 +199,11 @@ class Agent(Batches):
         if delivery.keepalive_s:
             keeper = asyncio.create_task(self._keep_in_progress(delivery, delivery.keepalive_s))
         try:
-            with structlog.contextvars.bound_contextvars(subject=delivery.subject):
+            with bound(subject=delivery.subject):
                 admitted = self.gate.admit(delivery) if admitted is None else admitted
                 if len(admitted) == 1:
                     outcomes = [await self._outcome(admitted[0], delivery)]
-                    with structlog.contextvars.bound_contextvars(injury_id=outcomes[0].injury_id):
+                    with bound(injury_id=outcomes[0].injury_id):
                         context = await self._counted(delivery, outcomes[0])
                         await self.effects.carry_out(
                             outcomes[0], delivery, decide(outcomes[0], context)

@@ -200,21 +200,44 @@ async def setup_nats(
 async def open_buckets(
     js: Any, *, lock_ttl_s: float, healed_ttl_s: float = HEALED_TTL_S, replicas: int = 1
 ) -> tuple[Any, Any, Any]:
-    """The locks, healed-ids and throttle buckets, created with `replicas` when missing."""
+    """The locks, healed-ids and throttle buckets, created with `replicas` when missing, each
+    read from its stream's leader (`leader_reads`)."""
     return (
-        await open_bucket(js, BUCKET_LOCKS, ttl_s=lock_ttl_s, replicas=replicas),
-        await open_bucket(js, BUCKET_HEALED, ttl_s=healed_ttl_s, replicas=replicas),
-        await open_bucket(js, BUCKET_THROTTLE, ttl_s=HEALED_TTL_S, replicas=replicas),
+        await open_bucket(js, BUCKET_LOCKS, ttl_s=lock_ttl_s, replicas=replicas, leader=True),
+        await open_bucket(js, BUCKET_HEALED, ttl_s=healed_ttl_s, replicas=replicas, leader=True),
+        await open_bucket(js, BUCKET_THROTTLE, ttl_s=HEALED_TTL_S, replicas=replicas, leader=True),
     )
 
 
-async def open_bucket(js: Any, name: str, *, ttl_s: float, replicas: int = 1) -> Any:
-    """Bind to a KV bucket (reporting too few replicas), or create it with `replicas`."""
+async def open_bucket(
+    js: Any, name: str, *, ttl_s: float, replicas: int = 1, leader: bool = False
+) -> Any:
+    """Bind to a KV bucket (reporting too few replicas), or create it with `replicas`; with
+    `leader`, its reads are `leader_reads` whatever the bucket allows."""
     from nats.js.errors import BucketNotFoundError
 
     try:
         kv = await js.key_value(name)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=name, ttl=ttl_s, history=1, replicas=replicas)
-    await report_replicas(js, f"KV_{name}", replicas)
-    return kv
+        kv = await js.create_key_value(bucket=name, ttl=ttl_s, history=1, replicas=replicas)
+    else:
+        await report_replicas(js, f"KV_{name}", replicas)
+    return leader_reads(js, name) if leader else kv
+
+
+def leader_reads(js: Any, name: str) -> Any:
+    """Bucket `name` whose gets go to its stream's leader (`$JS.API.STREAM.MSG.GET`), never
+    through Direct Get, even where the stream allows it (`nats kv add` and nats.go create
+    buckets with `allow_direct`).
+
+    The coordination reads decide: the healed-id read under a path lock must see the id the
+    previous holder recorded (acked) before it let go, or an injury heals twice. A Direct Get
+    is answered by any replica of the stream and by mirrors with `mirror_direct`, which may
+    not have applied that write yet (ADR-31's note on read-after-write; nats-server #6557,
+    #4710); on an R1 bucket too, once it is mirrored or scaled up while the agent runs. Only
+    a `min_last_seq` (ADR "JetStream Read-after-Write", server 2.12) makes one safe, and it
+    needs the sequence of a write another replica made.
+    """
+    from nats.js.kv import KeyValue
+
+    return KeyValue(name=name, stream=f"KV_{name}", pre=f"$KV.{name}.", js=js, direct=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,19 +26,24 @@ from auto_healer.assets import (
     HEALED_TTL_S,
     open_buckets,
 )
-from auto_healer.errors import CoordinationUnavailable, TransientError
+from auto_healer.errors import TransientError
 from auto_healer.expiring import ExpiringTable, digest
+from auto_healer.kvstore import StoreHealth, kv_key
 from auto_healer.lease import Lease
 
-__all__ = ["BUCKETS", "BUCKET_HEALED", "BUCKET_LOCKS", "BUCKET_THROTTLE", "KvCoordinator", "Lease"]
+__all__ = [
+    "BUCKETS",
+    "BUCKET_HEALED",
+    "BUCKET_LOCKS",
+    "BUCKET_THROTTLE",
+    "KvCoordinator",
+    "Lease",
+    "StoreHealth",
+    "kv_key",
+]
 
 
 BUSY = "another replica is healing this path right now"
-
-
-def kv_key(*parts: str) -> str:
-    """A KV-safe key for arbitrary text (paths, ids)."""
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
 
 
 class Coordinator(Protocol):
@@ -141,42 +145,6 @@ class LocalCoordinator:
         finally:
             if not lock.locked() and self._locks.get(key) is lock:
                 del self._locks[key]
-
-
-class StoreHealth:
-    """Whether the KV store answered last time: set by every call through `store()`."""
-
-    def __init__(self) -> None:
-        self.down_since: float | None = None
-        self.last_error = ""
-
-    def degraded(self) -> str | None:
-        if self.down_since is None:
-            return None
-        since = time.monotonic() - self.down_since
-        return f"coordination store unavailable for {since:.0f}s: {self.last_error}"
-
-    @asynccontextmanager
-    async def store(self, doing: str) -> AsyncIterator[None]:
-        """Map a failure of the KV store (not a KV answer) to `CoordinationUnavailable`."""
-        try:
-            yield
-        except (TransientError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
-            if isinstance(exc, KeyNotFoundError | KeyWrongLastSequenceError):
-                self.down_since = None  # an answer: the store is up
-                raise
-            why = f"{exc or type(exc).__name__}"
-            if self.down_since is None:
-                self.down_since = time.monotonic()
-            self.last_error = f"{doing}: {why}"[:300]
-            raise CoordinationUnavailable(
-                f"coordination store unavailable ({doing}): {why}"
-            ) from None
-        self.down_since = None
 
 
 class KvCoordinator:

@@ -33,7 +33,7 @@ from auto_healer.errors import (
 )
 from auto_healer.gitfail import safe_ref
 from auto_healer.heal_one import plan_and_apply
-from auto_healer.logs import redact_url
+from auto_healer.logs import bound, redact_url
 from auto_healer.outcomes import Kind, Outcome, StepReport, log_outcome
 from auto_healer.paths import first_protected
 from auto_healer.playbooks import Playbook, Playbooks
@@ -79,7 +79,7 @@ class Healer:
     async def handle(self, parsed: ParsedInjury, *, approved: bool = False) -> Outcome:
         """Decide and carry out the heal of one valid injury; always returns an outcome.
         `approved`: a human approved this heal (see `approvals`), `auto_heal: false` or not."""
-        with structlog.contextvars.bound_contextvars(injury_id=parsed.id):
+        with bound(injury_id=parsed.id):
             outcome = await self._handle(parsed, approved)
             log_outcome(outcome, dry_run=self.dry_run)
             return outcome

@@ -13,8 +13,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
-from typing import Literal, TextIO, cast
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TextIO, cast
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 import orjson
@@ -56,6 +56,24 @@ def cache_loggers() -> None:
     """For a long-running agent: each logger is bound to the configuration once, on first use,
     instead of on every call. Not for tests or one-shot commands that reconfigure logging."""
     structlog.configure(cache_logger_on_first_use=True)
+
+
+class bound:  # named like structlog's `bound_contextvars`, which it replaces
+    """Bind `kw` to the context-local log context for a `with` block, then restore what was
+    there: structlog's `bound_contextvars` without its generator and its copy of the whole
+    context (it runs a few times per injury on the agent's loop)."""
+
+    __slots__ = ("kw", "tokens")
+
+    def __init__(self, **kw: object) -> None:
+        self.kw = kw
+        self.tokens: Mapping[str, Any] = {}
+
+    def __enter__(self) -> None:
+        self.tokens = structlog.contextvars.bind_contextvars(**self.kw)
+
+    def __exit__(self, *exc: object) -> None:
+        structlog.contextvars.reset_contextvars(**self.tokens)
 
 
 def _json_line(event: object, **kw: object) -> str:
