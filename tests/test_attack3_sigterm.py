@@ -146,3 +146,33 @@ async def test_a_single_heal_whose_push_lands_after_the_cut_off_is_answered(
 async def _settled_one(url: str) -> bool:
     c = await consumer_info(url)
     return bool(c.num_ack_pending + c.num_pending == 0 and c.ack_floor.stream_seq == 1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_push_that_hangs_past_the_cut_off_says_why_shutdown_waits(
+    tmp_path: Path, repo: Repo, nats_server: NatsServer
+) -> None:
+    """The push held in the hook past the grace period: while the stopping replica waits for
+    it, its log says so again and again (at 3 a.m. `heals_cut_off` then silence reads as a
+    hang); once it lands the replica answers it and exits."""
+    remote, work = repo
+    seed_dirs(work, ["a"])
+    url = nats_server.url
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    hook(remote, "pre-receive", GATE.format(g=gate))
+    agent = AgentProcess(tmp_path, "a", url, remote, jetstream=False, env=ENV).wait_ready()
+    await _publish(url, _payload("core/src/a/"))
+    await wait_until(lambda: (gate / "IN_PUSH").exists(), 30, "the push", seen=agent.logs)
+    agent.proc.send_signal(signal.SIGTERM)
+    await wait_until(
+        lambda: "waiting_for_cut_off_heals" in agent.logs(),
+        15,
+        "a word on the wait",
+        seen=agent.logs,
+    )
+    assert agent.proc.poll() is None  # still waiting for the push
+    (gate / "GO").touch()
+    assert agent.proc.wait(60) == 0, agent.logs()
+    assert '"outcome":"healed"' in agent.logs(), agent.logs()
