@@ -5,13 +5,24 @@ locks it already holds while the store is healthy. Real nats-server, real KV buc
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
+from auto_healer.checkout import Checkout
+from auto_healer.contracts import parse_injury
 from auto_healer.coordination import KvCoordinator, kv_key
 from auto_healer.embedded import NatsServer
+from auto_healer.healer import Healer
+from auto_healer.outcomes import Kind
 from auto_healer.pathlocks import hold_all
+from auto_healer.playbooks import load_playbooks
+
+from tests.agent_support import seed_dirs
+from tests.conftest import PLAYBOOKS, injury
+from tests.test_checkout import hook
 
 TTL_S = 1.5
 
@@ -47,3 +58,28 @@ async def test_locks_held_while_a_busy_path_is_waited_for_stay_fresh(js: object)
             entry = await a.locks.get(kv_key(key))
             assert entry.value == b"a", key
     await task
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_batch_whose_push_outlasts_the_ttl_keeps_its_locks(
+    js: object, repo: tuple[Path, Path]
+) -> None:
+    """LOCK_TTL_S 1.5 and a pre-receive hook that takes three TTLs: the batch of two (300
+    files each) is refreshed all along its push and heals, no false lapse."""
+    remote, work = repo
+    for name in ("a", "b"):
+        d = work / "core" / "src" / name
+        d.mkdir(parents=True)
+        for i in range(300):
+            (d / f"f{i}.py").write_text(f"# {i}\n")
+    seed_dirs(work, [])
+    hook(remote, "pre-receive", f"#!/bin/sh\ncat >/dev/null\nsleep {3 * TTL_S}\n")
+    coord = await KvCoordinator.create(js, owner="a", lock_ttl_s=TTL_S)
+    healer = Healer(
+        load_playbooks(PLAYBOOKS), Checkout.open(work), dry_run=False, coordinator=coord
+    )
+    parsed = [parse_injury(json.dumps(injury(f"core/src/{n}/")).encode()) for n in "ab"]
+    outcomes = await asyncio.gather(*(healer.handle(p) for p in parsed))
+    assert [o.kind for o in outcomes] == [Kind.HEALED] * 2, [o.reason for o in outcomes]
+    assert outcomes[0].commit == outcomes[1].commit  # one batch, one push
