@@ -63,9 +63,9 @@ async def test_throttle_window_is_claimed_once_but_the_claimant_may_retry(js: ob
     assert not await b.claim_window("k", 60, "injury-2")
     assert not await a.claim_window("k", 60, "injury-3")
     assert await b.claim_window("k", 60, "injury-1")  # redelivered to the other replica
-    await b.release_window("k")  # its heal failed: the window must not throttle a retry
+    await b.release_window("k", "injury-1")  # its heal failed: the window must not throttle a retry
     assert await b.claim_window("k", 60, "injury-2")
-    await b.release_window("k")
+    await b.release_window("k", "injury-2")
     await asyncio.sleep(1.1)  # other replicas cache what they saw for one second at most
     assert await a.claim_window("k", 60, "injury-4")
 

@@ -62,7 +62,7 @@ async def test_local_coordinator_keeps_its_answers() -> None:
     assert await local.claim_window("w", 60, "id1")
     assert not await local.claim_window("w", 60, "id2")
     assert await local.claim_window("w", 60, "id1")  # the holder itself may claim again
-    await local.release_window("w")
+    await local.release_window("w", "id1")
     assert await local.claim_window("w", 60, "id2")
     local.record_window("w", 0.0, "id2")  # released as the dry-run plan releases it
     assert local.window_holder("w") is None

@@ -42,6 +42,7 @@ from auto_healer.sources import Delivery, Slots, Source
 
 log = structlog.get_logger("auto_healer.agent")
 DRAIN_TIMEOUT_S = 10.0
+WAIT_WORD_S = 5.0  # while cut-off heals still run at shutdown, said this often
 
 
 class Link(Protocol):
@@ -189,7 +190,18 @@ class Agent(Batches):
             task.cancel()
         if pending:
             log.warning("heals_cut_off", count=len(pending))
-            await asyncio.wait(pending)
+            waited = 0.0
+            while pending:  # a cut-off heal still ends its git work (a push may yet land)
+                _done, pending = await asyncio.wait(pending, timeout=WAIT_WORD_S)
+                waited += WAIT_WORD_S
+                if pending:
+                    log.warning(
+                        "waiting_for_cut_off_heals",
+                        count=len(pending),
+                        waited_s=waited,
+                        detail="git work under way (a push) ends first, bounded by its "
+                        "network timeout; what lands is answered",
+                    )
 
     # --- the one pipeline -------------------------------------------------------------------
 

@@ -115,17 +115,17 @@ async def let_go_failed(
     escalated): a retry, or a new injury on the path, must not be throttled by them. An
     item handed back to the queue (no outcome yet) keeps its window: it claims it again."""
     windows = {
-        it.window
+        (it.window, it.parsed.id)
         for it in held
         if it.window is not None and it in outcomes and outcomes[it].kind not in KEPT
     }
     if windows:
-        await asyncio.gather(*(_let_go(coordinator, w) for w in windows))
+        await asyncio.gather(*(_let_go(coordinator, w, claimant) for w, claimant in windows))
 
 
-async def _let_go(coordinator: Coordinator, window: str) -> None:
+async def _let_go(coordinator: Coordinator, window: str, claimant: str) -> None:
     try:
-        await coordinator.release_window(window)
+        await coordinator.release_window(window, claimant)
     except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
         log.warning("coordination_bookkeeping_failed", error=str(exc))
 

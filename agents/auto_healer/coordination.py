@@ -67,7 +67,10 @@ class Coordinator(Protocol):
         """
         ...
 
-    async def release_window(self, key: str) -> None: ...
+    async def release_window(self, key: str, claimant: str) -> None:
+        """Let go of the window on `key` while `claimant` holds it (after a window that ran out
+        during its heal, another injury may hold it: that claim is kept)."""
+        ...
 
     def path_lock(self, key: str) -> Any:
         """An async context manager yielding a `Lease`; raises `TransientError` when another
@@ -118,8 +121,9 @@ class LocalCoordinator:
         self.record_window(key, window_s, claimant)
         return True
 
-    async def release_window(self, key: str) -> None:
-        self._windows.pop(key)
+    async def release_window(self, key: str, claimant: str) -> None:
+        if self.window_holder(key) == claimant:
+            self._windows.pop(key)
 
     async def count_attempt(self, injury_id: str) -> int:
         key = digest(injury_id)
@@ -247,10 +251,17 @@ class KvCoordinator:
         self.local.record_window(key, min(window_s, self.cache_s), holder)
         return holder == claimant
 
-    async def release_window(self, key: str) -> None:
-        await self.local.release_window(key)
-        async with self._store("release a throttle window"):
-            await self.throttle.purge(kv_key(key))
+    async def release_window(self, key: str, claimant: str) -> None:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        await self.local.release_window(key, claimant)
+        try:
+            async with self._store("release a throttle window"):
+                entry = await self.throttle.get(kv_key(key))
+                if entry.value == claimant.encode():  # deleted only while still that claim
+                    await self.throttle.delete(kv_key(key), last=entry.revision)
+        except (KeyNotFoundError, KeyWrongLastSequenceError):
+            pass  # it ran out, or another injury claimed it since
 
     @asynccontextmanager
     async def path_lock(self, key: str) -> AsyncIterator[Lease]:

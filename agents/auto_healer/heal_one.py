@@ -2,14 +2,19 @@
 
 `Healer._attempt` calls `plan_and_apply` with the path lock held and the checkout synced to
 `base`; a push to the branch goes through the push racer (rebase on a teammate's push, never
-`--force`), a heal branch is pushed as it is.
+`--force`), a heal branch is pushed as it is. Either push, cut off while under way (the agent
+stops) and landed, is answered as if never cut off (`PushRacer._land`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from auto_healer.actions import StepContext, StepPlan, get_action
+from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Lease
 from auto_healer.outcomes import Kind, Outcome, StepReport
@@ -19,6 +24,8 @@ from auto_healer.pushrace import in_thread as _in_thread
 
 if TYPE_CHECKING:
     from auto_healer.healer import Healer
+
+log = structlog.get_logger("auto_healer.healer")
 
 
 async def plan_and_apply(
@@ -54,7 +61,7 @@ async def plan_and_apply(
         sha = await healer._batcher.racer.push(race, base, change, lease.check)
     else:
         lease.check()
-        pushed = await _in_thread(co.push, target)
+        pushed = await _push_heal_branch(co, target)
         await _in_thread(co.restore, base)  # the checkout stays on the healed branch's head
         if not pushed:
             return done(Kind.SKIPPED, f"already proposed on {target}", branch=target)
@@ -66,6 +73,22 @@ async def plan_and_apply(
         commit_message=message,
         attempts=race.lost,
     )
+
+
+async def _push_heal_branch(co: Checkout, target: str) -> bool:
+    """`co.push(target)`; cut off once it has landed, the heal goes on: cut off, its branch
+    would stand unannounced and its redelivery be "already proposed"."""
+    pushed: list[bool] = []
+    try:
+        await _in_thread(lambda: pushed.append(co.push(target)))
+    except asyncio.CancelledError:
+        if not pushed:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        log.warning("push_landed_while_cut_off", branch=target)
+    return pushed[0]
 
 
 def _writes(plans: list[tuple[str, StepPlan]]) -> dict[str, bytes]:

@@ -163,7 +163,7 @@ class Healer:
         outcome = await self._heal(parsed, playbook, lock_key)
         if throttle and outcome.kind not in KEPT:
             try:
-                await coord.release_window(window)  # a failed heal must not throttle its retry
+                await coord.release_window(window, parsed.id)  # a failed heal: its retry is free
             except TransientError as exc:  # the heal itself is done; only bookkeeping was lost
                 log.warning("coordination_bookkeeping_failed", error=str(exc))
         return outcome

@@ -89,7 +89,7 @@ class _KvLocks:
             await stack.enter_async_context(coord.local.path_lock(key))
         stack.push_async_callback(locks._release)
         await locks._take(keys)
-        locks._refresher = asyncio.create_task(locks._refresh())
+        locks._keep_fresh()
         return locks.held
 
     async def _create(self, key: str) -> int:
@@ -119,6 +119,9 @@ class _KvLocks:
         # Wait in sorted order only, holding nothing above the key waited for.
         later = [k for k in self.held.leases if k > busy[0]]
         await self._let_go(later)
+        # The locks kept are refreshed while the busy ones are waited for: a wait past the
+        # TTL would let them expire in the store (and the batch fail for nothing).
+        self._keep_fresh()
         for key in sorted([*busy, *later]):
             try:
                 self._got(key, *await self._wait_for(key))
@@ -139,6 +142,10 @@ class _KvLocks:
                     raise TransientError(BUSY) from None
                 await asyncio.sleep(0.2)
 
+    def _keep_fresh(self) -> None:
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh())
+
     def _got(self, key: str, revision: int, sent: float) -> None:
         lease = Lease(self.coord.lock_ttl_s)
         lease.revision = revision
@@ -156,6 +163,8 @@ class _KvLocks:
             await asyncio.sleep(ttl_s / 3)
             live = [(k, ls) for k, ls in self.held.leases.items() if not ls.lost]
             sent = time.monotonic()
+            for key, _lease in live:  # taken since the last round (waited for)
+                last_ok.setdefault(key, sent)
             answers = await asyncio.gather(
                 *(self.coord.locks.update(kv_key(k), owner, last=ls.revision) for k, ls in live),
                 return_exceptions=True,
