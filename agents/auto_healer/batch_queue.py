@@ -7,7 +7,8 @@ commits and pushes. The next batch is taken once the batch ahead has reached its
 batch ahead has ended (a queue still filling up would give a small batch). Its locks and
 healed-id reads then overlap the commit and push of the batch ahead; it touches the checkout
 only once the batch ahead has let go of it (after its push, or after the restore of a failed
-one).
+one). With no batch under way, the first is taken once the burst has arrived (`_linger`: a
+few milliseconds of quiet, 50 ms at most), not with the one injury that came first.
 
 A batch never waits for a lock the batch ahead holds: an injury on a path the batch ahead
 holds waits in the queue for a batch taken after that one has ended. Every lock is taken path
@@ -29,6 +30,8 @@ from auto_healer.batch_ahead import Item
 from auto_healer.outcomes import Outcome
 
 FIRST = asyncio.FIRST_COMPLETED
+QUIET_S = 0.005  # a burst's injuries arrive well within this of each other
+LINGER_S = 0.05  # the longest the first batch of a burst waits for it to arrive
 
 
 @dataclass(eq=False)
@@ -120,6 +123,8 @@ class BatchQueue:
     async def _drive(self) -> None:
         try:
             while True:
+                if not self._stages:
+                    await self._linger()
                 batch = self._take()
                 if not batch:
                     if not any(not it.future.done() for it in self._queue):
@@ -143,6 +148,22 @@ class BatchQueue:
                     await asyncio.wait([stage.task, self._grew], return_when=FIRST)
         finally:
             self._driver = None
+
+    async def _linger(self) -> None:
+        """With no batch under way, wait for the burst an injury may open: until the queue is
+        full, or nothing joined it for `QUIET_S`, or `LINGER_S` have passed. A lone injury
+        waits `QUIET_S`; the first batch of an audit's burst is then a whole batch, not a batch
+        of the one injury that arrived first (a commit and a push more)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_S
+        while len(self._queue) < self.max_batch:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._grew = loop.create_future()
+            joined, _ = await asyncio.wait([self._grew], timeout=min(QUIET_S, left))
+            if not joined:
+                return
 
     async def _stage(self, stage: Stage) -> None:
         """Run a batch and answer every injury of it, or hand back those it did not reach."""

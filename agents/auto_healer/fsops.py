@@ -141,7 +141,7 @@ def replace_file(
 def git_dir_stat(root: Path) -> os.stat_result | None:
     """The `stat` of `root/.git` (None: none), for `parent_dir` to refuse it by any name."""
     try:
-        return os.stat(root / ".git")
+        return os.stat(os.path.join(root, ".git"))  # `root / ".git"` builds a Path each time
     except OSError:
         return None
 

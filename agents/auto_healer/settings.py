@@ -162,9 +162,9 @@ class Settings(BaseSettings):
     lock_ttl_s: float = Field(default=60.0, ge=1)  # a dead replica's lock expires after this
     ack_wait_s: float = Field(default=60.0, gt=0)  # JetStream redelivers after this
     # in flight: waiting behind a heal is what lets a burst coalesce into batches of MAX_BATCH;
-    # room for two full batches, so the next one fills while one heals (256 split a burst into
-    # batches of 200 and 56: twice the commits)
-    max_in_flight: int = Field(default=512, ge=1, le=1024)
+    # room for the batch healing, the next holding its locks and the one filling up (512 held
+    # a burst's last batches back until the first had ended; 256 split it into 200 and 56)
+    max_in_flight: int = Field(default=1024, ge=1, le=1024)
     # injuries queued behind a heal are healed together: one commit, one push (see batch)
     max_batch: int = Field(default=200, ge=1, le=10_000)
     # core NATS: heals queued in memory behind busy slots; past either, intake waits

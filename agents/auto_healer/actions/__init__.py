@@ -9,9 +9,10 @@ name actions; a network payload never chooses code to run.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -126,7 +127,14 @@ def get_action(name: str) -> Action[ActionOptions]:
 def planner_now(name: str) -> PlansNow[ActionOptions] | None:
     """The action called `name` if it plans without waiting (`PlansNow`), else None."""
     action = get_action(name)
-    return action if isinstance(action, PlansNow) else None
+    return cast("PlansNow[ActionOptions]", action) if _plans_now(type(action)) else None
+
+
+@functools.cache
+def _plans_now(cls: type) -> bool:
+    """Whether instances of `cls` are `PlansNow` (a protocol's isinstance walks its members:
+    asked once per class, not once per injury)."""
+    return issubclass(cls, PlansNow)
 
 
 def action_names() -> list[str]:
