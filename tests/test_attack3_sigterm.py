@@ -17,23 +17,24 @@ from auto_healer.embedded import NatsServer
 from tests.agent_support import AgentProcess, Events, consumer_info, seed_dirs, wait_until
 from tests.conftest import PLAYBOOKS, injury_trailers
 from tests.test_agent import _payload, _publish
-from tests.test_attack_sigterm import PATHS, _assert_clean, _by_path, _lock_count, _settled
-from tests.test_batch_pipeline import GATE
+from tests.test_attack_sigterm import (
+    PATHS,
+    _assert_clean,
+    _lock_count,
+    _settled,
+    next_replica_heals_the_rest,
+)
+from tests.test_batch_pipeline import GATE, HOLD
 from tests.test_checkout import hook
 
 Repo = tuple[Path, Path]
 ENV = {"MAX_BATCH": "2", "GRACE_PERIOD_S": "1"}
-HOLD_THEN = """#!/bin/sh
-cat >/dev/null
-touch {g}/IN_PUSH
-n=0
-while [ ! -e {g}/GO ]; do
-  sleep 0.05; n=$((n+1))
-  if [ $n -gt 600 ]; then echo "the test never opened the gate" >&2; exit 1; fi
-done
-echo "{why}" >&2
+HOLD_THEN = (
+    HOLD
+    + """echo "{why}" >&2
 exit 1
 """
+)
 REFUSED = "policy: refused by a reviewer"
 RACED = "error: cannot lock ref 'refs/heads/main'"  # what git says when the remote moved
 
@@ -74,17 +75,7 @@ async def test_a_push_that_fails_after_the_cut_off_is_handed_back(
         assert c.num_ack_pending + c.num_pending == 4, agent.logs()  # all handed back
 
         (remote / "hooks" / "pre-receive").unlink()
-        nxt = AgentProcess(tmp_path, "b", url, remote, jetstream=True).wait_ready()
-        try:
-            await events.wait_for(4, timeout_s=60)
-            await wait_until(
-                lambda: _settled(url), 30, "every message acked", seen=lambda: events.seen()
-            )
-        finally:
-            nxt.kill()
-        for path in PATHS:
-            kinds = [e["event_type"] for e in _by_path(events)[path]]
-            assert kinds == ["injury_healed"], (path, kinds)
+        await next_replica_heals_the_rest(tmp_path, url, remote, events)
         trailers = injury_trailers(remote)
         assert len(trailers) == 4 and len(set(trailers)) == 4, trailers
     finally:
@@ -138,14 +129,9 @@ async def test_a_single_heal_whose_push_lands_after_the_cut_off_is_answered(
         _assert_clean(agent)
         await events.wait_for(1, timeout_s=5)
         assert [e["event_type"] for e in events.items] == ["injury_healed"], events.seen()
-        await wait_until(lambda: _settled_one(url), 10, "the message acked", seen=agent.logs)
+        await wait_until(lambda: _settled(url, 1), 10, "the message acked", seen=agent.logs)
     finally:
         await events.close()
-
-
-async def _settled_one(url: str) -> bool:
-    c = await consumer_info(url)
-    return bool(c.num_ack_pending + c.num_pending == 0 and c.ack_floor.stream_seq == 1)
 
 
 @pytest.mark.slow

@@ -13,26 +13,22 @@ from auto_healer.outcomes import Kind
 
 from tests.agent_support import seed_dirs
 from tests.conftest import injury_trailers
+from tests.test_batch_pipeline import HOLD
 from tests.test_checkout import hook
 from tests.test_throttle_batch import THROTTLED, Make, _injury, _until, _window_holder, make
 
 __all__ = ["make"]  # the fixture, shared with test_throttle_batch
 Repo = tuple[Path, Path]
 WINDOW_S = 2.0
-HOLD_THEN_REFUSE_ONCE = """#!/bin/sh
-cat >/dev/null
-touch {g}/IN_PUSH
-n=0
-while [ ! -e {g}/GO ]; do
-  sleep 0.05; n=$((n+1))
-  if [ $n -gt 600 ]; then echo "the test never opened the gate" >&2; exit 1; fi
-done
-if [ ! -e {g}/REFUSED_ONCE ]; then
+HOLD_THEN_REFUSE_ONCE = (
+    HOLD
+    + """if [ ! -e {g}/REFUSED_ONCE ]; then
   touch {g}/REFUSED_ONCE
   echo "policy: refused by a reviewer" >&2
   exit 1
 fi
 """
+)
 
 
 @pytest.mark.slow

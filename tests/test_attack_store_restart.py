@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 from auto_healer.embedded import NatsServer
@@ -17,21 +15,13 @@ from auto_healer.embedded import NatsServer
 from tests.agent_support import AgentProcess, Events, consumer_info, seed_dirs, wait_until
 from tests.conftest import git, injury_trailers, remote_files
 from tests.test_agent import _payload, _publish
-from tests.test_attack_sigterm import PATHS, _lock_count, _locks_at_least
+from tests.test_attack_sigterm import PATHS, _by_path, _lock_count, _locks_at_least
 from tests.test_batch_pipeline import GATE
 from tests.test_checkout import hook
 
 Repo = tuple[Path, Path]
 # Locks expire 4 s after their last refresh; lost acks come back after 5 s.
 ENV = {"MAX_BATCH": "2", "LOCK_TTL_S": "4", "ACK_WAIT_S": "5", "GRACE_PERIOD_S": "5"}
-
-
-def _by_path(events: Events) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in events.items:
-        injury = e["metadata"].get("injury") or {}
-        out[str(injury.get("affected_path", "")).rstrip("/")].append(e)
-    return out
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from tests.test_checkout import hook, other_clone_pushes
 Repo = tuple[Path, Path]
 # The first push waits for the test's GO (saying it is in the hook); with FAIL it is then
 # refused once as a server-side ref lock would be, which git and the agent treat as transient.
-GATE = """#!/bin/sh
+HOLD = """#!/bin/sh
 cat >/dev/null
 touch {g}/IN_PUSH
 n=0
@@ -35,12 +35,16 @@ while [ ! -e {g}/GO ]; do
   sleep 0.05; n=$((n+1))
   if [ $n -gt 600 ]; then echo "the test never opened the gate" >&2; exit 1; fi
 done
-if [ -e {g}/FAIL ] && [ ! -e {g}/FAILED_ONCE ]; then
+"""  # a push that waits for the test's GO
+GATE = (
+    HOLD
+    + """if [ -e {g}/FAIL ] && [ ! -e {g}/FAILED_ONCE ]; then
   touch {g}/FAILED_ONCE
   echo "error: cannot lock ref 'refs/heads/main'" >&2
   exit 1
 fi
 """
+)
 
 
 @pytest.fixture

@@ -27,20 +27,12 @@ from auto_healer.playbooks import load_playbooks
 
 from tests.agent_support import seed_dirs
 from tests.conftest import PLAYBOOKS, injury, injury_trailers
+from tests.test_batch_pipeline import HOLD
 from tests.test_checkout import hook
 
 Repo = tuple[Path, Path]
 P = "core/src/p"
 THROTTLED = f"throttled: unauthorized_directory at {P}/ was handled within the last"
-HOLD_PUSH = """#!/bin/sh
-cat >/dev/null
-touch {g}/IN_PUSH
-n=0
-while [ ! -e {g}/GO ]; do
-  sleep 0.05; n=$((n+1))
-  if [ $n -gt 600 ]; then echo "the test never opened the gate" >&2; exit 1; fi
-done
-"""
 REFUSE_P = """#!/bin/sh
 while read old new ref; do
   if git diff --name-only "$old" "$new" | grep -q '^core/src/p/'; then
@@ -135,7 +127,7 @@ async def test_a_redelivery_during_its_own_push_claims_no_window_for_after_it(
     seed_dirs(work, ["p"])
     gate = tmp_path / "gate"
     gate.mkdir()
-    hook(remote, "pre-receive", HOLD_PUSH.format(g=gate))
+    hook(remote, "pre-receive", HOLD.format(g=gate))
     x = _injury(0)
     first = asyncio.ensure_future(healer.handle(x))
     await _until("X's push", (gate / "IN_PUSH").exists)
@@ -253,7 +245,7 @@ async def test_a_path_lock_that_fails_keeps_the_other_replicas_window(
     seed_dirs(work, ["p"])
     gate = tmp_path / "gate"
     gate.mkdir()
-    hook(remote, "pre-receive", HOLD_PUSH.format(g=gate))
+    hook(remote, "pre-receive", HOLD.format(g=gate))
     x, y = _injury(0), _injury(1)
     first = asyncio.ensure_future(a.handle(x))
     await _until("X's push", (gate / "IN_PUSH").exists)

@@ -8,7 +8,6 @@ stops) and landed, is answered as if never cut off (`PushRacer._land`).
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -19,7 +18,7 @@ from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Lease
 from auto_healer.outcomes import Kind, Outcome, StepReport
 from auto_healer.playbooks import Playbook
-from auto_healer.pushrace import Change, Race
+from auto_healer.pushrace import Change, Race, landing
 from auto_healer.pushrace import in_thread as _in_thread
 
 if TYPE_CHECKING:
@@ -76,19 +75,8 @@ async def plan_and_apply(
 
 
 async def _push_heal_branch(co: Checkout, target: str) -> bool:
-    """`co.push(target)`; cut off once it has landed, the heal goes on: cut off, its branch
-    would stand unannounced and its redelivery be "already proposed"."""
-    pushed: list[bool] = []
-    try:
-        await _in_thread(lambda: pushed.append(co.push(target)))
-    except asyncio.CancelledError:
-        if not pushed:
-            raise
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        log.warning("push_landed_while_cut_off", branch=target)
-    return pushed[0]
+    """`co.push(target)`; cut off once it has landed, the heal goes on (`landing`)."""
+    return await landing(lambda: co.push(target), "branch")
 
 
 def _writes(plans: list[tuple[str, StepPlan]]) -> dict[str, bytes]:

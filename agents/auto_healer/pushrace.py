@@ -114,26 +114,32 @@ class PushRacer:
             base = await in_thread(rebase, co, base, changes)
 
     async def _land(self) -> str:
-        """Push HEAD once; the commit that landed. Cut off meanwhile (the agent stops), the
-        push under way still ends (`in_thread`), and if it landed the heal goes on as if never
-        cut off: cut off, it would land unrecorded and its redelivery find it "already healthy"."""
+        """Push HEAD once; the commit that landed (see `landing`)."""
         co = self.checkout
-        landed: list[str] = []
 
-        def push() -> None:
+        def push() -> str:
             co.push(co.branch)
-            landed.append(co.head())
+            return co.head()
 
-        try:
-            await in_thread(push)
-        except asyncio.CancelledError:
-            if not landed:
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            log.warning("push_landed_while_cut_off", commit=landed[0])
-        return landed[0]
+        return await landing(push, "commit")
+
+
+async def landing(push: Callable[[], T], what: str) -> T:
+    """`push()` in a thread, its result once it has landed. Cut off meanwhile (the agent
+    stops), the push under way still ends (`in_thread`), and if it landed the heal goes on as
+    if never cut off: cut off, it would land unrecorded and its redelivery find it "already
+    healthy" (or its heal branch "already proposed"). `what` names the result in the log."""
+    landed: list[T] = []
+    try:
+        await in_thread(lambda: landed.append(push()))
+    except asyncio.CancelledError:
+        if not landed:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        log.warning("push_landed_while_cut_off", **{what: landed[0]})
+    return landed[0]
 
 
 def rebase(co: Checkout, base: str, changes: list[Change]) -> str:
