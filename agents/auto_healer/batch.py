@@ -289,10 +289,11 @@ class Batcher:
             self._stage.reached_commit()  # the next batch may take its locks meanwhile
         if not included:
             return {}
-        sha, committed, messages = await in_thread(self._stage_and_commit, included)
-        kept = set(committed)
-        for it in included:
-            if it not in kept:
+        skipped: list[Item] = []  # known before the commit: skipped even if the commit fails
+        try:
+            sha, committed, messages = await in_thread(self._stage_and_commit, included, skipped)
+        finally:
+            for it in skipped:
                 final[it] = self._out(it, Kind.SKIPPED, UNTRACKED_ONLY, attempts=attempt)
         if sha is None:
             await in_thread(co.restore, base)
@@ -312,16 +313,22 @@ class Batcher:
             for it, message in zip(committed, messages, strict=True)
         }
 
-    def _stage_and_commit(self, included: list[Item]) -> tuple[str | None, list[Item], list[str]]:
+    def _stage_and_commit(
+        self, included: list[Item], skipped: list[Item]
+    ) -> tuple[str | None, list[Item], list[str]]:
         """Stage the batch, find the injuries that changed tracked files, commit them (None
-        when none did), with each one's commit message: in one thread call, as each hop back
-        to the event loop between git processes waits behind every callback queued there (the
-        next batch's KV answers), ~25 ms a hop in a burst."""
+        when none did), with each one's commit message; the others go into `skipped` before
+        the commit. In one thread call, as each hop back to the event loop between git
+        processes waits behind every callback queued there (the next batch's KV answers),
+        ~25 ms a hop in a burst."""
         co = self.checkout
         writes = dict.fromkeys(w for it in included for w in it.write)
         co.stage([d for it in included for d in it.delete], list(writes))
         changed = with_parents(co.staged_paths())
-        committed = [it for it in included if any(p in changed for p in (*it.delete, *it.write))]
+        committed: list[Item] = []
+        for it in included:
+            hit = any(p in changed for p in (*it.delete, *it.write))
+            (committed if hit else skipped).append(it)
         if not committed:
             return None, [], []
         messages = [it.playbook.commit_message(it.parsed) for it in committed]

@@ -99,6 +99,8 @@ class BatchQueue:
         if not stage.landed and all(i in stage.cut or i.future.done() for i in stage.items):
             task.cancel()
         await asyncio.wait([task])
+        if stage in self._stages:  # cancelled before its first step: its `finally` never ran
+            self._ended(stage, {}, None)
         if item.future.done() and not item.future.cancelled() and not item.future.exception():
             current = asyncio.current_task()
             if current is not None:
@@ -176,20 +178,26 @@ class BatchQueue:
         except BaseException as exc:  # a bug: each of its injuries is told, none is lost
             failed = exc
         finally:
-            self._stages.remove(stage)
-            for it in stage.items:
-                self._of.pop(it, None)
-            stage.reached_commit()
-            for it in stage.cut.difference(outcomes):
-                it.future.cancel()  # cut off and not reached: never handed back
-            left = [it for it in stage.items if it not in outcomes and not it.future.done()]
-            if failed is None:
-                self._queue.extendleft(reversed(left))  # cut off or over the file cap
-            else:
-                for it in left:
-                    it.future.set_exception(failed)
-            for it, outcome in outcomes.items():
-                if not it.future.done():
-                    it.future.set_result(outcome)
+            self._ended(stage, outcomes, failed)
         if self._queue and self._driver is None:  # handed back with no driver left to take it
             self._driver = asyncio.create_task(self._drive(), context=contextvars.Context())
+
+    def _ended(
+        self, stage: Stage, outcomes: dict[Item, Outcome], failed: BaseException | None
+    ) -> None:
+        """Let go of a batch: answer its injuries, hand back those it did not reach."""
+        self._stages.remove(stage)
+        for it in stage.items:
+            self._of.pop(it, None)
+        stage.reached_commit()
+        for it in stage.cut.difference(outcomes):
+            it.future.cancel()  # cut off and not reached: never handed back
+        left = [it for it in stage.items if it not in outcomes and not it.future.done()]
+        if failed is None:
+            self._queue.extendleft(reversed(left))  # cut off or over the file cap
+        else:
+            for it in left:
+                it.future.set_exception(failed)
+        for it, outcome in outcomes.items():
+            if not it.future.done():
+                it.future.set_result(outcome)

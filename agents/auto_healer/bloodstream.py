@@ -176,6 +176,7 @@ class Intake:
     ack_wait_s: float
     durable: bool
     unlimited: bool = False
+    max_ack_pending: int = 0  # the consumer's; 0: no limit
 
 
 async def open_intake(
@@ -229,6 +230,7 @@ async def open_intake(
         config.ack_wait or ack_wait_s,
         durable=not dry_run,
         unlimited=not actual_deliver,
+        max_ack_pending=max(0, config.max_ack_pending or 0),
     )
 
 

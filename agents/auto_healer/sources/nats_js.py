@@ -78,8 +78,14 @@ class JetStreamSource:
         self.fetch_timeout_s = fetch_timeout_s
         self.on_idle = on_idle  # called after a fetch that found the consumer empty
         self._loop: asyncio.Task[None] | None = None
+        self._withheld: tuple[Slots, int] | None = None
 
     async def start(self, slots: Slots, submit: Submit, stopping: asyncio.Event) -> None:
+        most = self.intake.max_ack_pending
+        if 0 < most < slots.size:
+            # The server sends no more than `most` unacknowledged: a fetch for more would wait
+            # out its whole timeout for them, holding what came meanwhile. Never use the rest.
+            self._withheld = (slots, await slots.reserve(slots.size - most))
         self._loop = asyncio.create_task(self._pull(slots, submit, stopping))
         self._loop.add_done_callback(lambda _t: stopping.set())  # a dead loop stops the agent
 
@@ -131,6 +137,10 @@ class JetStreamSource:
         if self._loop is not None:
             self._loop.cancel()  # an unfinished fetch is redelivered after ack_wait
             await asyncio.gather(self._loop, return_exceptions=True)
+        if self._withheld is not None:
+            slots, count = self._withheld
+            self._withheld = None
+            slots.release(count)
         with contextlib.suppress(Exception):
             await self.intake.psub.unsubscribe()
 
