@@ -69,9 +69,12 @@ class BatchQueue:
         self._stages: list[Stage] = []  # taken and not ended, oldest first
         self._of: dict[Item, Stage] = {}
         self._grew: asyncio.Future[None] | None = None  # set when an injury joins the queue
+        self._since = 0.0  # when the queue, empty, was joined (the loop's clock)
 
     async def heal(self, item: Item) -> Outcome:
         """Queue one injury and return its outcome once the batch that took it has ended."""
+        if not self._queue:
+            self._since = asyncio.get_running_loop().time()  # the oldest waiting joined
         self._queue.append(item)
         if self._grew is not None and not self._grew.done():
             self._grew.set_result(None)
@@ -153,11 +156,12 @@ class BatchQueue:
 
     async def _linger(self) -> None:
         """With no batch under way, wait for the burst an injury may open: until the queue is
-        full, or nothing joined it for `QUIET_S`, or `LINGER_S` have passed. A lone injury
+        full, or nothing joined it for `QUIET_S`, or `LINGER_S` have passed since the oldest
+        waiting injury joined (a steady trickle is not held a linger per batch). A lone injury
         waits `QUIET_S`; the first batch of an audit's burst is then a whole batch, not a batch
         of the one injury that arrived first (a commit and a push more)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + LINGER_S
+        deadline = self._since + LINGER_S
         while len(self._queue) < self.max_batch:
             left = deadline - loop.time()
             if left <= 0:
