@@ -255,6 +255,7 @@ class Checkout:
             "--no-verify",
             "-m",
             full,
+            doing="commit",
         )
         return self.head()
 
@@ -319,7 +320,7 @@ class Checkout:
         return self._git(*args, doing=doing)
 
     def _git(self, *args: str, doing: str | None = None) -> str:
-        # Only network operations name `doing`; they get the timeout.
+        # `doing` names the operation in errors; the network ones get the timeout.
         timeout = self.network_timeout_s if doing in ("fetch", "push", "ls-remote") else None
         try:
             # The repository's own hooks never run: a heal must not execute code from the repo.
