@@ -22,16 +22,21 @@ from typing import Any
 import structlog
 from tenacity import RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
-from auto_healer.batch_ahead import Ahead, Item, as_twin, batch_message, plan, waited_out
+from auto_healer.batch_ahead import Ahead, Item, as_twin, plan, stage_and_commit, waited_out
 from auto_healer.batch_queue import BatchQueue, Stage
 from auto_healer.batch_throttle import decide, let_go_failed
 from auto_healer.checkout import Checkout
 from auto_healer.contracts import ParsedInjury
 from auto_healer.coordination import Coordinator, Lease
-from auto_healer.errors import ConfigError, HealFailed, InjuryRejected, TransientError
+from auto_healer.errors import (
+    ConfigError,
+    CoordinationUnavailable,
+    HealFailed,
+    InjuryRejected,
+    TransientError,
+)
 from auto_healer.outcomes import Kind, Outcome
 from auto_healer.pathlocks import hold_all
-from auto_healer.paths import with_parents
 from auto_healer.playbooks import Playbook
 from auto_healer.pushrace import Change, PushRaceLost, PushRacer, Replan, in_thread
 
@@ -90,7 +95,7 @@ class Batcher:
         claimed: list[Item] = []  # the items that claimed their throttle window
         async with hold_all(self.coordinator, [it.lock_key for it in batch]) as held:
             outcomes = {
-                it: self._out(it, Kind.FAILED, str(held.failed[it.lock_key]), retryable=True)
+                it: self._unlocked(it, held.failed[it.lock_key])
                 for it in batch
                 if it.lock_key in held.failed
             }
@@ -291,7 +296,9 @@ class Batcher:
             return {}
         skipped: list[Item] = []  # known before the commit: skipped even if the commit fails
         try:
-            sha, committed, messages = await in_thread(self._stage_and_commit, included, skipped)
+            sha, committed, messages = await in_thread(
+                stage_and_commit, self.checkout, included, skipped
+            )
         finally:
             for it in skipped:
                 final[it] = self._out(it, Kind.SKIPPED, UNTRACKED_ONLY, attempts=attempt)
@@ -313,27 +320,11 @@ class Batcher:
             for it, message in zip(committed, messages, strict=True)
         }
 
-    def _stage_and_commit(
-        self, included: list[Item], skipped: list[Item]
-    ) -> tuple[str | None, list[Item], list[str]]:
-        """Stage the batch, find the injuries that changed tracked files, commit them (None
-        when none did), with each one's commit message; the others go into `skipped` before
-        the commit. In one thread call, as each hop back to the event loop between git
-        processes waits behind every callback queued there (the next batch's KV answers),
-        ~25 ms a hop in a burst."""
-        co = self.checkout
-        writes = dict.fromkeys(w for it in included for w in it.write)
-        co.stage([d for it in included for d in it.delete], list(writes))
-        changed = with_parents(co.staged_paths())
-        committed: list[Item] = []
-        for it in included:
-            hit = any(p in changed for p in (*it.delete, *it.write))
-            (committed if hit else skipped).append(it)
-        if not committed:
-            return None, [], []
-        messages = [it.playbook.commit_message(it.parsed) for it in committed]
-        sha = co.commit(batch_message(messages), *(it.parsed.id for it in committed))
-        return sha, committed, messages
+    def _unlocked(self, it: Item, exc: TransientError) -> Outcome:
+        """A path lock not taken: no heal was tried, and a store that did not answer is an
+        outage, not an attempt (`decision`: it comes back whatever its budget says)."""
+        down = isinstance(exc, CoordinationUnavailable)
+        return self._out(it, Kind.FAILED, str(exc), retryable=True, store_unavailable=down)
 
     def _check_leases(self) -> None:
         for lease in self._leases:

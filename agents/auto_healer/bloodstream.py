@@ -36,6 +36,7 @@ log = structlog.get_logger("auto_healer.bloodstream")
 
 DEAD_LETTER_SUBJECT = "aura.hive.dead_letter.injury"
 PUBLISH_RETRY = RetryPolicy(attempts=3, backoff_s=0.1, max_backoff_s=2.0)
+SETUP_RETRY = RetryPolicy(attempts=4, backoff_s=1.0, max_backoff_s=5.0)  # start-up: ~10 s more
 TRANSIENT_NATS = (
     nats.errors.ConnectionClosedError,
     nats.errors.TimeoutError,
@@ -192,7 +193,28 @@ async def open_intake(
     A dry-run replica must not take injuries from the real ones: it reads new injuries through
     its own consumer, and creates no stream. The consumer's own `max_deliver` and `ack_wait`
     are used (an existing consumer may differ from the settings). New streams get `replicas`.
+    An API call that times out is tried again (every step binds to what an earlier try made):
+    a cluster still electing the leader of a stream just created answers late.
     """
+    retrying = SETUP_RETRY.retrying(
+        retry_if_exception_type(nats.errors.TimeoutError),
+        before_sleep=lambda rs: log.warning("intake_setup_retry", attempt=rs.attempt_number),
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await _open_intake(
+                js,
+                dry_run=dry_run,
+                max_deliver=max_deliver,
+                ack_wait_s=ack_wait_s,
+                replicas=replicas,
+            )
+    raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+async def _open_intake(
+    js: JetStreamContext, *, dry_run: bool, max_deliver: int, ack_wait_s: float, replicas: int
+) -> Intake:
     if dry_run:
         stream = await injury_stream(js)
         if stream is None:
