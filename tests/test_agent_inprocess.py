@@ -161,7 +161,8 @@ async def test_no_page_is_lost_for_a_lone_surrogate_while_the_pager_fails(
             assert settler2.calls == ["ack"]
         else:
             assert settler.calls == ["ack"]
-            assert pager.pending == 1  # in the durable outbox
+            # In the durable outbox, unless its drain has already delivered it meanwhile.
+            assert pager.pending + len(receiver.delivered) == 1
             assert await pager.flush()
         [event] = pub.events()
         assert event["metadata"]["injury"]["note"] == "bad \udc80 text"
