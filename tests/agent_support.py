@@ -159,7 +159,13 @@ class Events:
         return [e for e in self.items if e["event_type"] == event_type]
 
     async def close(self) -> None:
-        if self.nc is not None:
+        """Drain the subscriber's connection; one still reconnecting after a server restart
+        refuses a drain, so it is closed outright."""
+        if self.nc is None or self.nc.is_closed:
+            return
+        if self.nc.is_reconnecting or self.nc.is_connecting:
+            await self.nc.close()
+        else:
             await self.nc.drain()
 
 
