@@ -200,29 +200,34 @@ async def setup_nats(
 async def open_buckets(
     js: Any, *, lock_ttl_s: float, healed_ttl_s: float = HEALED_TTL_S, replicas: int = 1
 ) -> tuple[Any, Any, Any]:
-    """The locks, healed-ids and throttle buckets, created with `replicas` when missing, each
-    read from its stream's leader (`leader_reads`)."""
-    return (
-        await open_bucket(js, BUCKET_LOCKS, ttl_s=lock_ttl_s, replicas=replicas, leader=True),
-        await open_bucket(js, BUCKET_HEALED, ttl_s=healed_ttl_s, replicas=replicas, leader=True),
-        await open_bucket(js, BUCKET_THROTTLE, ttl_s=HEALED_TTL_S, replicas=replicas, leader=True),
+    """The locks, healed-ids and throttle buckets, created with `replicas` when missing. Their
+    per-injury calls go through one reply subscription (`kvwire`), their reads to the stream's
+    leader; their other calls are nats-py's (`leader_reads`)."""
+    from auto_healer.kvwire import KvWire, Replies
+
+    names = (BUCKET_LOCKS, BUCKET_HEALED, BUCKET_THROTTLE)
+    ttls_s = (lock_ttl_s, healed_ttl_s, HEALED_TTL_S)
+    for name, ttl_s in zip(names, ttls_s, strict=True):
+        await open_bucket(js, name, ttl_s=ttl_s, replicas=replicas)
+    # nats-py keeps a context's connection, API prefix (domain) and timeout private
+    replies = await Replies(js._nc, timeout_s=js._timeout).start()
+    locks, healed, throttle = (
+        KvWire(replies, leader_reads(js, name), name=name, api_prefix=js._prefix)
+        for name in names
     )
+    return locks, healed, throttle
 
 
-async def open_bucket(
-    js: Any, name: str, *, ttl_s: float, replicas: int = 1, leader: bool = False
-) -> Any:
-    """Bind to a KV bucket (reporting too few replicas), or create it with `replicas`; with
-    `leader`, its reads are `leader_reads` whatever the bucket allows."""
+async def open_bucket(js: Any, name: str, *, ttl_s: float, replicas: int = 1) -> Any:
+    """Bind to a KV bucket (reporting too few replicas), or create it with `replicas`."""
     from nats.js.errors import BucketNotFoundError
 
     try:
         kv = await js.key_value(name)
     except BucketNotFoundError:
-        kv = await js.create_key_value(bucket=name, ttl=ttl_s, history=1, replicas=replicas)
-    else:
-        await report_replicas(js, f"KV_{name}", replicas)
-    return leader_reads(js, name) if leader else kv
+        return await js.create_key_value(bucket=name, ttl=ttl_s, history=1, replicas=replicas)
+    await report_replicas(js, f"KV_{name}", replicas)
+    return kv
 
 
 def leader_reads(js: Any, name: str) -> Any:
