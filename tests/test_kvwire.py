@@ -64,7 +64,8 @@ async def _answer(kv: Any, call: str, key: str, value: bytes, last: int) -> obje
     except nats.js.errors.KeyWrongLastSequenceError:
         return ("raised", "wrong last sequence")
     except nats.js.errors.APIError as exc:
-        if getattr(exc, "err_code", None) in (10071, 10164):  # nats-py's `delete` does not name it; ours does
+        # nats-py's `delete` does not name a wrong last sequence; ours does
+        if getattr(exc, "err_code", None) in (10071, 10164):
             return ("raised", "wrong last sequence")
         return ("raised", type(exc).__name__)
     except Exception as exc:

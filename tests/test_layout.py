@@ -8,7 +8,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "agents" / "auto_healer"
 # the transports: connection and publishing, the JetStream assets (split from bloodstream for
 # size), the KV coordination, the pages shared across the fleet (coordination of pages), and
-# the KV cells of the operator controls, and the KV path locks of a batch (split from coordination)
+# the KV cells of the operator controls, the KV path locks of a batch (split from coordination),
+# and the coordination buckets' per-injury calls
 ALLOWED = {
     "bloodstream.py",
     "assets.py",
@@ -16,6 +17,7 @@ ALLOWED = {
     "fleet.py",
     "kvcell.py",
     "kvstore.py",
+    "kvwire.py",
     "pathlocks.py",
 }
 

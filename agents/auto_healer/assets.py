@@ -212,8 +212,7 @@ async def open_buckets(
     # nats-py keeps a context's connection, API prefix (domain) and timeout private
     replies = await Replies(js._nc, timeout_s=js._timeout).start()
     locks, healed, throttle = (
-        KvWire(replies, leader_reads(js, name), name=name, api_prefix=js._prefix)
-        for name in names
+        KvWire(replies, leader_reads(js, name), name=name, api_prefix=js._prefix) for name in names
     )
     return locks, healed, throttle
 

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 KV_OP = "KV-Operation"
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 DELETED = (b"DEL", b"PURGE")
 NO_MESSAGE = 10037  # JSNoMessageFoundErr
 WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequenceErrF / ...ConstantErr
@@ -101,13 +102,13 @@ class KvWire:
         return await self._publish(key, value, None)
 
     async def update(self, key: str, value: bytes, last: int | None = None) -> int:
-        return await self._publish(key, value, {"Nats-Expected-Last-Subject-Sequence": str(last or 0)})
+        return await self._publish(key, value, {EXPECTED_LAST: str(last or 0)})
 
     async def create(self, key: str, value: bytes, msg_ttl: float | None = None) -> int:
         """Write `key` only if it has no value (absent, deleted or purged)."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        headers = {"Nats-Expected-Last-Subject-Sequence": "0"}
+        headers = {EXPECTED_LAST: "0"}
         if msg_ttl is not None:
             headers["Nats-TTL"] = str(int(msg_ttl))
         try:
@@ -116,13 +117,13 @@ class KvWire:
             marker = await self._last(key)
             if marker is None or marker[2] not in DELETED:
                 raise
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(marker[1])
+            headers[EXPECTED_LAST] = str(marker[1])
             return await self._publish(key, value, headers)
 
     async def delete(self, key: str, last: int | None = None) -> bool:
         headers = {KV_OP: "DEL"}
         if last and last > 0:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+            headers[EXPECTED_LAST] = str(last)
         await self._publish(key, b"", headers)
         return True
 
