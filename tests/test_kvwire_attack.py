@@ -45,3 +45,18 @@ async def test_a_lock_that_expired_under_a_limit_marker_can_be_taken_again(nc: A
         assert lease.revision
     with pytest.raises(nats.js.errors.KeyNotFoundError):
         await alive.locks.get(kv_key("repo|a"))  # let go: the marker, then our delete
+
+
+async def test_a_throttle_window_under_a_second_is_claimed_not_an_outage(nc: Any) -> None:
+    """A playbook may throttle for 0.5 s (`window_s > 0`): the server refuses `Nats-TTL: 0`,
+    which read as a store outage on every claim (the injury retried forever, readiness down)."""
+    a = await KvCoordinator.create(nc.jetstream(), owner="a")
+    b = await KvCoordinator.create(nc.jetstream(), owner="b")
+    assert await a.claim_window("core/src/", 0.5, "bee-1")
+    assert not await b.claim_window("core/src/", 0.5, "bee-2")
+    assert a.degraded() is None
+
+    async def ran_out() -> bool:
+        return await b.claim_window("core/src/", 0.5, "bee-3")
+
+    await wait_until(ran_out, 10.0, "the 0.5 s window to run out")

@@ -12,7 +12,9 @@ a timeout raises `nats.errors.TimeoutError`, and "no responders" raises. What is
 read is "not found" only for the server's "no message found"; any other 404 (no such stream)
 is an error, so a vanished bucket reads as an outage, never as "not healed yet"; and the
 marker a bucket with a limit marker TTL leaves where a value ran out is "no value" (nats-py
-reads it as a value: a dead replica's expired lock stayed busy until the marker expired).
+reads it as a value: a dead replica's expired lock stayed busy until the marker expired). A
+`msg_ttl` under a second is sent as 1 s (nats-py sent a 0.5 s throttle window as `Nats-TTL: 0`,
+which the server refuses: every claim of it read as a store outage).
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ class KvWire:
         from nats.js.errors import KeyWrongLastSequenceError
 
         headers = {EXPECTED_LAST: "0"}
-        if msg_ttl is not None:
-            headers["Nats-TTL"] = str(int(msg_ttl))
+        if msg_ttl is not None:  # whole seconds as nats-py sends them, at least 1 (not "0")
+            headers["Nats-TTL"] = str(max(1, int(msg_ttl)))
         try:
             return await self._publish(key, value, headers)
         except KeyWrongLastSequenceError:
