@@ -10,7 +10,11 @@ cannot tell them apart. Only the calls the coordinator makes per injury live her
 What stays as nats-py has it: a `create` over a delete marker rewrites it at its revision,
 a timeout raises `nats.errors.TimeoutError`, and "no responders" raises. What is stricter: a
 read is "not found" only for the server's "no message found"; any other 404 (no such stream)
-is an error, so a vanished bucket reads as an outage, never as "not healed yet".
+is an error, so a vanished bucket reads as an outage, never as "not healed yet"; and the
+marker a bucket with a limit marker TTL leaves where a value ran out is "no value" (nats-py
+reads it as a value: a dead replica's expired lock stayed busy until the marker expired). A
+`msg_ttl` under a second is sent as 1 s (nats-py sent a 0.5 s throttle window as `Nats-TTL: 0`,
+which the server refuses: every claim of it read as a store outage).
 """
 
 from __future__ import annotations
@@ -109,8 +113,8 @@ class KvWire:
         from nats.js.errors import KeyWrongLastSequenceError
 
         headers = {EXPECTED_LAST: "0"}
-        if msg_ttl is not None:
-            headers["Nats-TTL"] = str(int(msg_ttl))
+        if msg_ttl is not None:  # whole seconds as nats-py sends them, at least 1 (not "0")
+            headers["Nats-TTL"] = str(max(1, int(msg_ttl)))
         try:
             return await self._publish(key, value, headers)
         except KeyWrongLastSequenceError:
@@ -160,9 +164,14 @@ class KvWire:
 
 
 def _operation(headers: bytes) -> bytes:
-    """The `KV-Operation` header's value in a stored message's header block, or b""."""
+    """The `KV-Operation` header's value in a stored message's header block, or b"". A marker
+    the server left where a value ran out (`Nats-Marker-Reason`, buckets with a limit marker
+    TTL: `nats kv add --marker-ttl`) is a purge, as nats.go reads it: the key has no value."""
     for line in headers.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"kv-operation":
+        name = name.strip().lower()
+        if name == b"kv-operation":
             return value.strip()
+        if name == b"nats-marker-reason":
+            return b"PURGE"
     return b""
