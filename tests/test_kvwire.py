@@ -5,6 +5,8 @@ is gone or silent is an error, never "not found"."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from nats.js.kv import KeyValue
 
 KEYS = ["a", "b", "c"]
+BUCKETS = itertools.count(100)  # a new pair of buckets for each example
 CALLS = st.lists(
     st.tuples(
         st.sampled_from(["create", "get", "put", "update", "delete", "purge"]),
@@ -78,7 +81,7 @@ async def _answer(kv: Any, call: str, key: str, value: bytes, last: int) -> obje
 @given(calls=CALLS)
 async def test_any_sequence_of_calls_answers_as_nats_py_does(nc: Any, calls: list[Any]) -> None:
     """Creates over delete markers, stale updates, reads of deleted keys: same answers."""
-    plain, lean = await _pair(nc, id(calls))
+    plain, lean = await _pair(nc, next(BUCKETS))
     for call, key, value, last in calls:
         expected = await _answer(plain, call, key, value, last)
         assert await _answer(lean, call, key, value, last) == expected, (call, key, last)
@@ -159,3 +162,9 @@ async def test_the_coordinator_buckets_are_lean_and_share_one_subscription(nc: A
     assert [type(b) for b in buckets] == [KvWire] * 3
     assert len({id(b._replies) for b in buckets}) == 1
     assert [b._name for b in buckets] == [BUCKET_LOCKS, BUCKET_HEALED, BUCKET_THROTTLE]
+
+
+async def test_a_lean_bucket_can_be_copied(nc: Any) -> None:
+    """`copy.copy` of a bucket does not recurse through the delegation to nats-py."""
+    _plain, lean = await _pair(nc, 2)
+    assert copy.copy(lean)._name == lean._name

@@ -88,6 +88,8 @@ class KvWire:
         self._get_subject = f"{api_prefix}.STREAM.MSG.GET.KV_{name}"
 
     def __getattr__(self, attr: str) -> Any:  # the calls not made per injury: nats-py's
+        if attr.startswith("__") or attr == "_kv":  # copy/pickle probe before `_kv` exists
+            raise AttributeError(attr)
         return getattr(self._kv, attr)
 
     async def _publish(self, key: str, value: bytes, headers: dict[str, str] | None) -> int:
