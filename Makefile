@@ -29,8 +29,9 @@ bytecode:
 demo: $(STAMP)
 	$(BIN)/auto-healer demo
 
+# One worker per core, at most 4: most of a test's time is spent waiting for real servers.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4
 
 # The slow tests on a real 3-node JetStream cluster (node loss mid-burst, KV outages) and two
 # replicas against a busy remote, a few minutes.
