@@ -57,7 +57,13 @@ async def test_a_create_over_a_delete_marker_expects_the_marker_revision(nc: Any
     first_try, second_try = sent[marker], sent[marker + 1]
     assert first_try.headers[EXPECTED_LAST] == "0"
     assert second_try.headers[EXPECTED_LAST] == str(revision - 1)  # the marker's revision
-    assert (await kv.get("k")).value == b"again"
+    entry = await kv.get("k")
+    assert (entry.bucket, entry.key, entry.value, entry.revision) == (
+        "wire1",
+        "k",
+        b"again",
+        revision,
+    )
 
 
 async def test_a_delete_writes_an_empty_marker(nc: Any) -> None:
