@@ -93,8 +93,7 @@ class _KvLocks:
         return locks.held
 
     async def _create(self, key: str) -> int:
-        async with self.coord.health.store("take a path lock"):
-            return int(await self.coord.locks.create(kv_key(key), self.coord.owner.encode()))
+        return await self.coord.take_lock(kv_key(key))
 
     async def _take(self, keys: list[str]) -> None:
         from nats.js.errors import KeyWrongLastSequenceError

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import secrets
 import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -292,7 +293,10 @@ async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinato
     """
     if settings.dry_run:
         return LocalCoordinator()
-    owner = f"{socket.gethostname()}-{os.getpid()}"
+    # Unique to this process: a path lock with our owner is taken back as our own orphan
+    # (`KvCoordinator.take_lock`), so a restarted container (same host name, pid 1) or two
+    # replicas given one host name must never share it.
+    owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         coordinator = await KvCoordinator.create(
             nc.jetstream(),
