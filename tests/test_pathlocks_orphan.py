@@ -4,6 +4,7 @@ it thawed, is this replica's own: it is taken back at once, not waited out as an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -83,4 +84,25 @@ async def test_a_batch_takes_back_its_own_orphan_and_respects_another_owner(
         assert "another replica" in str(held.failed["repo|core/y"])
         with pytest.raises(TransientError, match="another replica"):
             async with b.path_lock("repo|core/x"):
+                pass
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_our_own_refresh_applied_late_keeps_the_lock(js: object, batch: bool) -> None:
+    """A refresh that timed out but was applied: the next refresh keeps the lock, not "lost"."""
+    a = await KvCoordinator.create(js, owner="a-1-x", lock_ttl_s=1.5)  # refreshed every 0.5 s
+    b = await KvCoordinator.create(js, owner="b-2-y", lock_ttl_s=1.5)
+    key = "repo|core/x"
+    async with contextlib.AsyncExitStack() as stack:
+        if batch:
+            lease = (await stack.enter_async_context(hold_all(a, [key]))).leases[key]
+        else:
+            lease = await stack.enter_async_context(a.path_lock(key))
+        # the state such a refresh leaves: our owner at a revision the lease never heard of
+        await a.locks.update(kv_key(key), b"a-1-x", last=lease.revision)
+        await asyncio.sleep(1.3)
+        assert lease.lost is None
+        lease.check()
+        with pytest.raises(TransientError, match="another replica"):
+            async with b.path_lock(key):
                 pass

@@ -30,6 +30,7 @@ from auto_healer.errors import TransientError
 from auto_healer.expiring import ExpiringTable, digest
 from auto_healer.kvstore import StoreHealth, kv_key
 from auto_healer.lease import Lease
+from auto_healer.ownlocks import kept_own, take_lock
 
 __all__ = [
     "BUCKETS",
@@ -263,30 +264,6 @@ class KvCoordinator:
         except (KeyNotFoundError, KeyWrongLastSequenceError):
             pass  # it ran out, or another injury claimed it since
 
-    async def take_lock(self, key: str) -> int:
-        """Write the path lock on `key` (a `kv_key`); its revision. The caller holds the
-        key's local lock, so a lock found there with this replica's owner is an orphan of our
-        own: a create or a release whose answer timed out but that the server applied (a NATS
-        frozen past the KV timeout). It is taken back at its revision, not waited out for
-        `lock_ttl_s` as another replica's. Another owner's lock raises
-        `KeyWrongLastSequenceError`."""
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
-        mine = self.owner.encode()
-        try:
-            async with self._store("take a path lock"):
-                return int(await self.locks.create(key, mine))
-        except KeyWrongLastSequenceError as busy:
-            try:
-                async with self._store("read a path lock"):
-                    entry = await self.locks.get(key)
-            except KeyNotFoundError:
-                raise busy from None  # it expired this instant: taken on the next try
-            if entry.value != mine:
-                raise
-        async with self._store("take back a path lock"):
-            return int(await self.locks.update(key, mine, last=entry.revision))
-
     @asynccontextmanager
     async def path_lock(self, key: str) -> AsyncIterator[Lease]:
         """Hold the path in KV; the bucket's max age is the TTL, refreshed while we hold it."""
@@ -298,7 +275,7 @@ class KvCoordinator:
             while True:
                 try:
                     sent = time.monotonic()
-                    lease.revision = await self.take_lock(kv_key(key))
+                    lease.revision = await take_lock(self, kv_key(key))
                     lease.written(sent)
                     break
                 except KeyWrongLastSequenceError:
@@ -330,6 +307,9 @@ class KvCoordinator:
                 lease.written(sent)
                 last_ok = time.monotonic()
             except KeyWrongLastSequenceError:
+                if await kept_own(self, key, lease):
+                    last_ok = time.monotonic()
+                    continue
                 lease.lost = "the path lock was taken over by another replica"
                 return
             except Exception as exc:  # a hiccup: try again soon, until the TTL runs out
