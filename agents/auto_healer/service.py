@@ -120,7 +120,7 @@ async def serve(
         # JetStream mode: the pause and an open breaker close this gate of the injury intake
         # only, so the Hive's alerts (`--source-subject`) still come in and page meanwhile.
         gate = Slots(1)
-        source = await _source(settings, nc, js, metrics, replicas, gate)
+        source = await _source(settings, nc, js, metrics, replicas, gate, liveness)
         guard = None
         if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
             guard = await open_guard(
@@ -198,7 +198,13 @@ async def serve(
 
 
 async def _source(
-    settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int, gate: Slots
+    settings: Settings,
+    nc: Any,
+    js: Any,
+    metrics: Metrics,
+    replicas: int,
+    gate: Slots,
+    liveness: Liveness,
 ) -> Source:
     """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
     the same queue group: each alert to one replica)."""
@@ -212,12 +218,19 @@ async def _source(
         )
         for pattern in check_subjects(settings.source_subjects)
     ]
-    intake = await _intake(settings, nc, js, queue, metrics, replicas, gate)
+    intake = await _intake(settings, nc, js, queue, metrics, replicas, gate, liveness)
     return Combined([intake, *alerts]) if alerts else intake
 
 
 async def _intake(
-    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int, gate: Slots
+    settings: Settings,
+    nc: Any,
+    js: Any,
+    queue: str,
+    metrics: Metrics,
+    replicas: int,
+    gate: Slots,
+    liveness: Liveness,
 ) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
@@ -238,7 +251,7 @@ async def _intake(
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake, on_idle=metrics.caught_up, gate=gate)
+    return JetStreamSource(intake, on_idle=metrics.caught_up, gate=gate, on_lost=liveness.lost)
 
 
 CONSOLE_PORT = 8080  # `run --console` without a metrics port: here, or the next free port
