@@ -130,6 +130,7 @@ async def serve(
                 repo=healer.repo_key,
                 replicas=replicas,
                 signing_key=_signing_key(settings),
+                health=coordinator.health if isinstance(coordinator, KvCoordinator) else None,
             )
             metrics.watch_controls(guard.paused, guard.breaker_open)
             await ensure_history(
