@@ -18,6 +18,7 @@ ALLOWED = {
     "kvcell.py",
     "kvstore.py",
     "kvwire.py",
+    "ownlocks.py",
     "pathlocks.py",
 }
 

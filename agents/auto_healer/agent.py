@@ -100,8 +100,12 @@ class Agent(Batches):
 
     def not_ready(self) -> str | None:
         """Why `/readyz` fails now (a degraded coordination store included), or None."""
-        if not (self.subscribed and self.link.is_connected) or self.stopping.is_set():
-            return "not ready"
+        if self.stopping.is_set():
+            return "not ready: stopping"
+        if not self.link.is_connected:
+            return "not ready: disconnected from NATS, reconnecting"
+        if not self.subscribed:
+            return "not ready: not subscribed yet"
         return self.healer.coordinator.degraded()
 
     def details(self) -> dict[str, Any]:

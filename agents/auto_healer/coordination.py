@@ -30,6 +30,7 @@ from auto_healer.errors import TransientError
 from auto_healer.expiring import ExpiringTable, digest
 from auto_healer.kvstore import StoreHealth, kv_key
 from auto_healer.lease import Lease
+from auto_healer.ownlocks import kept_own, take_lock
 
 __all__ = [
     "BUCKETS",
@@ -274,8 +275,7 @@ class KvCoordinator:
             while True:
                 try:
                     sent = time.monotonic()
-                    async with self._store("take a path lock"):
-                        lease.revision = await self.locks.create(kv_key(key), self.owner.encode())
+                    lease.revision = await take_lock(self, kv_key(key))
                     lease.written(sent)
                     break
                 except KeyWrongLastSequenceError:
@@ -307,6 +307,9 @@ class KvCoordinator:
                 lease.written(sent)
                 last_ok = time.monotonic()
             except KeyWrongLastSequenceError:
+                if await kept_own(self, key, lease):
+                    last_ok = time.monotonic()
+                    continue
                 lease.lost = "the path lock was taken over by another replica"
                 return
             except Exception as exc:  # a hiccup: try again soon, until the TTL runs out

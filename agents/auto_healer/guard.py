@@ -27,7 +27,8 @@ from auto_healer.contracts import ParsedInjury
 from auto_healer.controls import BREAKER_PREFIX, BUCKET_CONTROLS, Cells, Controls, gate_intake
 from auto_healer.errors import CoordinationUnavailable, TransientError
 from auto_healer.kvcell import KvCell
-from auto_healer.outcomes import Kind, Outcome
+from auto_healer.kvstore import StoreHealth
+from auto_healer.outcomes import Kind, Outcome, log_outcome
 from auto_healer.playbooks import Playbook, Playbooks
 from auto_healer.reservations import Reservations
 from auto_healer.settings import ControlSettings
@@ -271,13 +272,14 @@ async def open_guard(
     repo: str,
     replicas: int = 1,
     signing_key: bytes | None = None,
+    health: StoreHealth | None = None,
 ) -> Guard:
     """The guard of a real replica: the controls bucket when the server has JetStream (KV);
     without it there is nothing to pause from and no shared count, and the log says so."""
     cells = None
     if js is not None:
         try:
-            cells = await KvCell.open(js, BUCKET_CONTROLS, replicas=replicas)
+            cells = await KvCell.open(js, BUCKET_CONTROLS, replicas=replicas, health=health)
         except Exception as exc:
             log.warning("controls_unavailable", error=str(exc) or type(exc).__name__)
     if settings.breaker_max_heals == 0:
@@ -296,8 +298,9 @@ async def open_guard(
 
 
 def _store_failed(parsed: ParsedInjury, playbook: str, exc: TransientError) -> Outcome:
-    """A control that could not read or write its store: retried later, an outage if it is one."""
-    return Outcome(
+    """A control that could not read or write its store: retried later, an outage if it is one.
+    Logged here: it never reaches the healer, which logs the others."""
+    outcome = Outcome(
         Kind.FAILED,
         str(exc),
         injury=parsed,
@@ -305,3 +308,5 @@ def _store_failed(parsed: ParsedInjury, playbook: str, exc: TransientError) -> O
         retryable=True,
         store_unavailable=isinstance(exc, CoordinationUnavailable),
     )
+    log_outcome(outcome, dry_run=False)
+    return outcome

@@ -15,13 +15,22 @@ class KvCell:
     """One KV bucket as compare-and-set cells and a change feed, for the operator controls
     (`controls`, `breaker`), which must not know NATS. Store failures raise `TransientError`."""
 
-    def __init__(self, kv: Any) -> None:
+    def __init__(self, kv: Any, health: StoreHealth | None = None) -> None:
         self.kv = kv
-        self._store = StoreHealth().store
+        # the agent's: /readyz and the store gauge then say when the controls do not answer
+        self._store = (health or StoreHealth()).store
 
     @classmethod
-    async def open(cls, js: Any, bucket: str, *, ttl_s: float = 0.0, replicas: int = 1) -> KvCell:
-        return cls(await open_bucket(js, bucket, ttl_s=ttl_s, replicas=replicas))
+    async def open(
+        cls,
+        js: Any,
+        bucket: str,
+        *,
+        ttl_s: float = 0.0,
+        replicas: int = 1,
+        health: StoreHealth | None = None,
+    ) -> KvCell:
+        return cls(await open_bucket(js, bucket, ttl_s=ttl_s, replicas=replicas), health)
 
     async def read(self, key: str) -> tuple[bytes, int] | None:
         """The value and revision of `key`, or None when it has none (never set, deleted)."""

@@ -27,6 +27,7 @@ class Liveness:
         self._down_since: float | None = None
         self._closed = False
         self._stopping = False
+        self._lost: str | None = None
 
     def tick(self) -> None:
         self._tick = self.clock()
@@ -41,6 +42,10 @@ class Liveness:
     def closed(self) -> None:
         self._closed = True
 
+    def lost(self, why: str) -> None:
+        """Something this process needs is gone for good (its JetStream consumer): restart."""
+        self._lost = why
+
     def stopping(self) -> None:
         """A close we asked for (drain at shutdown) is not a failure."""
         self._stopping = True
@@ -51,6 +56,8 @@ class Liveness:
             return None
         if self._closed:
             return "the NATS connection was closed and will not reconnect"
+        if self._lost:
+            return self._lost
         if self._down_since is not None:
             down = self.clock() - self._down_since
             if down > self.max_disconnected_s:

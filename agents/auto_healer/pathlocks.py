@@ -30,6 +30,7 @@ from auto_healer.coordination import (
     kv_key,
 )
 from auto_healer.errors import TransientError
+from auto_healer.ownlocks import kept_own, take_lock
 
 LetGo = Callable[[str, int], Awaitable[None]]  # (the KV key of a lock, its revision)
 
@@ -93,8 +94,7 @@ class _KvLocks:
         return locks.held
 
     async def _create(self, key: str) -> int:
-        async with self.coord.health.store("take a path lock"):
-            return int(await self.coord.locks.create(kv_key(key), self.coord.owner.encode()))
+        return await take_lock(self.coord, kv_key(key))
 
     async def _take(self, keys: list[str]) -> None:
         from nats.js.errors import KeyWrongLastSequenceError
@@ -174,7 +174,10 @@ class _KvLocks:
                     lease.revision, last_ok[key] = answer, time.monotonic()
                     lease.written(sent)
                 elif isinstance(answer, KeyWrongLastSequenceError):
-                    lease.lost = "the path lock was taken over by another replica"
+                    if await kept_own(self.coord, kv_key(key), lease):
+                        last_ok[key] = time.monotonic()
+                    else:
+                        lease.lost = "the path lock was taken over by another replica"
                 elif time.monotonic() - last_ok.get(key, 0.0) >= ttl_s:
                     lease.lost = f"the path lock could not be refreshed: {answer!r}"
 

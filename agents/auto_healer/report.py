@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from auto_healer.outcomes import Kind, Outcome
+from auto_healer.terminal import shown
 
 Format = Literal["text", "json", "markdown"]
 FILES_SHOWN = 20
@@ -109,10 +110,12 @@ def _pages(pages: Sequence[dict[str, Any]] | None, fmt: Format) -> str:
     """The planned pager requests of a dry-run, as indented JSON."""
     if not pages:
         return ""
-    shown = json.dumps(list(pages), indent=2, ensure_ascii=False)
+    doc = json.dumps(list(pages), indent=2, ensure_ascii=False)
     if fmt == "markdown":
-        return f"\nPages that would be sent (dry-run):\n\n```json\n{shown}\n```\n"
-    return "\npages that would be sent (dry-run, not sent):\n" + shown
+        return f"\nPages that would be sent (dry-run):\n\n```json\n{doc}\n```\n"
+    return "\npages that would be sent (dry-run, not sent):\n" + "\n".join(
+        shown(line) for line in doc.splitlines()
+    )
 
 
 def _cap_diff(diff: str) -> str:
@@ -130,10 +133,10 @@ def _title(o: Outcome) -> str:
 
 def _files(o: Outcome) -> list[str]:
     files = o.files
-    shown = [f"{f.change} {f.path}" for f in files[:FILES_SHOWN]]
+    listed = [f"{f.change} {f.path}" for f in files[:FILES_SHOWN]]
     if len(files) > FILES_SHOWN:
-        shown.append(f"... and {len(files) - FILES_SHOWN} more")
-    return shown
+        listed.append(f"... and {len(files) - FILES_SHOWN} more")
+    return listed
 
 
 def _text(outcomes: Sequence[Outcome], escalations_to: str) -> str:
@@ -162,6 +165,8 @@ def _text(outcomes: Sequence[Outcome], escalations_to: str) -> str:
         if o.commit_message and o.kind is Kind.PLANNED:
             out.append("           commit message:")
             out.extend(f"             {line}" for line in o.commit_message.splitlines())
+    # a publisher's path or reason may hold escape sequences or a newline forging a line
+    out = [shown(line) for line in out]
     return "\n".join([*head, "", *out] if out else head)
 
 

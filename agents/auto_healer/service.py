@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import secrets
 import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -119,7 +120,7 @@ async def serve(
         # JetStream mode: the pause and an open breaker close this gate of the injury intake
         # only, so the Hive's alerts (`--source-subject`) still come in and page meanwhile.
         gate = Slots(1)
-        source = await _source(settings, nc, js, metrics, replicas, gate)
+        source = await _source(settings, nc, js, metrics, replicas, gate, liveness)
         guard = None
         if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
             guard = await open_guard(
@@ -129,6 +130,7 @@ async def serve(
                 repo=healer.repo_key,
                 replicas=replicas,
                 signing_key=_signing_key(settings),
+                health=coordinator.health if isinstance(coordinator, KvCoordinator) else None,
             )
             metrics.watch_controls(guard.paused, guard.breaker_open)
             await ensure_history(
@@ -197,7 +199,13 @@ async def serve(
 
 
 async def _source(
-    settings: Settings, nc: Any, js: Any, metrics: Metrics, replicas: int, gate: Slots
+    settings: Settings,
+    nc: Any,
+    js: Any,
+    metrics: Metrics,
+    replicas: int,
+    gate: Slots,
+    liveness: Liveness,
 ) -> Source:
     """The injury intake, plus the Hive's alert subjects when asked for (core subscriptions in
     the same queue group: each alert to one replica)."""
@@ -211,12 +219,19 @@ async def _source(
         )
         for pattern in check_subjects(settings.source_subjects)
     ]
-    intake = await _intake(settings, nc, js, queue, metrics, replicas, gate)
+    intake = await _intake(settings, nc, js, queue, metrics, replicas, gate, liveness)
     return Combined([intake, *alerts]) if alerts else intake
 
 
 async def _intake(
-    settings: Settings, nc: Any, js: Any, queue: str, metrics: Metrics, replicas: int, gate: Slots
+    settings: Settings,
+    nc: Any,
+    js: Any,
+    queue: str,
+    metrics: Metrics,
+    replicas: int,
+    gate: Slots,
+    liveness: Liveness,
 ) -> Source:
     """Core NATS (a queue group; a dry-run listens beside it) or a JetStream pull consumer."""
     if js is None:
@@ -237,7 +252,7 @@ async def _intake(
             "enabled, and may this user use the streams and consumer (see "
             "deploy/nats/nats-server.conf)?"
         ) from None
-    return JetStreamSource(intake, on_idle=metrics.caught_up, gate=gate)
+    return JetStreamSource(intake, on_idle=metrics.caught_up, gate=gate, on_lost=liveness.lost)
 
 
 CONSOLE_PORT = 8080  # `run --console` without a metrics port: here, or the next free port
@@ -292,7 +307,10 @@ async def _coordinator(settings: Settings, nc: Any, replicas: int) -> Coordinato
     """
     if settings.dry_run:
         return LocalCoordinator()
-    owner = f"{socket.gethostname()}-{os.getpid()}"
+    # Unique to this process: a path lock with our owner is taken back as our own orphan
+    # (`KvCoordinator.take_lock`), so a restarted container (same host name, pid 1) or two
+    # replicas given one host name must never share it.
+    owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         coordinator = await KvCoordinator.create(
             nc.jetstream(),

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 import nats.errors
 import structlog
 
+from auto_healer.assets import DURABLE
 from auto_healer.bloodstream import Intake
 from auto_healer.sources import Delivery, Slots, Submit
 
 log = structlog.get_logger("auto_healer.sources.nats_js")
+CONSUMER_CHECK_S = 3.0  # while idle: how often the consumer is checked to be there at all
+LOST_AFTER = 2  # checks in a row that find it gone (not a cluster still settling): lost
 
 
 class JsSettler:
@@ -72,8 +76,12 @@ class JetStreamSource:
         fetch_timeout_s: float = 1.0,
         on_idle: Callable[[], None] = lambda: None,
         gate: Slots | None = None,
+        on_lost: Callable[[str], None] = lambda why: None,
     ) -> None:
         self.intake = intake
+        self.on_lost = on_lost  # the consumer is gone for good: `Liveness.lost`
+        self._checked = time.monotonic()
+        self._missing = 0  # checks in a row that found the consumer gone
         self.gate = gate  # passed before each fetch; held shut (paused) it fetches nothing
         self.fetch_timeout_s = fetch_timeout_s
         self.on_idle = on_idle  # called after a fetch that found the consumer empty
@@ -124,14 +132,46 @@ class JetStreamSource:
                     )
                 except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
                     self.on_idle()
+                    await self._check_consumer()
                 except Exception as exc:  # reconnecting, server restarting: wait and go on
                     log.warning("fetch_failed", error=str(exc) or type(exc).__name__)
                     await asyncio.sleep(0.5)
+                    await self._check_consumer()
             slots.release(reserved - len(msgs))
             return msgs
         finally:
             if self.gate is not None:
                 self.gate.release()
+
+    async def _check_consumer(self) -> None:
+        """While nothing comes, every `CONSUMER_CHECK_S`: is the consumer still there? A NATS
+        back with its store lost has neither stream nor consumer, and a fetch then times out
+        as if there were nothing to do, forever. Said once; liveness then fails (a restart
+        recreates them). An outage is not a loss (the connection's liveness covers it), nor is
+        one answer "not found" (`LOST_AFTER`)."""
+        now = time.monotonic()
+        if now - self._checked < CONSUMER_CHECK_S:
+            return
+        self._checked = now
+        from nats.js.errors import NotFoundError
+
+        try:
+            await self.intake.psub.consumer_info()
+            self._missing = 0
+        except NotFoundError as exc:
+            self._missing += 1
+            if self._missing < LOST_AFTER:
+                return
+            i = self.intake
+            why = (
+                f"the JetStream consumer {DURABLE if i.durable else '(private)'} on stream "
+                f"{i.stream} is gone ({exc.description or type(exc).__name__}): NATS lost its "
+                "store? A restart recreates the stream and the consumer"
+            )
+            log.error("intake_lost", reason=why)
+            self.on_lost(why)
+        except Exception:
+            return
 
     async def stop(self) -> None:
         if self._loop is not None:
