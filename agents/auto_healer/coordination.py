@@ -170,11 +170,21 @@ class KvCoordinator:
         self.local = LocalCoordinator()  # a cache of what this replica knows, and its locks
         self.cache_s = 1.0
         self.health = StoreHealth()
+        self.watched: list[StoreHealth] = []
         self._store = self.health.store
         self.let_go: Callable[[str, int], Awaitable[None]] | None = None  # `pathlocks.let_go_by`
 
     def degraded(self) -> str | None:
-        return self.health.degraded()
+        """The store's outage, this coordinator's buckets first, then those it `watch`es."""
+        for health in (self.health, *self.watched):
+            if (why := health.degraded()) is not None:
+                return why
+        return None
+
+    def watch(self, health: StoreHealth) -> None:
+        """Say the outage of other buckets too (the controls'), each judged by its own calls:
+        one bucket answering never clears another's outage."""
+        self.watched.append(health)
 
     async def count_attempt(self, injury_id: str) -> int:
         """Kept in the healed-ids bucket (a read and a write: only after a failed heal, and

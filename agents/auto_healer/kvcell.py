@@ -17,7 +17,7 @@ class KvCell:
 
     def __init__(self, kv: Any, health: StoreHealth | None = None) -> None:
         self.kv = kv
-        # the agent's: /readyz and the store gauge then say when the controls do not answer
+        # one the coordinator watches: /readyz and the store gauge then say when it does not answer
         self._store = (health or StoreHealth()).store
 
     @classmethod

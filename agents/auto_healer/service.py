@@ -31,6 +31,7 @@ from auto_healer.guard import Guard, open_guard
 from auto_healer.healer import Healer
 from auto_healer.heartbeat import Heart
 from auto_healer.history import ensure_history
+from auto_healer.kvstore import StoreHealth
 from auto_healer.liveness import Liveness
 from auto_healer.logs import cache_loggers, redact_url
 from auto_healer.metrics import Metrics, WsgiApp
@@ -123,6 +124,9 @@ async def serve(
         source = await _source(settings, nc, js, metrics, replicas, gate, liveness)
         guard = None
         if not settings.dry_run:  # a dry-run writes nothing shared and holds nothing
+            controls_health = StoreHealth()  # its own: a lock answered never clears it
+            if isinstance(coordinator, KvCoordinator):
+                coordinator.watch(controls_health)
             guard = await open_guard(
                 settings.controls,
                 nc.jetstream(),
@@ -130,7 +134,7 @@ async def serve(
                 repo=healer.repo_key,
                 replicas=replicas,
                 signing_key=_signing_key(settings),
-                health=coordinator.health if isinstance(coordinator, KvCoordinator) else None,
+                health=controls_health,
             )
             metrics.watch_controls(guard.paused, guard.breaker_open)
             await ensure_history(
