@@ -153,12 +153,8 @@ def rebase(co: Checkout, base: str, changes: list[Change]) -> str:
     if touched:
         raise Replan(f"the remote's new commits changed {', '.join(touched[:3])}")
     healed = _listing(co, "HEAD", ours)
-    who = co.identity
     try:
-        co.git(
-            *("-c", f"user.name={who.name}", "-c", f"user.email={who.email}"),
-            *("-c", "commit.gpgsign=false", "rebase", "-q", "--onto", head, base),
-        )
+        _replay(co, base, head)
     except (TransientError, HealFailed) as exc:
         with contextlib.suppress(TransientError, HealFailed):
             co.git("rebase", "--abort")
@@ -166,6 +162,42 @@ def rebase(co: Checkout, base: str, changes: list[Change]) -> str:
     if _listing(co, "HEAD", ours) != healed:  # the heal, re-checked against the new head
         raise Replan(f"the heal does not hold on {head[:12]}")
     return head
+
+
+def _replay(co: Checkout, base: str, head: str) -> None:
+    """Move the heal commit(s) on `base` onto `head`. One commit on a base `head` descends from
+    (a burst's batch, a heal) is made again from the merge of the two trees, and the checkout
+    moved to it file by file: ~30 ms where `git rebase` takes ~120 ms against a 1,000-directory
+    tree, and a shorter fetch-to-push window is what wins against a teammate pushing every
+    200 ms. Anything else is left to `git rebase`. Raises on a conflict. Unlike a rebase, the
+    moved commit gets a new author date."""
+    who = co.identity
+    ident = [*("-c", f"user.name={who.name}", "-c", f"user.email={who.email}")]
+    ident += ["-c", "commit.gpgsign=false"]
+    if head == base:  # refused without the remote moving (a lock on it): nothing to move
+        return
+    ours = co.head()
+    single = co.git("rev-list", "--count", f"{base}..{ours}") == "1"
+    if not single or not _descends(co, base, head):
+        co.git(*ident, "rebase", "-q", "--onto", head, base)
+        return
+    tree = co.git("merge-tree", "--write-tree", "--no-messages", ours, head).splitlines()[0]
+    message = co.git("cat-file", "commit", ours).split("\n\n", 1)[1]  # as stored: no re-encoding
+    moved = co.git(*ident, "commit-tree", tree, "-p", head, "-m", message)
+    co.git("update-index", "-q", "--refresh")  # a file touched but unchanged is no change
+    co.git("read-tree", "-m", "-u", ours, moved)  # the new head's files; ours untouched
+    co.git(
+        "update-ref", "-m", "auto-healer: heal moved onto the remote's head", "HEAD", moved, ours
+    )
+
+
+def _descends(co: Checkout, base: str, head: str) -> bool:
+    """`head` has `base` in its history (the remote moved forward, not rewritten)."""
+    try:
+        co.git("merge-base", "--is-ancestor", base, head)
+    except (TransientError, HealFailed):
+        return False
+    return True
 
 
 def _listing(co: Checkout, rev: str, paths: list[str]) -> str:
